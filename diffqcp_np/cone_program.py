@@ -1,0 +1,227 @@
+"""diffcp-compatible entry points: solve a cone program and differentiate its solution map.
+
+Problem (SCS form), with ``P`` optional::
+
+    minimize ½ x'Px + c'x   subject to  Ax + s = b,  s ∈ K
+
+``solve_and_derivative`` returns ``x, y, s`` and the closures ``D`` (JVP) and ``DT``
+(VJP). The signatures and return values are diffcp 1.1.9's; the default derivative mode
+is ``"direct"`` (a sparse LU of the reduced (n+m) system, factored once and reused),
+and ``P`` is supported in every mode.
+
+``P`` may be the full symmetric matrix or its upper triangle. Whatever pattern was given
+is the pattern of ``DT``'s ``dP``, which is the exact adjoint of ``D``'s ``dP`` argument
+read in the same storage convention (with upper storage an off-diagonal gradient entry
+is twice the symmetric gradient's entry).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from ._validation import ProblemData, as_vector, check_problem
+from .derivative import EXACT_MODES, LPGD_MODES, MODES, LPGDDerivative, SolutionDerivative
+from .derivative.patterns import QuadraticTerm
+from .solvers import SolverError, SolverResult, solve_cone_program
+
+DEFAULT_MODE = "direct"
+DEFAULT_SOLVER = "SCS"
+
+# Options of the derivative (not of the forward solver), accepted in ``derivative_kwargs``.
+_LPGD_OPTIONS = ("tau", "rho")
+
+
+def _check_mode(mode: str | None) -> str:
+    mode = DEFAULT_MODE if mode is None else mode
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; the supported modes are {list(MODES)}")
+    return mode
+
+
+def _solve(data: ProblemData, quadratic: QuadraticTerm, solve_method: str | None,
+           warm_start, raise_on_error: bool, solver_kwargs: dict) -> SolverResult:
+    if warm_start is not None:
+        if len(warm_start) != 3:
+            raise ValueError("warm_start must be a tuple (x, y, s)")
+        x0, y0, s0 = warm_start
+        warm_start = (as_vector(x0, "warm_start x", data.n), as_vector(y0, "warm_start y", data.m),
+                      as_vector(s0, "warm_start s", data.m))
+    return solve_cone_program(
+        data.A, data.b, data.c, data.cones, P=quadratic.full,
+        solve_method=solve_method or DEFAULT_SOLVER, warm_start=warm_start,
+        raise_on_error=raise_on_error, **solver_kwargs,
+    )
+
+
+def _forward_for_lpgd(solve_method: str | None, solver_kwargs: dict) -> Callable:
+    """A forward solve for the LPGD re-solves, with the caller's solver and settings."""
+    method = (solve_method or DEFAULT_SOLVER).upper()
+
+    def forward(A, b, c, cones, P, warm_start):
+        result = solve_cone_program(
+            A, b, c, cones, P=P, solve_method=method,
+            warm_start=warm_start if method == "SCS" else None, raise_on_error=True,
+            **solver_kwargs,
+        )
+        return result.x, result.y, result.s
+
+    return forward
+
+
+def _make_derivative(data: ProblemData, x, y, s, mode: str, solve_method: str | None,
+                     solver_kwargs: dict, derivative_kwargs: dict):
+    if mode in LPGD_MODES:
+        options = dict(derivative_kwargs)
+        unknown = sorted(set(options) - set(_LPGD_OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown derivative_kwargs {unknown} for mode {mode!r}")
+        return LPGDDerivative(data, x, y, s, mode, _forward_for_lpgd(solve_method, solver_kwargs),
+                              **options)
+    options = {k: v for k, v in derivative_kwargs.items() if k not in _LPGD_OPTIONS}
+    return SolutionDerivative(data, x, y, s, mode=mode, **options)
+
+
+def _failed_derivative(status: str) -> tuple[Callable, Callable]:
+    def unavailable(*args, **kwargs):
+        raise SolverError(f"no derivative: the forward solve ended with status {status!r}")
+
+    return unavailable, unavailable
+
+
+def derivative(A, b, c, cone_dict, x, y, s, P=None, mode: str = DEFAULT_MODE,
+               solve_method: str | None = None, **derivative_kwargs: Any):
+    """Derivative of the solution map at a solution obtained elsewhere.
+
+    Parameters
+    ----------
+    A : sparse or dense (m, n)
+    b : ndarray (m,)
+    c : ndarray (n,)
+    cone_dict : dict
+        SCS-style cones (``z``/``f``, ``l``, ``q``, ``s``, ``ep``, ``ed``, ``p``).
+    x, y, s : ndarray
+        A primal-dual solution (from any solver, e.g. a GPU solver).
+    P : sparse or dense (n, n), optional
+        Full symmetric matrix or its upper triangle.
+    mode : str, default "direct"
+        ``direct``, ``dense``, ``lsqr``, ``lsmr`` (exact), or ``lpgd``, ``lpgd_right``,
+        ``lpgd_left`` (which re-solve perturbed problems with ``solve_method``).
+    solve_method : str, optional
+        Forward solver for the LPGD modes (default SCS).
+    **derivative_kwargs
+        Linear-solver options (``permc_spec``; ``atol``, ``btol``, ``maxiter``) or the
+        LPGD parameters ``tau`` and ``rho``.
+
+    Returns
+    -------
+    D : callable
+        ``D(dA, db, dc, dP=None) -> (dx, dy, ds)``.
+    DT : callable
+        ``DT(dx, dy, ds, return_dP=False) -> (dA, db, dc[, dP])``.
+    """
+    mode = _check_mode(mode)
+    data = check_problem(A, b, c, cone_dict, P)
+    deriv = _make_derivative(data, x, y, s, mode, solve_method, {}, derivative_kwargs)
+    return deriv.jvp, deriv.vjp
+
+
+def solve_internal(A, b, c, cone_dict, solve_method: str | None = None, warm_start=None,
+                   raise_on_error: bool = True, P=None, **kwargs: Any) -> dict:
+    """Solve a cone program; returns a dict with ``x``, ``y``, ``s`` and ``info``.
+
+    ``info`` holds the solver's own report plus SCS-style keys (``status``, ``iter``,
+    ``solve_time``, ``setup_time``, ``pobj``). With ``raise_on_error=False`` a failed solve
+    returns its status instead of raising :class:`SolverError`.
+    """
+    data = check_problem(A, b, c, cone_dict, P)
+    quadratic = QuadraticTerm(data.P, data.n)
+    result = _solve(data, quadratic, solve_method, warm_start, raise_on_error, kwargs)
+    return {"x": result.x, "y": result.y, "s": result.s, "info": result.info}
+
+
+def solve_and_derivative_internal(A, b, c, cone_dict, solve_method: str | None = None,
+                                  warm_start=None, mode: str = DEFAULT_MODE,
+                                  raise_on_error: bool = True, P=None, **kwargs: Any) -> dict:
+    """Solve and set up the derivative; returns ``x``, ``y``, ``s``, ``info``, ``D``, ``DT``.
+
+    ``kwargs`` go to the forward solver, except ``derivative_kwargs`` (a dict of options
+    for the derivative, as in diffcp).
+    """
+    mode = _check_mode(mode)
+    derivative_kwargs = dict(kwargs.pop("derivative_kwargs", None) or {})
+    data = check_problem(A, b, c, cone_dict, P)
+    quadratic = QuadraticTerm(data.P, data.n)
+    result = _solve(data, quadratic, solve_method, warm_start, raise_on_error, kwargs)
+    out = {"x": result.x, "y": result.y, "s": result.s, "info": result.info}
+    if not result.ok:
+        out["D"], out["DT"] = _failed_derivative(result.status)
+        return out
+    deriv = _make_derivative(data, result.x, result.y, result.s, mode, solve_method, kwargs,
+                             derivative_kwargs)
+    out["D"], out["DT"] = deriv.jvp, deriv.vjp
+    return out
+
+
+def solve_and_derivative(A, b, c, cone_dict, warm_start=None, mode: str = DEFAULT_MODE,
+                         solve_method: str = DEFAULT_SOLVER, P=None, **kwargs: Any):
+    """Solve a cone program and return its solution and the derivative of its solution map.
+
+    Parameters
+    ----------
+    A : scipy.sparse matrix or ndarray (m, n)
+        Constraint matrix. Its stored pattern, explicit zeros included, is the pattern of
+        the ``dA`` that ``DT`` returns. Never modified.
+    b : ndarray (m,)
+    c : ndarray (n,)
+    cone_dict : dict
+        SCS-style cones: ``z`` (alias ``f``), ``l``, ``q``, ``s``, ``ep``, ``ed``, ``p``.
+    warm_start : tuple (x, y, s), optional
+        Warm start for SCS (and Clarabel where supported).
+    mode : str, default "direct"
+        ``direct`` (sparse LU, factored once), ``dense``, ``lsqr``, ``lsmr``, ``lpgd``,
+        ``lpgd_right`` or ``lpgd_left``.
+    solve_method : {"SCS", "Clarabel", "ECOS"}, default "SCS"
+    P : scipy.sparse matrix or ndarray (n, n), optional
+        Quadratic objective ``½ x'Px``: full symmetric or upper triangle.
+    **kwargs
+        Forward-solver settings (``eps``, ``verbose``, ...), and ``derivative_kwargs``
+        (a dict: linear-solver options, or ``tau``/``rho`` for the LPGD modes).
+
+    Returns
+    -------
+    x, y, s : ndarray
+        Primal solution, dual solution and slack.
+    D : callable
+        ``D(dA, db, dc, dP=None) -> (dx, dy, ds)``, the Jacobian-vector product.
+    DT : callable
+        ``DT(dx, dy, ds, return_dP=False) -> (dA, db, dc[, dP])``, the vector-Jacobian
+        product; ``dA`` is CSC on exactly A's stored pattern.
+
+    Raises
+    ------
+    SolverError
+        If the problem is infeasible or unbounded, or the solver fails.
+    ValueError
+        On malformed input (naming the argument).
+    """
+    result = solve_and_derivative_internal(
+        A, b, c, cone_dict, solve_method=solve_method, warm_start=warm_start, mode=mode,
+        raise_on_error=True, P=P, **kwargs,
+    )
+    return result["x"], result["y"], result["s"], result["D"], result["DT"]
+
+
+def solve_only(A, b, c, cone_dict, warm_start=None, solve_method: str = DEFAULT_SOLVER,
+               P=None, **kwargs: Any):
+    """Solve a cone program without setting up the derivative; returns ``x, y, s``."""
+    result = solve_internal(A, b, c, cone_dict, solve_method=solve_method,
+                            warm_start=warm_start, raise_on_error=True, P=P, **kwargs)
+    return result["x"], result["y"], result["s"]
+
+
+__all__ = [
+    "EXACT_MODES", "LPGD_MODES", "MODES", "SolverError", "derivative", "solve_and_derivative",
+    "solve_and_derivative_internal", "solve_internal", "solve_only",
+]

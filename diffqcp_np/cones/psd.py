@@ -1,0 +1,259 @@
+"""Positive semidefinite cones: vectorisation, projection and Jacobian.
+
+A symmetric matrix ``X`` of side ``k`` is stored as the ``k (k + 1) / 2`` entries of
+its lower triangle, column by column, with the off-diagonal entries scaled by
+``sqrt(2)`` (the SCS convention)::
+
+    vec(X) = (X11, sqrt(2) X21, ..., sqrt(2) Xk1, X22, sqrt(2) X32, ..., Xkk)
+
+so that ``vec(X)' vec(Y) = tr(XY)``. A product of PSD cones is described by the
+list of its sides; its vector is the concatenation of the blocks' vectors. Blocks
+of equal side are handled together as a stack (batched ``eigh`` and ``matmul``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Iterator, Sequence
+
+import numpy as np
+
+_SQRT2 = np.sqrt(2.0)
+
+#: Eigenvalues with ``|lambda| <= _ZERO_TOL * k * max|lambda|`` count as exact zeros
+#: in the Jacobian (they are at the rounding level of ``eigh``).
+_ZERO_TOL = 8.0 * np.finfo(np.float64).eps
+
+
+@lru_cache(maxsize=None)
+def _tri(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row indices, column indices and scales of the vec entries of side ``k``.
+
+    Returns
+    -------
+    rows, cols : ndarray of int
+        Position ``(rows[p], cols[p])`` (``rows >= cols``) of vec entry ``p``.
+    scale : ndarray of float
+        ``sqrt(2)`` off the diagonal, ``1`` on it.
+    """
+    cols, rows = np.triu_indices(k)
+    scale = np.where(rows == cols, 1.0, _SQRT2)
+    for arr in (rows, cols, scale):
+        arr.setflags(write=False)
+    return rows, cols, scale
+
+
+def _vec_stack(X: np.ndarray) -> np.ndarray:
+    """vec of each matrix of a stack ``(..., k, k)``, read from its lower triangle."""
+    rows, cols, scale = _tri(X.shape[-1])
+    return X[..., rows, cols] * scale
+
+
+def _unvec_stack(x: np.ndarray, k: int) -> np.ndarray:
+    """Symmetric matrices ``(..., k, k)`` from a stack of vecs ``(..., k(k+1)/2)``."""
+    rows, cols, scale = _tri(k)
+    X = np.empty(x.shape[:-1] + (k, k))
+    entries = x / scale
+    X[..., rows, cols] = entries
+    X[..., cols, rows] = entries
+    return X
+
+
+def vec_symm(X: np.ndarray) -> np.ndarray:
+    """Vectorise a symmetric matrix in the SCS convention.
+
+    Parameters
+    ----------
+    X : ndarray, shape (k, k)
+        Symmetric matrix; only its lower triangle is read (as in diffcp).
+
+    Returns
+    -------
+    ndarray, shape (k (k + 1) / 2,)
+    """
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or X.shape[0] != X.shape[1]:
+        raise ValueError(f"vec_symm needs a square matrix, got shape {X.shape}")
+    return _vec_stack(X)
+
+
+def unvec_symm(x: np.ndarray, dim: int) -> np.ndarray:
+    """Symmetric matrix of side ``dim`` whose SCS vectorisation is ``x``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (dim (dim + 1) / 2,)
+    dim : int
+        Side of the matrix.
+
+    Returns
+    -------
+    ndarray, shape (dim, dim)
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.shape != (dim * (dim + 1) // 2,):
+        raise ValueError(
+            f"unvec_symm with dim={dim} needs a vector of length {dim * (dim + 1) // 2}, "
+            f"got shape {x.shape}"
+        )
+    return _unvec_stack(x, dim)
+
+
+def _groups(v: np.ndarray, sides: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
+    """Group the blocks of ``v`` by side.
+
+    Yields
+    ------
+    k : int
+        A distinct side, in order of first appearance.
+    index : ndarray of int, shape (n_blocks, k (k + 1) / 2)
+        Positions in ``v`` of the entries of each block of side ``k``, in block order.
+    """
+    sides = [int(k) for k in sides]
+    if any(k < 1 for k in sides):
+        raise ValueError(f"PSD cone sides must be positive integers, got {sides}")
+    sizes = np.array([k * (k + 1) // 2 for k in sides], dtype=np.int64)
+    if v.shape != (int(sizes.sum()),):
+        raise ValueError(
+            f"PSD cones of sides {sides} need a vector of length {int(sizes.sum())}, "
+            f"got shape {v.shape}"
+        )
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
+    side_arr = np.array(sides, dtype=np.int64)
+    for k in dict.fromkeys(sides):
+        d = k * (k + 1) // 2
+        yield k, starts[side_arr == k][:, None] + np.arange(d)
+
+
+def project_psd(v: np.ndarray, sides: Sequence[int]) -> np.ndarray:
+    """Euclidean projection onto a product of PSD cones.
+
+    Parameters
+    ----------
+    v : ndarray, shape (sum k (k + 1) / 2,)
+        Concatenated SCS vectorisations of the blocks.
+    sides : sequence of int
+        Side ``k`` of each block, in order.
+
+    Returns
+    -------
+    ndarray
+        ``vec(Q diag(max(lambda, 0)) Q')`` block by block, where ``unvec(v) = Q diag(lambda) Q'``.
+    """
+    v = np.asarray(v, dtype=np.float64)
+    out = np.empty_like(v)
+    for k, index in _groups(v, sides):
+        lam, Q = np.linalg.eigh(_unvec_stack(v[index], k))
+        X = (Q * np.maximum(lam, 0.0)[:, None, :]) @ np.swapaxes(Q, -1, -2)
+        out[index] = _vec_stack(X)
+    return out
+
+
+def _weights(lam: np.ndarray) -> np.ndarray:
+    """Jacobian weights ``B`` for a stack of eigenvalue vectors ``(n, k)``.
+
+    ``B_ij = (lam_i^+ + lam_j^+) / (|lam_i| + |lam_j|)`` with ``0/0 := 1``, after
+    eigenvalues at the rounding level of each block are set to zero: ones on the
+    nonnegative-nonnegative block, zeros on the negative-negative block and
+    ``lam_i / (lam_i - lam_j)`` for ``lam_i >= 0 > lam_j``.
+    """
+    k = lam.shape[-1]
+    tol = _ZERO_TOL * k * np.abs(lam).max(axis=-1, keepdims=True)
+    lam = np.where(np.abs(lam) <= tol, 0.0, lam)
+    pos, mag = np.maximum(lam, 0.0), np.abs(lam)
+    num = pos[:, :, None] + pos[:, None, :]
+    den = mag[:, :, None] + mag[:, None, :]
+    zero = den == 0.0
+    return np.where(zero, 1.0, num / np.where(zero, 1.0, den))
+
+
+class PSDJacobian:
+    """Jacobian of the projection onto a product of PSD cones, at a point ``v``.
+
+    With ``unvec(v) = Q diag(lambda) Q'`` for a block, the Jacobian maps
+    ``dX`` to ``Q (B o (Q' dX Q)) Q'`` (see :func:`_weights` for ``B``). It is
+    symmetric in vec coordinates with eigenvalues ``B_ij`` in ``[0, 1]``.
+
+    Parameters
+    ----------
+    v : ndarray, shape (sum k (k + 1) / 2,)
+        Point of differentiation (concatenated vecs).
+    sides : sequence of int
+        Side ``k`` of each block, in order.
+
+    Attributes
+    ----------
+    size : int
+        Length of ``v``.
+    """
+
+    def __init__(self, v: np.ndarray, sides: Sequence[int]) -> None:
+        v = np.asarray(v, dtype=np.float64)
+        self._sides = tuple(int(k) for k in sides)
+        self._groups = []
+        for k, index in _groups(v, self._sides):
+            lam, Q = np.linalg.eigh(_unvec_stack(v[index], k))
+            self._groups.append((k, index, Q, _weights(lam)))
+        self.size = int(v.shape[0])
+
+    def matvec(self, x: np.ndarray) -> np.ndarray:
+        """Apply the Jacobian to ``x`` in ``O(sum k^3)`` operations.
+
+        Parameters
+        ----------
+        x : ndarray, shape (size,)
+
+        Returns
+        -------
+        ndarray, shape (size,)
+        """
+        x = np.asarray(x, dtype=np.float64)
+        if x.shape != (self.size,):
+            raise ValueError(f"matvec needs a vector of length {self.size}, got shape {x.shape}")
+        out = np.empty_like(x)
+        for k, index, Q, B in self._groups:
+            Qt = np.swapaxes(Q, -1, -2)
+            inner = B * (Qt @ _unvec_stack(x[index], k) @ Q)
+            out[index] = _vec_stack(Q @ inner @ Qt)
+        return out
+
+    def dense_blocks(self) -> list[np.ndarray]:
+        """Dense Jacobian of each block in vec coordinates, in block order.
+
+        The block Jacobian is ``T' diag(vec-positions of B) T`` where ``T`` is the
+        orthogonal matrix of ``x -> vec(Q' unvec(x) Q)``, so it is symmetric with
+        eigenvalues in ``[0, 1]`` up to rounding.
+
+        Returns
+        -------
+        list of ndarray, each of shape (k (k + 1) / 2, k (k + 1) / 2)
+            Exactly symmetric float64 matrices.
+        """
+        blocks: list[np.ndarray | None] = [None] * len(self._sides)
+        position = {}
+        for i, k in enumerate(self._sides):
+            position.setdefault(k, []).append(i)
+        for k, _, Q, B in self._groups:
+            T = self._congruence_matrix(Q)
+            rows, cols, _ = _tri(k)
+            weights = B[:, rows, cols]
+            J = np.swapaxes(T, -1, -2) @ (weights[:, :, None] * T)
+            J = 0.5 * (J + np.swapaxes(J, -1, -2))
+            for i, block in zip(position[k], J):
+                blocks[i] = np.ascontiguousarray(block)
+        return blocks
+
+    @staticmethod
+    def _congruence_matrix(Q: np.ndarray) -> np.ndarray:
+        """Matrices ``T`` (stack) of ``x -> vec(Q' unvec(x) Q)``.
+
+        For output entry ``p = (a, b)`` and input entry ``q = (i, j)``,
+        ``T[p, q] = s_p / t_q (Q_ia Q_jb + Q_ja Q_ib)`` with ``s_p = sqrt(2)`` if
+        ``a != b`` else ``1`` and ``t_q = sqrt(2)`` if ``i != j`` else ``2``.
+        """
+        rows, cols, scale = _tri(Q.shape[-1])
+        a, b = rows[:, None], cols[:, None]
+        i, j = rows[None, :], cols[None, :]
+        pair = Q[:, i, a] * Q[:, j, b] + Q[:, j, a] * Q[:, i, b]
+        in_scale = np.where(rows == cols, 2.0, _SQRT2)
+        return pair * (scale[:, None] / in_scale[None, :])

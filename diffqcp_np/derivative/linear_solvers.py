@@ -1,0 +1,212 @@
+"""Solvers for the derivative system ``K z = r`` and its transpose ``K' z = r``.
+
+``direct`` factors the sparse K once (SuperLU) and reuses the factors for every solve;
+``dense`` does the same with a dense LU (tiny problems); ``lsqr`` and ``lsmr`` run
+matrix-free on K with forwarded tolerances and check the true residual. Where K is
+singular or numerically so (the solution map is not differentiable there), every
+solver warns with :class:`NonDifferentiableWarning` and returns a least-squares answer.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable
+
+import numpy as np
+import scipy.linalg as la
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+#: Pivot ratio below which a factorisation is treated as singular.
+SINGULAR_PIVOT_RATIO = 1e-13
+#: Relative residual above which an answer is reported as inaccurate.
+RESIDUAL_WARN = 1e-6
+
+
+class NonDifferentiableWarning(RuntimeWarning):
+    """The derivative system is singular: the solution map is not differentiable here."""
+
+
+class InaccurateDerivativeWarning(RuntimeWarning):
+    """An iterative solve of the derivative system stopped with a large residual."""
+
+
+def _relative_residual(matvec: Callable, z: np.ndarray, r: np.ndarray) -> float:
+    norm_r = np.linalg.norm(r)
+    return float(np.linalg.norm(matvec(z) - r) / max(norm_r, np.finfo(float).tiny))
+
+
+def _least_squares(op: spla.LinearOperator, r: np.ndarray) -> np.ndarray:
+    n = op.shape[1]
+    return spla.lsmr(op, r, atol=1e-14, btol=1e-14, maxiter=20 * n)[0]
+
+
+def _warn_singular(detail: str) -> None:
+    warnings.warn(
+        "the derivative system is singular (" + detail + "): the solution map is not "
+        "differentiable at this point (non-unique solution or no strict complementarity); "
+        "returning a least-squares answer",
+        NonDifferentiableWarning,
+        stacklevel=4,
+    )
+
+
+class KKTSolver:
+    """Base class: solves with K and K' and records the last relative residual.
+
+    Parameters
+    ----------
+    K : scipy.sparse matrix or None
+        The assembled matrix (direct and dense modes).
+    operator : LinearOperator
+        K as an operator with ``matvec`` and ``rmatvec``.
+    """
+
+    name = "base"
+
+    def __init__(self, K: sp.spmatrix | None, operator: spla.LinearOperator, **options: Any):
+        self.K = K
+        self.operator = operator
+        self.last_residual = 0.0
+        self.singular = False
+        if options:
+            raise ValueError(
+                f"unknown options {sorted(options)} for the {self.name!r} derivative mode"
+            )
+
+    def solve(self, r: np.ndarray) -> np.ndarray:
+        """Solve ``K z = r``."""
+        return self._checked(r, transpose=False)
+
+    def solve_transpose(self, r: np.ndarray) -> np.ndarray:
+        """Solve ``K' z = r``."""
+        return self._checked(r, transpose=True)
+
+    def _checked(self, r: np.ndarray, transpose: bool) -> np.ndarray:
+        if not np.any(r):
+            self.last_residual = 0.0
+            return np.zeros_like(r)
+        op = self.operator.T if transpose else self.operator
+        if self.singular:
+            z = _least_squares(op, r)
+        else:
+            z = self._solve(r, transpose)
+        self.last_residual = _relative_residual(op.matvec, z, r)
+        return z
+
+    def _solve(self, r: np.ndarray, transpose: bool) -> np.ndarray:
+        raise NotImplementedError
+
+
+class DirectSolver(KKTSolver):
+    """Sparse LU of K (SuperLU), factored once and reused for K and K' solves.
+
+    One step of iterative refinement is taken when the first residual exceeds 1e-12.
+    """
+
+    name = "direct"
+
+    def __init__(self, K, operator, permc_spec: str = "COLAMD", **options):
+        super().__init__(K, operator, **options)
+        try:
+            self._lu = spla.splu(sp.csc_matrix(K), permc_spec=permc_spec)
+        except RuntimeError as err:  # exactly singular
+            self.singular = True
+            _warn_singular(str(err))
+            return
+        pivots = np.abs(self._lu.U.diagonal())
+        ratio = pivots.min() / pivots.max() if pivots.size and pivots.max() > 0 else 0.0
+        if not np.isfinite(ratio) or ratio < SINGULAR_PIVOT_RATIO:
+            self.singular = True
+            _warn_singular(f"pivot ratio {ratio:.2e}")
+
+    def _solve(self, r, transpose):
+        trans = "T" if transpose else "N"
+        z = self._lu.solve(r, trans=trans)
+        op = self.operator.T if transpose else self.operator
+        residual = r - op.matvec(z)
+        if np.linalg.norm(residual) > 1e-12 * np.linalg.norm(r):
+            z = z + self._lu.solve(residual, trans=trans)
+        return z
+
+
+class DenseSolver(KKTSolver):
+    """Dense LU of K, for small problems."""
+
+    name = "dense"
+
+    def __init__(self, K, operator, **options):
+        super().__init__(K, operator, **options)
+        dense = K.toarray() if sp.issparse(K) else np.asarray(K)
+        self._dense = dense
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", la.LinAlgWarning)
+            self._lu = la.lu_factor(dense, check_finite=False)
+        pivots = np.abs(np.diag(self._lu[0]))
+        ratio = pivots.min() / pivots.max() if pivots.size and pivots.max() > 0 else 0.0
+        if not np.isfinite(ratio) or ratio < SINGULAR_PIVOT_RATIO:
+            self.singular = True
+            _warn_singular(f"pivot ratio {ratio:.2e}")
+
+    def _checked(self, r, transpose):
+        if self.singular and np.any(r):
+            mat = self._dense.T if transpose else self._dense
+            z = la.lstsq(mat, r, check_finite=False)[0]
+            self.last_residual = _relative_residual(lambda v: mat @ v, z, r)
+            return z
+        return super()._checked(r, transpose)
+
+    def _solve(self, r, transpose):
+        return la.lu_solve(self._lu, r, trans=1 if transpose else 0, check_finite=False)
+
+
+class IterativeSolver(KKTSolver):
+    """LSQR or LSMR on K, matrix-free.
+
+    Parameters
+    ----------
+    method : {"lsqr", "lsmr"}
+    atol, btol : float, default 1e-12
+        Stopping tolerances forwarded to SciPy.
+    maxiter : int, optional
+        Iteration limit; default ``10 · N``.
+    """
+
+    def __init__(self, K, operator, method: str = "lsmr", atol: float = 1e-12,
+                 btol: float = 1e-12, maxiter: int | None = None, **options):
+        self.name = method
+        super().__init__(K, operator, **options)
+        self.method = method
+        self.atol, self.btol = atol, btol
+        self.maxiter = maxiter if maxiter is not None else 10 * operator.shape[0]
+        self.last_iterations = 0
+
+    def _solve(self, r, transpose):
+        op = self.operator.T if transpose else self.operator
+        if self.method == "lsqr":
+            out = spla.lsqr(op, r, atol=self.atol, btol=self.btol, iter_lim=self.maxiter)
+        else:
+            out = spla.lsmr(op, r, atol=self.atol, btol=self.btol, maxiter=self.maxiter)
+        z, self.last_iterations = out[0], out[2]
+        residual = _relative_residual(op.matvec, z, r)
+        if residual > RESIDUAL_WARN:
+            warnings.warn(
+                f"{self.method} stopped after {self.last_iterations} iterations with relative "
+                f"residual {residual:.2e}; the derivative may be inaccurate (tighten atol/btol, "
+                "raise maxiter, or use mode='direct')",
+                InaccurateDerivativeWarning,
+                stacklevel=4,
+            )
+        return z
+
+
+def make_solver(mode: str, K: sp.spmatrix | None, operator: spla.LinearOperator,
+                **options: Any) -> KKTSolver:
+    """Build the solver of the derivative system for ``mode``."""
+    if mode == "direct":
+        return DirectSolver(K, operator, **options)
+    if mode == "dense":
+        return DenseSolver(K, operator, **options)
+    if mode in ("lsqr", "lsmr"):
+        return IterativeSolver(K, operator, method=mode, **options)
+    raise ValueError(f"no linear solver for mode {mode!r}")

@@ -1,0 +1,185 @@
+"""Sparsity patterns of A and P: perturbations in, gradients out.
+
+``DT`` returns ``dA`` on exactly the caller's stored pattern of ``A`` (explicit zeros
+included, canonical CSC order: cvxpylayers reads ``dA.data`` by position) and ``dP`` on
+the stored pattern of ``P``. The storage convention of ``P`` fixes what its stored
+entries mean:
+
+* ``"full"``: the whole symmetric matrix is stored; the objective sees ``sym(P)``;
+* ``"upper"``: only the upper triangle is stored; ``P = U + triu(U, 1)'``.
+
+``DT``'s ``dP`` is the exact adjoint of ``D``'s ``dP`` argument under that convention, so
+with upper storage an off-diagonal gradient entry is twice the symmetric gradient's.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+
+from .._validation import as_csc
+
+
+@numba.njit(nogil=True, cache=True)
+def _outer_difference_on_pattern(rows, cols, y, w1, w2, x):
+    """``y[i] w1[j] − w2[i] x[j]`` for each stored (i, j)."""
+    out = np.empty(rows.shape[0])
+    for k in range(rows.shape[0]):
+        i, j = rows[k], cols[k]
+        out[k] = y[i] * w1[j] - w2[i] * x[j]
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _sym_outer_on_pattern(rows, cols, w, x, off_diagonal_scale):
+    """``scale · ½(w[i] x[j] + x[i] w[j])`` for each stored (i, j); scale is 1 on the diagonal."""
+    out = np.empty(rows.shape[0])
+    for k in range(rows.shape[0]):
+        i, j = rows[k], cols[k]
+        val = 0.5 * (w[i] * x[j] + x[i] * w[j])
+        out[k] = val if i == j else off_diagonal_scale * val
+    return out
+
+
+def _column_indices(mat: sp.csc_matrix) -> np.ndarray:
+    return np.repeat(np.arange(mat.shape[1], dtype=np.int64), np.diff(mat.indptr))
+
+
+class MatrixPattern:
+    """The stored pattern of a canonical CSC matrix, for perturbations and gradients.
+
+    Parameters
+    ----------
+    matrix : scipy.sparse.csc_matrix
+        Canonical (sorted, no duplicates) CSC matrix; explicit zeros count as stored.
+    name : str
+        Argument name used in error messages (``"A"`` or ``"P"``).
+    """
+
+    def __init__(self, matrix: sp.csc_matrix, name: str) -> None:
+        self.name = name
+        self.shape = matrix.shape
+        self.indptr = matrix.indptr.copy()
+        self.indices = matrix.indices.copy()
+        self.rows = self.indices.astype(np.int64)
+        self.cols = _column_indices(matrix)
+
+    @property
+    def nnz(self) -> int:
+        return self.rows.size
+
+    def with_values(self, values: np.ndarray) -> sp.csc_matrix:
+        """A CSC matrix on exactly this pattern with the given data."""
+        return sp.csc_matrix(
+            (values, self.indices.copy(), self.indptr.copy()), shape=self.shape
+        )
+
+    def perturbation(self, d, argname: str) -> sp.csc_matrix:
+        """Validate a perturbation ``d`` of this matrix and return it as canonical CSC.
+
+        Raises
+        ------
+        ValueError
+            If ``d`` has the wrong shape, holds NaN/Inf, or has nonzero entries outside
+            the stored pattern.
+        """
+        d = as_csc(d, argname, self.shape)
+        d.eliminate_zeros()
+        if d.nnz:
+            key_pattern = self.cols * self.shape[0] + self.rows
+            d_cols = _column_indices(d)
+            key_d = d_cols * self.shape[0] + d.indices.astype(np.int64)
+            outside = ~np.isin(key_d, key_pattern, assume_unique=True)
+            if outside.any():
+                i, j = int(d.indices[outside][0]), int(d_cols[outside][0])
+                raise ValueError(
+                    f"{argname} has {int(outside.sum())} nonzero entries outside the sparsity "
+                    f"pattern of {self.name} (first at ({i}, {j})); store explicit zeros in "
+                    f"{self.name} where perturbations are wanted"
+                )
+        return d
+
+
+def gradient_A(pattern: MatrixPattern, y, w1, w2, x) -> sp.csc_matrix:
+    """``dA_ij = y_i w1_j − w2_i x_j`` on A's stored pattern."""
+    values = _outer_difference_on_pattern(pattern.rows, pattern.cols, y, w1, w2, x)
+    return pattern.with_values(values)
+
+
+class QuadraticTerm:
+    """The quadratic objective term ``½ x'Px`` and its storage convention.
+
+    Parameters
+    ----------
+    P : scipy.sparse.csc_matrix or None
+        Canonical CSC copy of the caller's ``P``: the full symmetric matrix or its upper
+        triangle.
+    n : int
+        Number of variables.
+    sym_tol : float
+        Relative tolerance of the symmetry check for full storage.
+
+    Raises
+    ------
+    ValueError
+        If ``P`` stores entries below the diagonal but is not symmetric.
+    """
+
+    def __init__(self, P: sp.csc_matrix | None, n: int, sym_tol: float = 1e-10) -> None:
+        self.n = n
+        if P is None:
+            self.storage = None
+            self.pattern = None
+            self.full = None
+            return
+        self.pattern = MatrixPattern(P, "P")
+        lower = self.pattern.rows > self.pattern.cols
+        upper = self.pattern.rows < self.pattern.cols
+        if lower.any() and not upper.any():
+            raise ValueError(
+                "P stores entries only below the diagonal: pass the full symmetric matrix "
+                "or its upper triangle"
+            )
+        if lower.any():
+            asym = abs(P - P.T).max() if P.nnz else 0.0
+            scale = max(abs(P).max(), 1.0)
+            if asym > sym_tol * scale:
+                raise ValueError(
+                    f"P is not symmetric (max |P - P'| = {asym:.3g}); pass the full symmetric "
+                    "matrix or its upper triangle"
+                )
+            self.storage = "full"
+            self.full = ((P + P.T) * 0.5).tocsc()
+        else:
+            self.storage = "upper"
+            self.full = self._expand_upper(P)
+
+    @staticmethod
+    def _expand_upper(U: sp.csc_matrix) -> sp.csc_matrix:
+        strict = sp.triu(U, k=1)
+        return (U + strict.T).tocsc()
+
+    def expand(self, dP) -> sp.csc_matrix:
+        """The symmetric perturbation of the objective that ``dP`` stands for.
+
+        ``dP`` is read in P's storage convention (for upper storage, entries below the
+        diagonal are ignored); its nonzeros must lie on P's stored pattern.
+        """
+        if self.pattern is None:
+            raise ValueError("dP was given but the problem has no P")
+        d = self.pattern.perturbation(dP, "dP")
+        if self.storage == "upper":
+            return self._expand_upper(sp.triu(d).tocsc())
+        return ((d + d.T) * 0.5).tocsc()
+
+    def gradient(self, w1: np.ndarray, x: np.ndarray) -> sp.csc_matrix:
+        """Adjoint of :meth:`expand` applied to ``½(w1 x' + x w1')``, on P's stored pattern."""
+        scale = 2.0 if self.storage == "upper" else 1.0
+        values = _sym_outer_on_pattern(self.pattern.rows, self.pattern.cols, w1, x, scale)
+        return self.pattern.with_values(values)
+
+    def lagrangian_gradient(self, x: np.ndarray) -> np.ndarray:
+        """Values of ``∂(½ x'P(θ)x)/∂θ`` on P's stored pattern (used by LPGD)."""
+        scale = 2.0 if self.storage == "upper" else 1.0
+        return _sym_outer_on_pattern(self.pattern.rows, self.pattern.cols, x, x, scale) * 0.5

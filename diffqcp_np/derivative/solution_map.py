@@ -1,0 +1,182 @@
+"""Exact JVP and VJP of the solution map of a cone program with a quadratic objective.
+
+With ``D = DΠ_{K*}(y − s)`` the solution map is the zero of
+``(Px + A'Π_{K*}(v) + c, Ax + Π_{K*}(v) − v − b)``, so its derivative solves
+
+    K = [  P    A'D  ]
+        [ −A    I−D  ]
+
+JVP: ``K [dx; dv] = −[dP x + dA'y + dc; −dA x + db]``, ``dy = D dv``, ``ds = D dv − dv``.
+VJP: ``K' [w1; w2] = −[gx; D(gy + gs) − gs]``, then ``dc = w1``, ``db = w2``,
+``dA_ij = y_i w1_j − w2_i x_j`` and ``dP = ½(w1 x' + x w1')`` on the stored patterns.
+
+K is nonsingular exactly where the solution map is differentiable, unlike the singular
+homogeneous embedding that diffcp solves by least squares.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from .._validation import ProblemData, as_vector
+from ..cones.projection import ConeJacobian
+from .linear_solvers import KKTSolver, make_solver
+from .patterns import MatrixPattern, QuadraticTerm, gradient_A
+
+EXACT_MODES = ("direct", "dense", "lsqr", "lsmr")
+
+# Keyword arguments of diffcp's D/DT that only the LPGD modes use.
+_LPGD_ONLY_KWARGS = ("tau", "rho")
+
+
+def _check_unused_kwargs(kwargs: dict) -> None:
+    unknown = sorted(set(kwargs) - set(_LPGD_ONLY_KWARGS))
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments {unknown}")
+
+
+class SolutionDerivative:
+    """Derivative of the solution map at a solution ``(x, y, s)``, exact modes.
+
+    The derivative system is set up (and, in ``direct``/``dense`` mode, factored) once
+    here; :meth:`jvp` and :meth:`vjp` reuse it.
+
+    Parameters
+    ----------
+    data : ProblemData
+        Validated problem data.
+    x, y, s : ndarray
+        Primal solution, dual solution and slack.
+    mode : {"direct", "dense", "lsqr", "lsmr"}
+    **solver_options
+        Options of the linear solver: ``permc_spec`` (direct); ``atol``, ``btol``,
+        ``maxiter`` (lsqr, lsmr).
+    """
+
+    def __init__(self, data: ProblemData, x: np.ndarray, y: np.ndarray, s: np.ndarray,
+                 mode: str = "direct", **solver_options: Any) -> None:
+        if mode not in EXACT_MODES:
+            raise ValueError(f"mode must be one of {EXACT_MODES}, got {mode!r}")
+        self.mode = mode
+        self.data = data
+        m, n = data.m, data.n
+        self.x = as_vector(x, "x", n)
+        self.y = as_vector(y, "y", m)
+        self.s = as_vector(s, "s", m)
+        self.A = data.A
+        self.AT = data.A.T.tocsc()
+        self.A_pattern = MatrixPattern(data.A, "A")
+        self.quadratic = QuadraticTerm(data.P, n)
+        self.cone_jacobian = ConeJacobian(self.y - self.s, data.cones, dual=True)
+        K = self._assemble() if mode in ("direct", "dense") else None
+        self.solver: KKTSolver = make_solver(mode, K, self._operator(), **solver_options)
+
+    # -- the system -------------------------------------------------------------------
+    def _assemble(self) -> sp.csc_matrix:
+        m, n = self.data.m, self.data.n
+        D = self.cone_jacobian.to_sparse()
+        P = self.quadratic.full if self.quadratic.full is not None else sp.csc_matrix((n, n))
+        return sp.bmat(
+            [[P, self.AT @ D], [-self.A, sp.identity(m, format="csc") - D]], format="csc"
+        )
+
+    def _operator(self) -> spla.LinearOperator:
+        m, n = self.data.m, self.data.n
+        P = self.quadratic.full
+        D = self.cone_jacobian.matvec
+
+        def matvec(z):
+            zx, zv = z[:n], z[n:]
+            top = self.AT @ D(zv)
+            if P is not None:
+                top = top + P @ zx
+            return np.concatenate([top, -(self.A @ zx) + zv - D(zv)])
+
+        def rmatvec(w):
+            w1, w2 = w[:n], w[n:]
+            top = -(self.AT @ w2)
+            if P is not None:
+                top = top + P @ w1
+            return np.concatenate([top, D(self.A @ w1) + w2 - D(w2)])
+
+        return spla.LinearOperator((n + m, n + m), matvec=matvec, rmatvec=rmatvec, dtype=float)
+
+    @property
+    def last_residual(self) -> float:
+        """Relative residual of the most recent solve with K or K'."""
+        return self.solver.last_residual
+
+    # -- JVP ----------------------------------------------------------------------------
+    def jvp(self, dA=None, db=None, dc=None, dP=None, **kwargs: Any):
+        """Apply the derivative to perturbations of the data.
+
+        Parameters
+        ----------
+        dA : sparse or dense (m, n), optional
+            Perturbation of ``A``; its nonzeros must lie on A's stored pattern.
+        db : ndarray (m,), optional
+        dc : ndarray (n,), optional
+        dP : sparse or dense (n, n), optional
+            Perturbation of ``P`` in P's storage convention (full symmetric, or upper
+            triangle when ``P`` was given as its upper triangle).
+
+        Returns
+        -------
+        dx, dy, ds : ndarray
+        """
+        _check_unused_kwargs(kwargs)
+        m, n = self.data.m, self.data.n
+        rhs_x = np.zeros(n) if dc is None else as_vector(dc, "dc", n).copy()
+        rhs_v = np.zeros(m) if db is None else as_vector(db, "db", m).copy()
+        if dA is not None:
+            dA = self.A_pattern.perturbation(dA, "dA")
+            rhs_x += dA.T @ self.y
+            rhs_v -= dA @ self.x
+        if dP is not None:
+            rhs_x += self.quadratic.expand(dP) @ self.x
+        z = self.solver.solve(-np.concatenate([rhs_x, rhs_v]))
+        dx, dv = z[:n], z[n:]
+        dy = self.cone_jacobian.matvec(dv)
+        return dx, dy, dy - dv
+
+    # -- VJP ----------------------------------------------------------------------------
+    def vjp(self, dx=None, dy=None, ds=None, return_dP: bool = False, **kwargs: Any):
+        """Apply the adjoint of the derivative to cotangents of ``(x, y, s)``.
+
+        Parameters
+        ----------
+        dx : ndarray (n,), optional
+        dy, ds : ndarray (m,), optional
+        return_dP : bool, default False
+            Also return the gradient with respect to ``P``.
+
+        Returns
+        -------
+        dA : scipy.sparse.csc_matrix
+            On exactly A's stored pattern (explicit zeros included, canonical order).
+        db : ndarray (m,)
+        dc : ndarray (n,)
+        dP : scipy.sparse.csc_matrix
+            Only if ``return_dP``; on P's stored pattern, the exact adjoint of
+            :meth:`jvp`'s ``dP`` argument (an empty matrix when the problem has no P).
+        """
+        _check_unused_kwargs(kwargs)
+        m, n = self.data.m, self.data.n
+        gx = np.zeros(n) if dx is None else as_vector(dx, "dx", n)
+        gy = np.zeros(m) if dy is None else as_vector(dy, "dy", m)
+        gs = np.zeros(m) if ds is None else as_vector(ds, "ds", m)
+        rhs = np.concatenate([gx, self.cone_jacobian.matvec(gy + gs) - gs])
+        w = self.solver.solve_transpose(-rhs)
+        w1, w2 = w[:n], w[n:]
+        dA = gradient_A(self.A_pattern, self.y, w1, w2, self.x)
+        if not return_dP:
+            return dA, w2.copy(), w1.copy()
+        if self.quadratic.pattern is None:
+            dP = sp.csc_matrix((n, n))
+        else:
+            dP = self.quadratic.gradient(w1, self.x)
+        return dA, w2.copy(), w1.copy(), dP

@@ -1,0 +1,233 @@
+"""Result type, errors, status mapping and row changes shared by the forward solvers.
+
+Every solver module maps its own status to one of the canonical statuses below and
+returns a :class:`SolverResult` through :func:`finish`, which raises
+:class:`SolverError` on anything that is not a solution.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+OPTIMAL = "optimal"
+OPTIMAL_INACCURATE = "optimal_inaccurate"
+INFEASIBLE = "infeasible"
+UNBOUNDED = "unbounded"
+INFEASIBLE_INACCURATE = "infeasible_inaccurate"
+UNBOUNDED_INACCURATE = "unbounded_inaccurate"
+FAILED = "failed"
+
+#: Canonical statuses and their SCS-style equivalents ``(info["status"], info["status_val"])``,
+#: the strings CVXPY's DIFFCP interface maps and the integers SCS 3 reports.
+SCS_STYLE_STATUS: dict[str, tuple[str, int]] = {
+    OPTIMAL: ("Solved", 1),
+    OPTIMAL_INACCURATE: ("Solved/Inaccurate", 2),
+    INFEASIBLE: ("Infeasible", -2),
+    UNBOUNDED: ("Unbounded", -1),
+    INFEASIBLE_INACCURATE: ("Infeasible/Inaccurate", -7),
+    UNBOUNDED_INACCURATE: ("Unbounded/Inaccurate", -6),
+    FAILED: ("Failure", -4),
+}
+
+#: Canonical statuses that carry a (primal-dual) solution.
+SOLUTION_STATUSES = frozenset({OPTIMAL, OPTIMAL_INACCURATE})
+
+
+class SolverError(Exception):
+    """The forward solver did not return a solution (infeasible, unbounded or failed)."""
+
+
+class InaccurateSolutionWarning(UserWarning):
+    """The forward solver returned a solution of reduced accuracy."""
+
+
+@dataclass
+class SolverResult:
+    """Primal-dual point returned by a forward solver, in SCS row order and layout.
+
+    Attributes
+    ----------
+    x, y, s : numpy.ndarray
+        Primal variable, dual variable and slack. For statuses without a solution they
+        are what the solver returned (e.g. a certificate), or NaN where it returned none.
+    status : str
+        Canonical status, one of :data:`SCS_STYLE_STATUS`'s keys.
+    info : dict
+        The solver's own information, plus SCS-style keys (see each solver module).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    s: np.ndarray
+    status: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the result is a solution (``optimal`` or ``optimal_inaccurate``)."""
+        return self.status in SOLUTION_STATUSES
+
+
+def scs_style_info(
+    status: str,
+    iterations: int,
+    pobj: float,
+    dobj: float,
+    solve_time_s: float,
+    setup_time_s: float,
+) -> dict[str, Any]:
+    """SCS-style ``info`` entries for a solver that is not SCS.
+
+    Times are given in seconds and reported both as SCS does (``solve_time``,
+    ``setup_time`` in milliseconds) and as diffcp does for ECOS and Clarabel
+    (``solveTime``, ``setupTime`` in seconds).
+    """
+    scs_status, status_val = SCS_STYLE_STATUS[status]
+    return {
+        "status": scs_status,
+        "status_val": status_val,
+        "iter": int(iterations),
+        "pobj": float(pobj),
+        "dobj": float(dobj),
+        "solve_time": 1e3 * float(solve_time_s),
+        "setup_time": 1e3 * float(setup_time_s),
+        "solveTime": float(solve_time_s),
+        "setupTime": float(setup_time_s),
+    }
+
+
+def as_solution_vector(value: Optional[Sequence[float]], size: int) -> np.ndarray:
+    """A float64 copy of ``value``, or NaNs when the solver returned nothing usable."""
+    if value is None:
+        return np.full(size, np.nan)
+    out = np.array(value, dtype=np.float64).ravel()
+    if out.shape != (size,):
+        return np.full(size, np.nan)
+    return out
+
+
+def finish(
+    solver: str,
+    native_status: Any,
+    status: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    s: np.ndarray,
+    info: dict[str, Any],
+    raise_on_error: bool,
+) -> SolverResult:
+    """Build the result; raise or warn according to its status.
+
+    Parameters
+    ----------
+    solver : str
+        Solver name, for messages.
+    native_status
+        The solver's own status, for messages and ``info["solver_status"]``.
+    status : str
+        Canonical status.
+    x, y, s : numpy.ndarray
+        Point in SCS row order and layout.
+    info : dict
+        Information dictionary; ``canonical_status``, ``solver`` and ``solver_status``
+        are added.
+    raise_on_error : bool
+        Raise :class:`SolverError` when ``status`` is not a solution.
+
+    Raises
+    ------
+    SolverError
+        If ``raise_on_error`` and the status is not ``optimal`` or ``optimal_inaccurate``.
+
+    Warns
+    -----
+    InaccurateSolutionWarning
+        If the status is ``optimal_inaccurate``.
+    """
+    info["canonical_status"] = status
+    info["solver"] = solver
+    info["solver_status"] = str(native_status)
+    if status == OPTIMAL_INACCURATE:
+        warnings.warn(
+            f"Solver {solver} returned an inaccurate solution (status {native_status!r})",
+            InaccurateSolutionWarning,
+            stacklevel=4,
+        )
+    elif status not in SOLUTION_STATUSES and raise_on_error:
+        raise SolverError(f"Solver {solver} returned status {native_status!r} ({status})")
+    return SolverResult(x=x, y=y, s=s, status=status, info=info)
+
+
+class RowTransform:
+    """Invertible block-diagonal change of the constraint rows.
+
+    A solver whose cones differ from ours by a linear map ``T`` (a reordering of
+    coordinates, a scaling) receives ``T A`` and ``T b``, so that its slack is
+    ``s' = T s``. Its solution maps back by ``s = T^{-1} s'`` and ``y = T' y'``,
+    which preserves ``Ax + s = b``, ``A'y = (TA)'y'``, ``b'y`` and ``s'y``.
+
+    Parameters
+    ----------
+    m : int
+        Number of rows.
+    blocks : sequence of (start, forward, inverse)
+        Square blocks (dense arrays or sparse matrices) placed on the diagonal at row
+        ``start``; rows not covered by a block are left unchanged.
+    """
+
+    def __init__(self, m: int, blocks: Sequence[tuple[int, Any, Any]]) -> None:
+        self._T = self._assemble(m, [(start, fwd) for start, fwd, _ in blocks])
+        self._T_inv = self._assemble(m, [(start, inv) for start, _, inv in blocks])
+
+    @staticmethod
+    def _assemble(m: int, blocks: Sequence[tuple[int, Any]]) -> sp.csr_matrix:
+        rows, cols, vals = [], [], []
+        covered = np.zeros(m, dtype=bool)
+        for start, block in blocks:
+            coo = sp.coo_matrix(block)
+            rows.append(coo.row + start)
+            cols.append(coo.col + start)
+            vals.append(coo.data)
+            covered[start : start + coo.shape[0]] = True
+        free = np.flatnonzero(~covered)
+        rows.append(free)
+        cols.append(free)
+        vals.append(np.ones(free.size))
+        return sp.csr_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(m, m)
+        )
+
+    def to_solver(self, A: sp.csc_matrix, b: np.ndarray) -> tuple[sp.csc_matrix, np.ndarray]:
+        """The rows the solver sees: new arrays ``(T A, T b)``."""
+        return sp.csc_matrix(self._T @ A), self._T @ b
+
+    def from_solver(self, y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Map the solver's ``(y', s')`` back to ``(T' y', T^{-1} s')``."""
+        return self._T.T @ y, self._T_inv @ s
+
+
+#: SCS's exponential cone K_exp = cl{(r, s, t): s > 0, s exp(r/s) <= t} contains
+#: ``EXP_DUAL_TO_EXP @ u`` exactly when ``u = (u, v, w)`` lies in its dual cone
+#: {u < 0, -u exp(v/u) <= e w} ∪ {u = 0, v >= 0, w >= 0}: the map is (u, v, w) -> (-v, -u, e w).
+EXP_DUAL_TO_EXP = np.array([[0.0, -1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, np.e]])
+EXP_DUAL_TO_EXP_INV = np.array([[0.0, -1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0 / np.e]])
+
+
+def dual_power_to_power(alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Scaling that maps the dual power cone onto the power cone, and its inverse.
+
+    ``K_a* = {(u, v, w): (u/a)^a (v/(1-a))^(1-a) >= |w|, u, v >= 0}``, so
+    ``(u, v, w) in K_a*`` exactly when ``(u/a, v/(1-a), w) in K_a``.
+
+    Parameters
+    ----------
+    alpha : float
+        The parameter ``a`` in (0, 1) of the primal cone.
+    """
+    scale = np.array([1.0 / alpha, 1.0 / (1.0 - alpha), 1.0])
+    return np.diag(scale), np.diag(1.0 / scale)

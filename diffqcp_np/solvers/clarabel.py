@@ -1,0 +1,194 @@
+"""Forward solver: Clarabel (interior point).
+
+Clarabel differs from our layout in three places, each handled by a change of rows
+(:class:`~diffqcp_np.solvers.base.RowTransform`) that is undone on ``y`` and ``s``:
+
+- PSD cones: Clarabel's ``PSDTriangleConeT`` stores the scaled *upper* triangle
+  column by column, i.e. our lower-triangle entries in row-major order; the rows of
+  each PSD block are permuted (for every side ``k``).
+- dual exponential cones: ``(u, v, w) -> (-v, -u, e w)`` maps K_exp* onto K_exp.
+- dual power cones (negative ``alpha``): ``(u, v, w) -> (u/a, v/(1-a), w)`` maps
+  K_a* onto K_a with ``a = |alpha|``.
+
+Clarabel (0.11) has no warm start: a ``warm_start`` is accepted and ignored.
+
+``info`` holds Clarabel's own results (``obj_val``, ``obj_val_dual``, ``iterations``,
+``r_prim``, ``r_dual``, and ``solver_status``, the name of its status), the SCS-style keys
+of :func:`~diffqcp_np.solvers.base.scs_style_info` (``solve_time`` and ``setup_time`` in
+milliseconds, ``solveTime`` and ``setupTime`` in seconds; the setup time is the time
+spent building the Clarabel solver object), plus ``canonical_status`` and ``solver``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+import clarabel
+import numpy as np
+import scipy.sparse as sp
+
+from diffqcp_np.cones.spec import ConeSpec, vec_psd_dim
+from diffqcp_np.solvers.base import (
+    EXP_DUAL_TO_EXP,
+    EXP_DUAL_TO_EXP_INV,
+    FAILED,
+    INFEASIBLE,
+    INFEASIBLE_INACCURATE,
+    OPTIMAL,
+    OPTIMAL_INACCURATE,
+    UNBOUNDED,
+    UNBOUNDED_INACCURATE,
+    RowTransform,
+    SolverResult,
+    as_solution_vector,
+    dual_power_to_power,
+    finish,
+    scs_style_info,
+)
+
+NAME = "CLARABEL"
+
+#: Clarabel status name to canonical status; anything else (MaxIterations, MaxTime,
+#: NumericalError, InsufficientProgress, ...) is ``failed``.
+STATUS = {
+    "Solved": OPTIMAL,
+    "AlmostSolved": OPTIMAL_INACCURATE,
+    "PrimalInfeasible": INFEASIBLE,
+    "DualInfeasible": UNBOUNDED,
+    "AlmostPrimalInfeasible": INFEASIBLE_INACCURATE,
+    "AlmostDualInfeasible": UNBOUNDED_INACCURATE,
+}
+
+
+def psd_upper_order(k: int) -> np.ndarray:
+    """Positions in our PSD vectorisation of Clarabel's entries, in Clarabel's order.
+
+    Entry ``p`` of Clarabel's vector (upper triangle, column by column) is entry
+    ``order[p]`` of ours (lower triangle, column by column).
+    """
+    index = np.empty((k, k), dtype=np.int64)
+    col, row = np.triu_indices(k)  # our order: column j, then rows i >= j
+    index[row, col] = np.arange(row.size)
+    # Clarabel's order: column c, rows r <= c; (r, c) upper is (c, r) lower.
+    upper_col, upper_row = np.tril_indices(k)
+    return index[upper_col, upper_row]
+
+
+def _cones_and_rows(cones: ConeSpec) -> tuple[list, list]:
+    offsets = cones.offsets
+    solver_cones: list = []
+    blocks: list = []
+    if cones.zero:
+        solver_cones.append(clarabel.ZeroConeT(cones.zero))
+    if cones.nonneg:
+        solver_cones.append(clarabel.NonnegativeConeT(cones.nonneg))
+    solver_cones += [clarabel.SecondOrderConeT(d) for d in cones.soc]
+    start = offsets["s"]
+    for k in cones.psd:
+        size = vec_psd_dim(k)
+        if k >= 3:
+            perm = sp.coo_matrix((np.ones(size), (np.arange(size), psd_upper_order(k))))
+            blocks.append((start, perm, perm.T))
+        solver_cones.append(clarabel.PSDTriangleConeT(k))
+        start += size
+    solver_cones += [clarabel.ExponentialConeT()] * (cones.exp + cones.exp_dual)
+    start = offsets["ed"]
+    for _ in range(cones.exp_dual):
+        blocks.append((start, EXP_DUAL_TO_EXP, EXP_DUAL_TO_EXP_INV))
+        start += 3
+    start = offsets["p"]
+    for alpha in cones.power:
+        if alpha < 0:
+            blocks.append((start, *dual_power_to_power(-alpha)))
+        solver_cones.append(clarabel.PowerConeT(abs(alpha)))
+        start += 3
+    return solver_cones, blocks
+
+
+def _settings(verbose: bool, kwargs: dict[str, Any]) -> "clarabel.DefaultSettings":
+    settings = clarabel.DefaultSettings()
+    for key, value in kwargs.items():
+        if key.startswith("_") or not hasattr(settings, key):
+            raise ValueError(
+                f"unknown Clarabel setting {key!r}; see clarabel.DefaultSettings for the "
+                "accepted names (e.g. tol_gap_abs, tol_feas, max_iter)"
+            )
+        setattr(settings, key, value)
+    settings.verbose = bool(verbose)
+    return settings
+
+
+def solve(
+    A: sp.csc_matrix,
+    b: np.ndarray,
+    c: np.ndarray,
+    cones: ConeSpec,
+    P: Optional[sp.csc_matrix] = None,
+    warm_start: Optional[tuple] = None,
+    verbose: bool = False,
+    raise_on_error: bool = True,
+    **kwargs: Any,
+) -> SolverResult:
+    """Solve the cone program with Clarabel.
+
+    Parameters
+    ----------
+    A, b, c, cones, P
+        Problem data (see :func:`diffqcp_np.solvers.solve_cone_program`); not modified.
+    warm_start : tuple, optional
+        Ignored: Clarabel has no warm start.
+    verbose : bool
+        Clarabel's ``verbose``.
+    raise_on_error : bool
+        Raise :class:`~diffqcp_np.solvers.base.SolverError` on a status without a solution.
+    **kwargs
+        Attributes of ``clarabel.DefaultSettings`` (``tol_gap_abs``, ``max_iter``, ...).
+
+    Returns
+    -------
+    SolverResult
+
+    Raises
+    ------
+    ValueError
+        On a keyword that is not a Clarabel setting.
+    """
+    m, n = A.shape
+    settings = _settings(verbose, kwargs)
+    solver_cones, blocks = _cones_and_rows(cones)
+    rows = RowTransform(m, blocks) if blocks else None
+    A_solver, b_solver = rows.to_solver(A, b) if rows else (A, np.array(b, dtype=np.float64))
+    P_solver = sp.csc_matrix((n, n)) if P is None else sp.triu(P, format="csc")
+
+    start = time.perf_counter()
+    solver = clarabel.DefaultSolver(
+        P_solver, np.array(c, dtype=np.float64), A_solver, b_solver, solver_cones, settings
+    )
+    setup_time = time.perf_counter() - start
+    solution = solver.solve()
+
+    x = as_solution_vector(solution.x, n)
+    y = as_solution_vector(solution.z, m)
+    s = as_solution_vector(solution.s, m)
+    if rows:
+        y, s = rows.from_solver(y, s)
+
+    native = str(solution.status)
+    status = STATUS.get(native, FAILED)
+    info = {
+        "obj_val": solution.obj_val,
+        "obj_val_dual": solution.obj_val_dual,
+        "iterations": solution.iterations,
+        "r_prim": solution.r_prim,
+        "r_dual": solution.r_dual,
+        **scs_style_info(
+            status,
+            solution.iterations,
+            solution.obj_val,
+            solution.obj_val_dual,
+            solution.solve_time,
+            setup_time,
+        ),
+    }
+    return finish(NAME, native, status, x, y, s, info, raise_on_error)

@@ -1,0 +1,124 @@
+"""Forward solver: SCS (splitting conic solver, version 3).
+
+SCS takes the problem in exactly our form: the same row order, cone keys and PSD
+vectorisation, dual exponential cones (``ed``) and dual power cones (negative
+``alpha``). ``info`` is SCS's own information dictionary (``status``, ``status_val``,
+``iter``, ``pobj``, ``dobj``, ``solve_time`` and ``setup_time`` in milliseconds, ...),
+plus ``canonical_status``, ``solver`` and ``solver_status``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import scipy.sparse as sp
+import scs
+
+from diffqcp_np.cones.spec import ConeSpec
+from diffqcp_np.solvers.base import (
+    FAILED,
+    INFEASIBLE,
+    INFEASIBLE_INACCURATE,
+    OPTIMAL,
+    OPTIMAL_INACCURATE,
+    UNBOUNDED,
+    UNBOUNDED_INACCURATE,
+    SolverResult,
+    as_solution_vector,
+    finish,
+)
+
+NAME = "SCS"
+
+#: SCS 3 ``status_val`` to canonical status; anything else (indeterminate, failed,
+#: interrupted) is ``failed``.
+STATUS = {
+    1: OPTIMAL,
+    2: OPTIMAL_INACCURATE,
+    -1: UNBOUNDED,
+    -2: INFEASIBLE,
+    -6: UNBOUNDED_INACCURATE,
+    -7: INFEASIBLE_INACCURATE,
+}
+
+
+def _settings(verbose: bool, kwargs: dict[str, Any]) -> dict[str, Any]:
+    settings = dict(kwargs)
+    if "eps" in settings:
+        eps = settings.pop("eps")
+        settings.setdefault("eps_abs", eps)
+        settings.setdefault("eps_rel", eps)
+    settings["verbose"] = bool(verbose)
+    return settings
+
+
+def _run(data: dict, cones: dict, settings: dict, warm_start: Optional[tuple]) -> dict:
+    solver = scs.SCS(data, cones, **settings)
+    if warm_start is None:
+        return solver.solve(warm_start=False)
+    x, y, s = warm_start
+    return solver.solve(warm_start=True, x=x, y=y, s=s)
+
+
+def solve(
+    A: sp.csc_matrix,
+    b: np.ndarray,
+    c: np.ndarray,
+    cones: ConeSpec,
+    P: Optional[sp.csc_matrix] = None,
+    warm_start: Optional[tuple] = None,
+    verbose: bool = False,
+    raise_on_error: bool = True,
+    **kwargs: Any,
+) -> SolverResult:
+    """Solve the cone program with SCS.
+
+    Parameters
+    ----------
+    A, b, c, cones, P
+        Problem data (see :func:`diffqcp_np.solvers.solve_cone_program`); not modified.
+    warm_start : tuple of numpy.ndarray, optional
+        ``(x, y, s)`` to start from.
+    verbose : bool
+        SCS's ``verbose``.
+    raise_on_error : bool
+        Raise :class:`~diffqcp_np.solvers.base.SolverError` on a status without a solution.
+    **kwargs
+        SCS settings (``eps_abs``, ``eps_rel``, ``max_iters``, ``acceleration_lookback``,
+        ``linear_solver``, ...). ``eps`` sets ``eps_abs`` and ``eps_rel`` where those are
+        not given. As diffcp does, an inaccurate solve is repeated once with
+        ``acceleration_lookback=0`` unless that setting was given.
+
+    Returns
+    -------
+    SolverResult
+    """
+    m, n = A.shape
+    data = {
+        "A": A,
+        "b": np.array(b, dtype=np.float64),
+        "c": np.array(c, dtype=np.float64),
+        "P": None if P is None else sp.triu(P, format="csc"),
+    }
+    if warm_start is not None:
+        warm_start = tuple(np.array(v, dtype=np.float64) for v in warm_start)
+    settings = _settings(verbose, kwargs)
+    cone_dict = cones.to_dict()
+
+    result = _run(data, cone_dict, settings, warm_start)
+    if result["info"]["status_val"] == 2 and "acceleration_lookback" not in settings:
+        result = _run(data, cone_dict, {**settings, "acceleration_lookback": 0}, warm_start)
+
+    info = dict(result["info"])
+    status = STATUS.get(info["status_val"], FAILED)
+    return finish(
+        NAME,
+        info["status"],
+        status,
+        as_solution_vector(result.get("x"), n),
+        as_solution_vector(result.get("y"), m),
+        as_solution_vector(result.get("s"), m),
+        info,
+        raise_on_error,
+    )
