@@ -52,7 +52,7 @@ import numpy as np
 #: Newton stops once the relative step in ``ln r`` (or ``ln d``) is below this.
 _NEWTON_TOL = 1e-14
 _MAX_ITERS = 200
-#: Below this (after scaling to unit max-norm) ``r`` or ``d`` is treated as zero.
+#: Below this ``lam = r d`` (after scaling to unit max-norm) is treated as zero.
 _TINY = 1e-280
 
 
@@ -89,6 +89,26 @@ def _boundary_terms(x0: float, y0: float, r: float, d: float, alpha: float):
 
 
 @numba.njit(nogil=True, cache=True)
+def _limit_gain(x0: float, y0: float, alpha: float) -> float:
+    """Limit of ``r / rho`` as ``rho -> 0`` with ``x0, y0, alpha`` fixed.
+
+    It is ``d z / d z0`` at ``z0 = 0`` for a point outside the cone and its polar.
+    """
+    if x0 <= 0.0 and y0 <= 0.0:
+        return 0.0
+    if x0 > 0.0 and y0 > 0.0:
+        return 1.0
+    if x0 <= 0.0:  # exchange the roles of x and y so that x0 > 0 >= y0
+        x0, y0, alpha = y0, x0, 1.0 - alpha
+    if y0 == 0.0 or alpha > 0.5:
+        return 1.0
+    if alpha < 0.5:
+        return 0.0
+    k = x0 / (-2.0 * y0)
+    return k / (1.0 + k)
+
+
+@numba.njit(nogil=True, cache=True)
 def _solve_boundary(x0: float, y0: float, rho: float, alpha: float):
     """Root of ``f`` on ``(0, rho)`` by bracketed Newton steps in a log variable.
 
@@ -104,9 +124,15 @@ def _solve_boundary(x0: float, y0: float, rho: float, alpha: float):
     Returns
     -------
     tuple of float
-        ``(r, d)`` with ``r + d = rho``; either may be exactly 0 when it underflows.
+        ``(r, d)`` with ``r + d = rho``. Where ``lam = r d`` would underflow the limit
+        ``rho -> 0`` (or ``r d -> 0``) is returned, with ``r d < _TINY``.
     """
     half = 0.5 * rho
+    # Smallest s evaluated, so that lam = s (rho - s) >= _TINY.
+    floor = 2.0 * _TINY / rho
+    if floor >= half:
+        gain = _limit_gain(x0, y0, alpha)
+        return gain * rho, (1.0 - gain) * rho
     f_half = _boundary_terms(x0, y0, half, half, alpha)[5]
     if f_half == 0.0:
         return half, half
@@ -132,17 +158,17 @@ def _solve_boundary(x0: float, y0: float, rho: float, alpha: float):
             lo = s
         else:
             hi = s
+            if s <= floor:  # the root underflows: take the limit s -> 0
+                s = 0.0
+                break
         u = g / slope
         # The more cautious of the Newton steps in s and in ln(s).
-        s_new = s * (1.0 + u) if u > 0.0 else s * math.exp(u)
+        s_new = max(s * (1.0 + u) if u > 0.0 else s * math.exp(u), floor)
         if abs(u) <= _NEWTON_TOL:
             s = s_new
             break
         if not (lo < s_new < hi):
-            s_new = math.sqrt(lo * hi) if lo > 0.0 else 0.5 * hi
-        if s_new < _TINY:
-            s = 0.0
-            break
+            s_new = math.sqrt(lo) * math.sqrt(hi) if lo > 0.0 else floor
         s = s_new
         if hi - lo <= 4e-16 * hi:
             break
@@ -189,19 +215,6 @@ def _project_one(x0: float, y0: float, z0: float, alpha: float):
 
 
 @numba.njit(nogil=True, cache=True)
-def _zero_z_gain(x0: float, y0: float, alpha: float) -> float:
-    """``d z / d z0`` at ``z0 = 0`` when ``x0`` and ``y0`` have opposite signs."""
-    if x0 < 0.0:  # exchange the roles of x and y
-        x0, y0, alpha = y0, x0, 1.0 - alpha
-    if alpha > 0.5:
-        return 1.0
-    if alpha < 0.5:
-        return 0.0
-    k = x0 / (-2.0 * y0)
-    return k / (1.0 + k)
-
-
-@numba.njit(nogil=True, cache=True)
 def _jacobian_one(x0: float, y0: float, z0: float, alpha: float, out: np.ndarray) -> None:
     """Write the 3x3 Jacobian of the projection at one point into ``out`` (zeroed)."""
     rho = abs(z0)
@@ -214,14 +227,14 @@ def _jacobian_one(x0: float, y0: float, z0: float, alpha: float, out: np.ndarray
     out[0, 0] = 1.0 if x0 > 0.0 else 0.0
     out[1, 1] = 1.0 if y0 > 0.0 else 0.0
     if rho == 0.0:
-        out[2, 2] = _zero_z_gain(x0, y0, alpha)
+        out[2, 2] = _limit_gain(x0, y0, alpha)
         return
     scale = max(abs(x0), abs(y0), rho)
     xs = x0 / scale
     ys = y0 / scale
     r, d = _solve_boundary(xs, ys, rho / scale, alpha)
-    if r == 0.0 or d == 0.0:  # underflow: the limit on the face z = 0 or x y = 0
-        out[2, 2] = 0.0 if r == 0.0 else 1.0
+    if r * d < _TINY:  # underflow: the limit r d -> 0
+        out[2, 2] = r / (r + d)
         return
     x, y, p, q, n, _ = _boundary_terms(xs, ys, r, d, alpha)
     c = (r - d) * r / n

@@ -1,0 +1,144 @@
+"""Forward solvers for cone programs in SCS form.
+
+One module per solver, registered only when the solver package imports. Every solver
+takes the problem in our layout (SCS row order and PSD vectorisation) and returns a
+:class:`SolverResult` in that layout, whatever its own conventions.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any, Optional
+
+import numpy as np
+import scipy.sparse as sp
+
+from diffqcp_np.cones.spec import ConeSpec
+from diffqcp_np.solvers.base import (
+    SCS_STYLE_STATUS,
+    InaccurateSolutionWarning,
+    SolverError,
+    SolverResult,
+)
+
+__all__ = [
+    "SolverError",
+    "SolverResult",
+    "InaccurateSolutionWarning",
+    "SCS_STYLE_STATUS",
+    "available_solvers",
+    "solve_cone_program",
+]
+
+#: Known solver names (upper case) and the module that wraps each.
+KNOWN_SOLVERS = {"SCS": "scs", "CLARABEL": "clarabel", "ECOS": "ecos"}
+
+
+def _register() -> dict[str, ModuleType]:
+    registry = {}
+    for name, module in KNOWN_SOLVERS.items():
+        try:
+            registry[name] = importlib.import_module(f"{__name__}.{module}")
+        except ImportError:
+            continue
+    return registry
+
+
+_SOLVERS = _register()
+
+
+def available_solvers() -> list[str]:
+    """Names of the installed forward solvers, e.g. ``["SCS", "CLARABEL", "ECOS"]``."""
+    return list(_SOLVERS)
+
+
+def _check_warm_start(warm_start: tuple, n: int, m: int) -> None:
+    if len(warm_start) != 3:
+        raise ValueError("warm_start must be a tuple (x, y, s)")
+    for name, value, size in zip("xys", warm_start, (n, m, m)):
+        if np.shape(value) != (size,):
+            raise ValueError(
+                f"warm_start {name} has shape {np.shape(value)}, expected ({size},)"
+            )
+
+
+def solve_cone_program(
+    A: sp.csc_matrix,
+    b: np.ndarray,
+    c: np.ndarray,
+    cones: ConeSpec,
+    P: Optional[sp.csc_matrix] = None,
+    solve_method: str = "SCS",
+    warm_start: Optional[tuple] = None,
+    verbose: bool = False,
+    raise_on_error: bool = True,
+    **solver_kwargs: Any,
+) -> SolverResult:
+    """Solve ``min ½x'Px + c'x  s.t.  Ax + s = b, s in K`` and its dual.
+
+    Parameters
+    ----------
+    A : scipy.sparse.csc_matrix
+        Constraint matrix (m, n), float64, rows in the order of ``cones``.
+    b : numpy.ndarray
+        Right-hand side (m,).
+    c : numpy.ndarray
+        Linear objective (n,).
+    cones : ConeSpec
+        The cone K (validated).
+    P : scipy.sparse.csc_matrix, optional
+        Symmetric quadratic objective (n, n), full storage.
+    solve_method : str
+        ``"SCS"``, ``"Clarabel"`` or ``"ECOS"``, case-insensitive.
+    warm_start : tuple of numpy.ndarray, optional
+        ``(x, y, s)`` to start from; used by SCS, ignored by Clarabel and ECOS, which
+        have no warm start.
+    verbose : bool
+        The solver's verbosity flag.
+    raise_on_error : bool
+        Raise :class:`SolverError` when the solver returns no solution (infeasible,
+        unbounded, failed, or their inaccurate variants). Otherwise return the result
+        with that status.
+    **solver_kwargs
+        Solver settings: SCS settings (``eps`` sets ``eps_abs`` and ``eps_rel``),
+        ``clarabel.DefaultSettings`` attributes, or ``ecos.solve`` keywords.
+
+    Returns
+    -------
+    SolverResult
+        ``x``, ``y``, ``s`` in our layout, the canonical ``status`` and ``info``.
+        The inputs are never modified.
+
+    Raises
+    ------
+    ValueError
+        On an unknown or uninstalled solver, a cone or a quadratic objective the solver
+        cannot take, an unknown Clarabel setting, or a malformed ``warm_start``.
+    SolverError
+        As described under ``raise_on_error``.
+
+    Warns
+    -----
+    InaccurateSolutionWarning
+        When the solution is only ``optimal_inaccurate``.
+    """
+    name = str(solve_method).upper()
+    if name not in _SOLVERS:
+        reason = "is not installed" if name in KNOWN_SOLVERS else "is unknown"
+        raise ValueError(
+            f"solve_method {solve_method!r} {reason}; available solvers: {available_solvers()}"
+        )
+    if warm_start is not None:
+        _check_warm_start(warm_start, A.shape[1], A.shape[0])
+    return _SOLVERS[name].solve(
+        A,
+        b,
+        c,
+        cones,
+        P=P,
+        warm_start=warm_start,
+        verbose=verbose,
+        raise_on_error=raise_on_error,
+        **solver_kwargs,
+    )

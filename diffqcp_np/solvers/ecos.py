@@ -1,0 +1,174 @@
+"""Forward solver: ECOS (interior point, linear objective only).
+
+ECOS solves ``min c'x  s.t.  A_eq x = b_eq,  G x + s = h,  s in K`` with K a product
+of the nonnegative orthant, second-order cones and exponential cones; it has no
+quadratic objective, PSD cones or power cones. Our zero-cone rows become its equality
+rows. Its exponential cone cl{(x, y, z): z > 0, z exp(x/z) <= y} is ours with the last
+two coordinates swapped, and dual exponential cones are mapped onto it by
+``(u, v, w) -> (-v, -u, e w)`` (then swapped); ``y`` and ``s`` are mapped back.
+
+ECOS has no warm start: a ``warm_start`` is accepted and ignored.
+
+``info`` holds ECOS's own dictionary (``exitFlag``, ``pcost``, ``dcost``, ``pres``,
+``dres``, ``gap``, ``iter``, ``timing``, ``infostring``, ...), the SCS-style keys of
+:func:`~diffqcp_np.solvers.base.scs_style_info` (``solve_time`` and ``setup_time`` in
+milliseconds, ``solveTime`` and ``setupTime`` in seconds, as diffcp reports them), plus
+``canonical_status``, ``solver`` and ``solver_status``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import ecos
+import numpy as np
+import scipy.sparse as sp
+
+from diffqcp_np.cones.spec import ConeSpec
+from diffqcp_np.solvers.base import (
+    EXP_DUAL_TO_EXP,
+    EXP_DUAL_TO_EXP_INV,
+    FAILED,
+    INFEASIBLE,
+    INFEASIBLE_INACCURATE,
+    OPTIMAL,
+    OPTIMAL_INACCURATE,
+    UNBOUNDED,
+    UNBOUNDED_INACCURATE,
+    RowTransform,
+    SolverResult,
+    as_solution_vector,
+    finish,
+    scs_style_info,
+)
+
+NAME = "ECOS"
+
+#: ECOS ``exitFlag`` to canonical status; anything else (max iterations, numerics,
+#: interrupted, fatal) is ``failed``.
+STATUS = {
+    0: OPTIMAL,
+    10: OPTIMAL_INACCURATE,
+    1: INFEASIBLE,
+    11: INFEASIBLE_INACCURATE,
+    2: UNBOUNDED,
+    12: UNBOUNDED_INACCURATE,
+}
+
+#: Our exponential-cone coordinates (r, s, t) in ECOS's order (r, t, s).
+_SWAP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+_EXP_DUAL = _SWAP @ EXP_DUAL_TO_EXP
+_EXP_DUAL_INV = EXP_DUAL_TO_EXP_INV @ _SWAP
+
+
+def _check_supported(cones: ConeSpec, P: Optional[sp.csc_matrix]) -> None:
+    if P is not None:
+        raise ValueError(
+            "ECOS cannot take a quadratic objective (P); "
+            'use solve_method="Clarabel" or solve_method="SCS"'
+        )
+    if cones.psd:
+        raise ValueError(
+            "ECOS does not support PSD cones ('s'); "
+            'use solve_method="Clarabel" or solve_method="SCS"'
+        )
+    if cones.power:
+        raise ValueError(
+            "ECOS does not support power cones ('p'); "
+            'use solve_method="Clarabel" or solve_method="SCS"'
+        )
+
+
+def _exp_rows(cones: ConeSpec) -> RowTransform:
+    start = cones.offsets["ep"]
+    blocks = [(start + 3 * i, _SWAP, _SWAP) for i in range(cones.exp)]
+    start = cones.offsets["ed"]
+    blocks += [(start + 3 * i, _EXP_DUAL, _EXP_DUAL_INV) for i in range(cones.exp_dual)]
+    return RowTransform(cones.dim, blocks)
+
+
+def _csc_copy(M: sp.spmatrix) -> sp.csc_matrix:
+    out = sp.csc_matrix(M, dtype=np.float64, copy=True)
+    out.eliminate_zeros()
+    out.sort_indices()
+    return out
+
+
+def solve(
+    A: sp.csc_matrix,
+    b: np.ndarray,
+    c: np.ndarray,
+    cones: ConeSpec,
+    P: Optional[sp.csc_matrix] = None,
+    warm_start: Optional[tuple] = None,
+    verbose: bool = False,
+    raise_on_error: bool = True,
+    **kwargs: Any,
+) -> SolverResult:
+    """Solve the cone program with ECOS.
+
+    Parameters
+    ----------
+    A, b, c, cones
+        Problem data (see :func:`diffqcp_np.solvers.solve_cone_program`); not modified.
+    P : None
+        Must be None: ECOS has no quadratic objective.
+    warm_start : tuple, optional
+        Ignored: ECOS has no warm start.
+    verbose : bool
+        ECOS's ``verbose``.
+    raise_on_error : bool
+        Raise :class:`~diffqcp_np.solvers.base.SolverError` on a status without a solution.
+    **kwargs
+        Passed to ``ecos.solve`` (``abstol``, ``reltol``, ``feastol``, ``max_iters``, ...).
+
+    Returns
+    -------
+    SolverResult
+
+    Raises
+    ------
+    ValueError
+        If ``P`` is given, or the cones include PSD or power cones.
+    """
+    _check_supported(cones, P)
+    m, n = A.shape
+    z = cones.zero
+    rows = _exp_rows(cones) if cones.exp or cones.exp_dual else None
+    A_rows, b_rows = rows.to_solver(A, b) if rows else (A, np.asarray(b))
+    A_rows = sp.csc_matrix(A_rows)
+
+    G = h = A_eq = b_eq = None
+    if m > z:
+        G, h = _csc_copy(A_rows[z:]), np.array(b_rows[z:], dtype=np.float64)
+    if z:
+        A_eq, b_eq = _csc_copy(A_rows[:z]), np.array(b_rows[:z], dtype=np.float64)
+    ecos_cones = {"l": cones.nonneg, "q": list(cones.soc), "e": cones.exp + cones.exp_dual}
+    solution = ecos.solve(
+        np.array(c, dtype=np.float64), G, h, ecos_cones, A_eq, b_eq, verbose=bool(verbose), **kwargs
+    )
+
+    x = as_solution_vector(solution.get("x"), n)
+    y = np.concatenate(
+        [as_solution_vector(solution.get("y"), z), as_solution_vector(solution.get("z"), m - z)]
+    )
+    s = np.concatenate([np.zeros(z), as_solution_vector(solution.get("s"), m - z)])
+    if rows:
+        y, s = rows.from_solver(y, s)
+
+    native = dict(solution["info"])
+    flag = native["exitFlag"]
+    status = STATUS.get(flag, FAILED)
+    timing = native.get("timing", {})
+    info = {
+        **native,
+        **scs_style_info(
+            status,
+            native["iter"],
+            native["pcost"],
+            native["dcost"],
+            timing.get("tsolve", np.nan),
+            timing.get("tsetup", np.nan),
+        ),
+    }
+    return finish(NAME, f"{flag} ({native['infostring']})", status, x, y, s, info, raise_on_error)

@@ -1,0 +1,266 @@
+"""The derivative at a known solution: adjoint test, naive dense references, conventions."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from diffqcp_np import NonDifferentiableWarning, derivative
+from problems import inner, known_solution_problem, random_like, relative_error
+
+CONE_FAMILIES = {
+    "lp": ({"z": 2, "l": 12}, 6, False),
+    "qp": ({"z": 2, "l": 10}, 8, True),
+    "socp": ({"z": 1, "l": 3, "q": [3, 5, 4]}, 7, False),
+    "socp_qp": ({"l": 2, "q": [4, 6]}, 6, True),
+    "sdp": ({"z": 1, "s": [2, 3, 4]}, 5, False),
+    "exp": ({"l": 2, "ep": 3, "ed": 2}, 6, True),
+    "power": ({"l": 1, "p": [0.3, -0.6, 0.75]}, 5, True),
+    "mixed": ({"z": 2, "l": 3, "q": [3, 4], "s": [3], "ep": 2, "ed": 1, "p": [0.4, -0.5]},
+              9, True),
+}
+
+
+def family(name: str, seed: int = 0):
+    cones, n, quadratic = CONE_FAMILIES[name]
+    return known_solution_problem(cones, n, seed=seed, quadratic=quadratic)
+
+
+def random_data_perturbation(prob, rng):
+    dA = random_like(prob.A, rng)
+    db = rng.standard_normal(prob.m)
+    dc = rng.standard_normal(prob.n)
+    dP = None if prob.P is None else random_like(prob.P, rng)
+    if dP is not None:
+        dP = ((dP + dP.T) * 0.5).tocsc()
+        dP = sp.csc_matrix(dP.multiply(prob.P != 0))
+    return dA, db, dc, dP
+
+
+pytestmark = pytest.mark.filterwarnings(
+    "error::diffqcp_np.NonDifferentiableWarning",
+    "error::diffqcp_np.InaccurateDerivativeWarning",
+)
+
+
+@pytest.mark.parametrize("name", list(CONE_FAMILIES))
+@pytest.mark.parametrize("mode,tol", [("direct", 1e-10), ("dense", 1e-10), ("lsmr", 1e-7),
+                                      ("lsqr", 1e-7)])
+def test_adjoint_dot_product(name, mode, tol):
+    prob = family(name)
+    rng = np.random.default_rng(1)
+    D, DT = derivative(prob.A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s,
+                       P=prob.P, mode=mode)
+    dA, db, dc, dP = random_data_perturbation(prob, rng)
+    dx, dy, ds = D(dA, db, dc, dP=dP)
+    gx, gy, gs = rng.standard_normal(prob.n), rng.standard_normal(prob.m), rng.standard_normal(prob.m)
+    out = DT(gx, gy, gs, return_dP=True)
+    lhs = gx @ dx + gy @ dy + gs @ ds
+    rhs = inner(out[0], dA) + out[1] @ db + out[2] @ dc
+    if dP is not None:
+        rhs += inner(out[3], dP)
+    assert abs(lhs - rhs) <= tol * max(abs(lhs), 1.0)
+
+
+def active_set_reference(prob, dA, db, dc, dP):
+    """Naive dense JVP of an LP/QP with orthant and zero cones through its active set.
+
+    The active constraints (zero cone and orthant rows with s = 0) hold with equality;
+    differentiating the KKT system of the equality-constrained QP gives
+    [[P, A_act'], [A_act, 0]] [dx; dy_act] = −[dP x + dA' y + dc; dA_act x − db_act].
+    """
+    A, P = prob.A.toarray(), (prob.P.toarray() if prob.P is not None else 0 * np.eye(prob.n))
+    z = prob.cone_dict.get("z", 0)
+    active = np.concatenate([np.ones(z, bool), prob.s[z:] < 1e-12])
+    Aa = A[active]
+    k = Aa.shape[0]
+    K = np.block([[P, Aa.T], [Aa, np.zeros((k, k))]])
+    dA, dP = dA.toarray(), (dP.toarray() if dP is not None else 0 * P)
+    rhs = -np.concatenate([dP @ prob.x + dA.T @ prob.y + dc, dA[active] @ prob.x - db[active]])
+    sol = np.linalg.solve(K, rhs)
+    dx = sol[:prob.n]
+    dy = np.zeros(prob.m)
+    dy[active] = sol[prob.n:]
+    ds = db - dA @ prob.x - A @ dx
+    return dx, dy, ds
+
+
+@pytest.mark.parametrize("name", ["lp", "qp"])
+@pytest.mark.parametrize("mode", ["direct", "dense", "lsmr"])
+def test_jvp_matches_active_set_reference(name, mode):
+    prob = family(name, seed=3)
+    rng = np.random.default_rng(4)
+    dA, db, dc, dP = random_data_perturbation(prob, rng)
+    D, _ = derivative(prob.A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s, P=prob.P,
+                      mode=mode)
+    got = D(dA, db, dc, dP=dP)
+    want = active_set_reference(prob, dA, db, dc, dP)
+    tol = 1e-10 if mode != "lsmr" else 1e-7
+    for g, w in zip(got, want):
+        assert relative_error(g, w) < tol
+
+
+def residual_map_reference(prob, dA, db, dc, dP, eps=1e-6):
+    """Dense implicit-function derivative built from central differences of the residual.
+
+    F(x, v; θ) = [Px + A'Π*(v) + c; Ax + Π*(v) − v − b] with v = y − s. The partial
+    Jacobians of F are taken by finite differences (no solver, no K formula), then
+    [dx; dv] = −F_z⁻¹ F_θ dθ.
+    """
+    from diffqcp_np.cones import pi
+
+    A = prob.A.toarray()
+    P = prob.P.toarray() if prob.P is not None else np.zeros((prob.n, prob.n))
+
+    def F(z, t):
+        x, v = z[:prob.n], z[prob.n:]
+        At = A + t * dA.toarray()
+        Pt = P + t * (dP.toarray() if dP is not None else 0)
+        yv = pi(v, prob.cone_dict, dual=True)
+        return np.concatenate([Pt @ x + At.T @ yv + prob.c + t * dc,
+                               At @ x + yv - v - prob.b - t * db])
+
+    z0 = np.concatenate([prob.x, prob.y - prob.s])
+    N = z0.size
+    Fz = np.column_stack([(F(z0 + eps * e, 0) - F(z0 - eps * e, 0)) / (2 * eps)
+                          for e in np.eye(N)])
+    Ft = (F(z0, eps) - F(z0, -eps)) / (2 * eps)
+    dz = -np.linalg.solve(Fz, Ft)
+    dx, dv = dz[:prob.n], dz[prob.n:]
+    dy = (pi(z0[prob.n:] + eps * dv, prob.cone_dict, dual=True)
+          - pi(z0[prob.n:] - eps * dv, prob.cone_dict, dual=True)) / (2 * eps)
+    return dx, dy, dy - dv
+
+
+@pytest.mark.parametrize("name", list(CONE_FAMILIES))
+def test_jvp_matches_residual_map_reference(name):
+    prob = family(name, seed=5)
+    rng = np.random.default_rng(6)
+    dA, db, dc, dP = random_data_perturbation(prob, rng)
+    D, _ = derivative(prob.A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s, P=prob.P)
+    got = D(dA, db, dc, dP=dP)
+    want = residual_map_reference(prob, dA, db, dc, dP)
+    for g, w in zip(got, want):
+        assert relative_error(g, w) < 1e-5
+
+
+def test_dP_upper_and_full_storage_agree_and_are_adjoint():
+    prob = family("qp", seed=7)
+    rng = np.random.default_rng(8)
+    P_full = prob.P
+    P_upper = sp.triu(P_full, format="csc")
+    dP_full = random_like(P_full, rng)
+    dP_full = ((dP_full + dP_full.T) * 0.5).tocsc()
+    dP_upper = sp.triu(dP_full, format="csc")
+    args = (prob.A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s)
+    D_full, DT_full = derivative(*args, P=P_full)
+    D_upper, DT_upper = derivative(*args, P=P_upper)
+    dx_full = D_full(None, None, None, dP=dP_full)[0]
+    dx_upper = D_upper(None, None, None, dP=dP_upper)[0]
+    assert relative_error(dx_upper, dx_full) < 1e-12
+    gx = rng.standard_normal(prob.n)
+    g_full = DT_full(gx, None, None, return_dP=True)[3]
+    g_upper = DT_upper(gx, None, None, return_dP=True)[3]
+    # Same pattern as the given P; upper off-diagonals carry twice the symmetric gradient.
+    assert g_upper.nnz == P_upper.nnz
+    np.testing.assert_array_equal(g_upper.indices, P_upper.indices)
+    G = g_full.toarray()
+    expected_upper = np.triu(G + G.T - np.diag(np.diag(G)))
+    np.testing.assert_allclose(g_upper.toarray(), expected_upper, atol=1e-12)
+    # Adjoint on the stored pattern.
+    assert abs(inner(g_upper, dP_upper) - gx @ dx_upper) < 1e-10 * max(1, abs(gx @ dx_upper))
+
+
+def test_dA_keeps_explicit_zeros_in_canonical_order():
+    prob = family("lp", seed=9)
+    dense = prob.A.toarray()
+    rows, cols = np.nonzero(dense)
+    zi, zj = np.nonzero(dense == 0)
+    # store explicit zeros at half of the structurally empty positions
+    rows = np.concatenate([rows, zi[::2]])
+    cols = np.concatenate([cols, zj[::2]])
+    A = sp.csc_matrix((dense[rows, cols], (rows, cols)), shape=dense.shape)
+    assert np.sum(A.data == 0) == zi[::2].size > 0
+    A_copy = A.copy()
+    D, DT = derivative(A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s)
+    dA = DT(np.ones(prob.n), np.zeros(prob.m), np.zeros(prob.m))[0]
+    assert isinstance(dA, sp.csc_matrix)
+    np.testing.assert_array_equal(dA.indptr, A.indptr)
+    np.testing.assert_array_equal(dA.indices, A.indices)
+    assert dA.has_sorted_indices
+    # caller's matrix untouched (diffcp deletes its explicit zeros)
+    np.testing.assert_array_equal(A.data, A_copy.data)
+    np.testing.assert_array_equal(A.indices, A_copy.indices)
+
+
+def test_small_perturbation_is_not_rounded_to_zero():
+    prob = family("qp", seed=10)
+    rng = np.random.default_rng(11)
+    D, DT = derivative(prob.A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s, P=prob.P)
+    db = rng.standard_normal(prob.m)
+    dx = D(None, db, None)[0]
+    dx_tiny = D(None, 1e-14 * db, None)[0]
+    assert np.linalg.norm(dx) > 0
+    assert relative_error(dx_tiny, 1e-14 * dx) < 1e-10
+    gx = rng.standard_normal(prob.n)
+    db_grad = DT(1e-15 * gx, None, None)[1]
+    assert relative_error(db_grad, 1e-15 * DT(gx, None, None)[1]) < 1e-10
+
+
+def test_non_differentiable_point_warns_and_returns_least_squares():
+    # Two identical inequality rows, both active: the dual is not unique.
+    A = sp.csc_matrix(np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]]))
+    x = np.array([1.0, 1.0])
+    s = np.array([0.0, 0.0, 0.0, 1.0])
+    y = np.array([1.0, 1.0, 2.0, 0.0])
+    b = A @ x + s
+    c = -(A.T @ y)
+    with pytest.warns(NonDifferentiableWarning):
+        D, DT = derivative(A, b, c, {"l": 4}, x, y, s)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NonDifferentiableWarning)
+        dx, dy, ds = D(None, np.ones(4), None)
+        dA, db, dc = DT(np.ones(2), np.zeros(4), np.zeros(4))
+    for arr in (dx, dy, ds, db, dc, dA.data):
+        assert np.all(np.isfinite(arr))
+
+
+@pytest.mark.parametrize("which,match", [
+    ("dA", "dA has shape"), ("db", "db has length"), ("dc", "dc contains NaN"),
+])
+def test_jvp_bad_input(which, match):
+    prob = family("lp")
+    D, _ = derivative(prob.A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s)
+    bad = {"dA": sp.csc_matrix(np.ones((prob.m + 1, prob.n))), "db": np.ones(prob.m - 1),
+           "dc": np.full(prob.n, np.nan)}
+    kwargs = dict(dA=None, db=None, dc=None)
+    kwargs[which] = bad[which]
+    with pytest.raises(ValueError, match=match):
+        D(**kwargs)
+
+
+def test_dA_outside_pattern_is_rejected():
+    prob = family("lp")
+    A = prob.A
+    D, _ = derivative(A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s)
+    i, j = np.argwhere(A.toarray() == 0)[0]
+    dA = sp.csc_matrix(([1.0], ([i], [j])), shape=A.shape)
+    with pytest.raises(ValueError, match="outside the sparsity pattern of A"):
+        D(dA, None, None)
+
+
+def test_asymmetric_P_is_rejected():
+    prob = family("qp")
+    P = prob.P.toarray()
+    P[0, 1] += 1.0
+    with pytest.raises(ValueError, match="P is not symmetric"):
+        derivative(prob.A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s, P=P)
+
+
+def test_unknown_mode_is_rejected():
+    prob = family("lp")
+    with pytest.raises(ValueError, match="unknown mode"):
+        derivative(prob.A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s, mode="qr")
