@@ -63,7 +63,7 @@ def _uniqueness_size(v: np.ndarray, spec, quadratic: bool, n: int | None) -> int
     return max(target, 1)
 
 
-def _well_conditioned(A, P, v, spec, limit: float = 1e8) -> bool:
+def _well_conditioned(A, P, v, spec, limit: float = 1e3) -> bool:
     """Whether the derivative system K at this solution is comfortably nonsingular."""
     from diffqcp_np.cones import dpi_matrix
 
@@ -90,7 +90,7 @@ def known_solution_problem(cone_dict: dict, n: int | None = None, seed: int = 0,
     n = _uniqueness_size(v, spec, quadratic, n)
     P = random_psd(n, rng) if quadratic else None
     y = pi(v, spec, dual=True)
-    for _ in range(20):
+    for _ in range(50):
         A = sp.random(m, n, density=density, random_state=rng, format="csc",
                       data_rvs=rng.standard_normal)
         A = (A + sp.eye(m, n)).tocsc()

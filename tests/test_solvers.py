@@ -55,34 +55,34 @@ def unvec_lower(v: np.ndarray, k: int) -> np.ndarray:
     return X
 
 
-def in_exp(v: np.ndarray, tol: float) -> bool:
+def in_exp(point: np.ndarray, tol: float) -> bool:
     """cl{(r, s, t): s > 0, s exp(r/s) <= t}."""
-    r, s, t = v
+    r, s, t = point
     if s > tol and t > tol:
         return r <= s * np.log(t / s) + tol
     return r <= tol and s >= -tol and t >= -tol
 
 
-def in_exp_dual(v: np.ndarray, tol: float) -> bool:
+def in_exp_dual(point: np.ndarray, tol: float) -> bool:
     """{(u, v, w): u < 0, -u exp(v/u) <= e w} ∪ {(0, v, w): v, w >= 0}."""
-    u, v, w = v
+    u, v, w = point
     if u < -tol and w > tol:
         return np.log(-u) + v / u <= 1.0 + np.log(w) + tol * (1 + abs(v / u))
     return u <= tol and v >= -tol and w >= -tol
 
 
-def in_power(v: np.ndarray, alpha: float, tol: float) -> bool:
+def in_power(point: np.ndarray, alpha: float, tol: float) -> bool:
     """{(x, y, z): x^a y^(1-a) >= |z|, x, y >= 0}."""
-    x, y, z = v
+    x, y, z = point
     if x < -tol or y < -tol:
         return False
     return max(x, 0) ** alpha * max(y, 0) ** (1 - alpha) >= abs(z) - tol
 
 
-def in_power_dual(v: np.ndarray, alpha: float, tol: float) -> bool:
+def in_power_dual(point: np.ndarray, alpha: float, tol: float) -> bool:
     """{(u, v, w): (u/a)^a (v/(1-a))^(1-a) >= |w|, u, v >= 0}."""
-    u, w_, w = v
-    return in_power(np.array([u / alpha, w_ / (1 - alpha), w]), alpha, tol)
+    u, v, w = point
+    return in_power(np.array([u / alpha, v / (1 - alpha), w]), alpha, tol)
 
 
 def blocks(cones: ConeSpec):
@@ -376,9 +376,8 @@ def _sdp_infeasible():
     k = 3
     col = vec_lower(np.eye(k))
     A = sp.csc_matrix(np.concatenate([[1.0], -col])[:, None])
-    return A, np.concatenate([[-1.0], np.zeros(col.size)]), np.array([1.0]), as_cone_spec(
-        {"l": 1, "s": [k]}
-    )
+    b = np.concatenate([[-1.0], np.zeros(col.size)])
+    return A, b, np.array([1.0]), as_cone_spec({"l": 1, "s": [k]})
 
 
 @pytest.mark.parametrize(
@@ -432,12 +431,20 @@ def _storing_every_entry(M: np.ndarray) -> sp.csc_matrix:
     )
 
 
-def _problem_with_explicit_zeros(solver: str) -> Problem:
-    if solver == "ECOS":
-        cone_dict = {"z": 1, "l": 3, "q": [3], "ep": 1, "ed": 1}
-    else:
-        cone_dict = {"z": 1, "l": 3, "q": [3], "s": [3, 4], "ep": 1, "ed": 1, "p": [0.5, -0.3]}
-    prob = make_problem(cone_dict, 3, quadratic=False, seed=7)
+#: Cones that every solver takes as they are, and cones that need a change of rows.
+MUTATION_CONES = {
+    ("ECOS", "plain"): {"z": 1, "l": 3, "q": [3]},
+    ("ECOS", "mapped"): {"z": 1, "l": 3, "q": [3], "ep": 1, "ed": 1},
+    ("other", "plain"): {"z": 1, "l": 3, "q": [3], "s": [2], "ep": 1, "p": [0.5]},
+    ("other", "mapped"): {
+        "z": 1, "l": 3, "q": [3], "s": [3, 4], "ep": 1, "ed": 1, "p": [0.5, -0.3]
+    },
+}
+
+
+def _problem_with_explicit_zeros(solver: str, cones: str) -> Problem:
+    cone_dict = MUTATION_CONES["ECOS" if solver == "ECOS" else "other", cones]
+    prob = make_problem(cone_dict, 3, quadratic=False, seed=1)
     A_dense = prob.A.toarray()
     A_dense[1::4, 0] = 0.0
     A = _storing_every_entry(A_dense)
@@ -449,9 +456,11 @@ def _problem_with_explicit_zeros(solver: str) -> Problem:
     return Problem(A, b, c, P, prob.cones, prob.x0, prob.y0, prob.s0)
 
 
+@pytest.mark.filterwarnings("ignore::diffqcp_np.solvers.base.InaccurateSolutionWarning")
+@pytest.mark.parametrize("cones", ["plain", "mapped"])
 @pytest.mark.parametrize("solver", SOLVERS)
-def test_inputs_not_mutated(solver):
-    prob = _problem_with_explicit_zeros(solver)
+def test_inputs_not_mutated(solver, cones):
+    prob = _problem_with_explicit_zeros(solver, cones)
     assert np.count_nonzero(prob.A.data == 0) > 0
     saved = [prob.A.data.copy(), prob.A.indices.copy(), prob.A.indptr.copy(), prob.b.copy()]
     saved += [prob.c.copy()]
@@ -466,6 +475,7 @@ def test_inputs_not_mutated(solver):
         after += [prob.P.data, prob.P.indices, prob.P.indptr]
     for before, now in zip(saved, after):
         np.testing.assert_array_equal(before, now)
+    assert result.ok
     np.testing.assert_allclose(result.x, prob.x0, rtol=1e-5, atol=1e-5)
 
 
@@ -511,21 +521,36 @@ def test_scs_eps_is_forwarded():
     assert err_tight < 1e-7 and err_tight < err_loose
 
 
-def test_scs_eps_does_not_override_explicit_settings(monkeypatch):
+@pytest.fixture
+def scs_settings_seen(monkeypatch):
+    """Settings of every ``scs.SCS`` the solver layer builds, in order."""
     import diffqcp_np.solvers.scs as scs_module
 
-    seen = {}
+    seen = []
     real = scs_module.scs.SCS
 
     def recording(data, cone, **settings):
-        seen.update(settings)
+        seen.append(dict(settings))
         return real(data, cone, **settings)
 
     monkeypatch.setattr(scs_module.scs, "SCS", recording)
+    return seen
+
+
+def test_scs_eps_does_not_override_explicit_settings(scs_settings_seen):
     prob = problem("lp")
     solve_cone_program(prob.A, prob.b, prob.c, prob.cones, eps=1e-6, eps_rel=1e-3)
-    assert seen["eps_abs"] == 1e-6 and seen["eps_rel"] == 1e-3 and "eps" not in seen
-    assert seen["verbose"] is False
+    (settings,) = scs_settings_seen
+    assert settings["eps_abs"] == 1e-6 and settings["eps_rel"] == 1e-3 and "eps" not in settings
+    assert settings["verbose"] is False
+
+
+def test_scs_retries_inaccurate_without_acceleration(scs_settings_seen):
+    prob = problem("exp")
+    with pytest.warns(InaccurateSolutionWarning, match="SCS"):
+        result = solve_cone_program(prob.A, prob.b, prob.c, prob.cones, eps=1e-12, max_iters=5)
+    assert result.status == "optimal_inaccurate" and result.ok
+    assert [s.get("acceleration_lookback") for s in scs_settings_seen] == [None, 0]
 
 
 def test_scs_warm_start_reduces_iterations():
@@ -538,17 +563,9 @@ def test_scs_warm_start_reduces_iterations():
     np.testing.assert_allclose(warm.x, prob.x0, rtol=1e-5, atol=1e-5)
 
 
-def test_scs_inaccurate_warns_and_does_not_raise():
-    prob = problem("exp")
-    with pytest.warns(InaccurateSolutionWarning, match="SCS"):
-        result = solve_cone_program(
-            prob.A, prob.b, prob.c, prob.cones, eps=1e-12, max_iters=5,
-            acceleration_lookback=0,
-        )
-    assert result.status == "optimal_inaccurate" and result.ok
-
-
-@pytest.mark.parametrize("solver, limit", [("CLARABEL", {"max_iter": 1}), ("ECOS", {"max_iters": 1})])
+@pytest.mark.parametrize(
+    "solver, limit", [("CLARABEL", {"max_iter": 1}), ("ECOS", {"max_iters": 1})]
+)
 def test_interior_point_failures_raise(solver, limit):
     prob = problem("socp")
     with pytest.raises(SolverError, match=solver):
@@ -560,12 +577,14 @@ def test_interior_point_failures_raise(solver, limit):
     assert DIFFCP.STATUS_MAP[result.info["status"]] == cp.SOLVER_ERROR
 
 
-def test_clarabel_unknown_setting():
+@pytest.mark.parametrize(
+    "setting, match",
+    [({"tol_gap_absolute": 1e-9}, "tol_gap_absolute"), ({"max_iter": "many"}, "max_iter")],
+)
+def test_clarabel_rejects_bad_settings(setting, match):
     prob = problem("lp")
-    with pytest.raises(ValueError, match="tol_gap_absolute"):
-        solve_cone_program(
-            prob.A, prob.b, prob.c, prob.cones, solve_method="Clarabel", tol_gap_absolute=1e-9
-        )
+    with pytest.raises(ValueError, match=match):
+        solve_cone_program(prob.A, prob.b, prob.c, prob.cones, solve_method="Clarabel", **setting)
 
 
 def test_clarabel_and_ecos_ignore_warm_start():
@@ -576,3 +595,13 @@ def test_clarabel_and_ecos_ignore_warm_start():
             warm_start=(prob.x0, prob.y0, prob.s0),
         )
         np.testing.assert_allclose(result.x, prob.x0, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("solver", [s for s in SOLVERS if s != "ECOS"])
+def test_upper_triangle_P_is_the_same_objective(solver):
+    prob = problem("qp")
+    result = solve_cone_program(
+        prob.A, prob.b, prob.c, prob.cones, P=sp.triu(prob.P, format="csc"),
+        solve_method=solver, **ACCURATE[solver],
+    )
+    np.testing.assert_allclose(result.x, prob.x0, rtol=1e-5, atol=1e-5)

@@ -124,7 +124,11 @@ def _h(r: float, s: float, t: float, rho: float):
 
 @numba.njit(nogil=True, cache=True)
 def _bracket(r: float, s: float, t: float):
-    """Interval ``(lo, hi)`` with ``h(lo) <= 0 <= h(hi)`` (root case only)."""
+    """Interval ``(lo, hi)`` holding the root of ``h`` (root case only).
+
+    The ends are exact or slackened bounds, so ``h(lo) <= 0 <= h(hi)`` up to rounding; a
+    root within rounding of an end is found by :func:`_solve_rho` all the same.
+    """
     vlo = -_RHO_MAX
     vhi = _RHO_MAX
     if r > 0.0:
@@ -144,13 +148,7 @@ def _bracket(r: float, s: float, t: float):
         if dmax > 0.0:
             bound = -math.log(-t / dmax)
             hi = min(hi, bound + _BOUND_SLACK * max(1.0, abs(bound)))
-    lo = min(lo, vhi)
-    hi = max(hi, vlo)
-    if lo > vlo and _h(r, s, t, lo)[0] > 0.0:
-        lo = vlo
-    if hi < vhi and _h(r, s, t, hi)[0] < 0.0:
-        hi = vhi
-    return _expand(r, s, t, lo, hi)
+    return _expand(r, s, t, min(lo, vhi), max(hi, vlo))
 
 
 @numba.njit(nogil=True, cache=True)
@@ -179,12 +177,6 @@ def _expand(r: float, s: float, t: float, lo: float, hi: float):
 def _solve_rho(r: float, s: float, t: float) -> float:
     """Root of ``h`` (ratio ``r/s`` at the projection) by safeguarded Newton."""
     lo, hi = _bracket(r, s, t)
-    flo = _h(r, s, t, lo)[0]
-    if flo >= 0.0:
-        return lo
-    fhi = _h(r, s, t, hi)[0]
-    if fhi <= 0.0:
-        return hi
     x = 0.5 * (lo + hi)
     dx_old = hi - lo
     for _ in range(_MAX_ITERS):
@@ -224,27 +216,6 @@ def _root_point(r: float, s: float, t: float, rho: float):
 
 
 @numba.njit(nogil=True, cache=True)
-def _dist2(r: float, s: float, t: float, pr: float, ps: float, pt: float) -> float:
-    return (r - pr) ** 2 + (s - ps) ** 2 + (t - pt) ** 2
-
-
-@numba.njit(nogil=True, cache=True)
-def _project_root(r: float, s: float, t: float):
-    """Root-case projection, safeguarded by the two feasible heuristic points."""
-    pr, ps, pt = _root_point(r, s, t, _solve_rho(r, s, t))
-    best = _dist2(r, s, t, pr, ps, pt)
-    hr, hs, ht = min(r, 0.0), 0.0, max(t, 0.0)
-    dist = _dist2(r, s, t, hr, hs, ht)
-    if dist < best:
-        pr, ps, pt, best = hr, hs, ht, dist
-    if s > 0.0:
-        ht = max(t, s * math.exp(r / s))
-        if ht - t < math.sqrt(best):
-            pr, ps, pt = r, s, ht
-    return pr, ps, pt
-
-
-@numba.njit(nogil=True, cache=True)
 def _project_scaled(r: float, s: float, t: float):
     """Projection of a point scaled to max-norm in ``[1, 2)``."""
     case = _classify(r, s, t)
@@ -258,7 +229,7 @@ def _project_scaled(r: float, s: float, t: float):
         return 0.0, 0.0, max(t, 0.0)
     if case == _POLAR_FACE:
         return r, s, s * math.exp(r / s)
-    return _project_root(r, s, t)
+    return _root_point(r, s, t, _solve_rho(r, s, t))
 
 
 @numba.njit(nogil=True, cache=True)

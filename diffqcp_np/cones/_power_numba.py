@@ -104,8 +104,7 @@ def _limit_gain(x0: float, y0: float, alpha: float) -> float:
         return 1.0
     if alpha < 0.5:
         return 0.0
-    k = x0 / (-2.0 * y0)
-    return k / (1.0 + k)
+    return x0 / (x0 - 2.0 * y0)  # k / (1 + k) with k = x0 / (2 |y0|)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -127,12 +126,12 @@ def _solve_boundary(x0: float, y0: float, rho: float, alpha: float):
         ``(r, d)`` with ``r + d = rho``. Where ``lam = r d`` would underflow the limit
         ``rho -> 0`` (or ``r d -> 0``) is returned, with ``r d < _TINY``.
     """
+    if rho * rho <= 4.0 * _TINY:
+        gain = _limit_gain(x0, y0, alpha)
+        return gain * rho, (1.0 - gain) * rho
     half = 0.5 * rho
     # Smallest s evaluated, so that lam = s (rho - s) >= _TINY.
     floor = 2.0 * _TINY / rho
-    if floor >= half:
-        gain = _limit_gain(x0, y0, alpha)
-        return gain * rho, (1.0 - gain) * rho
     f_half = _boundary_terms(x0, y0, half, half, alpha)[5]
     if f_half == 0.0:
         return half, half
@@ -202,12 +201,13 @@ def _project_one(x0: float, y0: float, z0: float, alpha: float):
         return x0, y0, z0
     if _in_polar(x0, y0, rho, alpha):
         return 0.0, 0.0, 0.0
-    if rho == 0.0:
-        return max(x0, 0.0), max(y0, 0.0), 0.0
     scale = max(abs(x0), abs(y0), rho)
+    rho_s = rho / scale
+    if rho_s == 0.0:
+        return max(x0, 0.0), max(y0, 0.0), 0.0
     xs = x0 / scale
     ys = y0 / scale
-    r, d = _solve_boundary(xs, ys, rho / scale, alpha)
+    r, d = _solve_boundary(xs, ys, rho_s, alpha)
     lam = r * d
     x = _root_xi(xs, lam, alpha) * scale
     y = _root_xi(ys, lam, 1.0 - alpha) * scale
@@ -226,13 +226,14 @@ def _jacobian_one(x0: float, y0: float, z0: float, alpha: float, out: np.ndarray
         return
     out[0, 0] = 1.0 if x0 > 0.0 else 0.0
     out[1, 1] = 1.0 if y0 > 0.0 else 0.0
-    if rho == 0.0:
+    scale = max(abs(x0), abs(y0), rho)
+    rho_s = rho / scale
+    if rho_s == 0.0:
         out[2, 2] = _limit_gain(x0, y0, alpha)
         return
-    scale = max(abs(x0), abs(y0), rho)
     xs = x0 / scale
     ys = y0 / scale
-    r, d = _solve_boundary(xs, ys, rho / scale, alpha)
+    r, d = _solve_boundary(xs, ys, rho_s, alpha)
     if r * d < _TINY:  # underflow: the limit r d -> 0
         out[2, 2] = r / (r + d)
         return

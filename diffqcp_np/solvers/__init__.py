@@ -88,7 +88,8 @@ def solve_cone_program(
     cones : ConeSpec
         The cone K (validated).
     P : scipy.sparse.csc_matrix, optional
-        Symmetric quadratic objective (n, n), full storage.
+        Symmetric quadratic objective (n, n), full or upper-triangle storage: only its
+        upper triangle is read.
     solve_method : str
         ``"SCS"``, ``"Clarabel"`` or ``"ECOS"``, case-insensitive.
     warm_start : tuple of numpy.ndarray, optional

@@ -114,7 +114,10 @@ def _settings(verbose: bool, kwargs: dict[str, Any]) -> "clarabel.DefaultSetting
                 f"unknown Clarabel setting {key!r}; see clarabel.DefaultSettings for the "
                 "accepted names (e.g. tol_gap_abs, tol_feas, max_iter)"
             )
-        setattr(settings, key, value)
+        try:
+            setattr(settings, key, value)
+        except (AttributeError, TypeError) as err:
+            raise ValueError(f"invalid Clarabel setting {key}={value!r}: {err}") from err
     settings.verbose = bool(verbose)
     return settings
 
@@ -152,7 +155,7 @@ def solve(
     Raises
     ------
     ValueError
-        On a keyword that is not a Clarabel setting.
+        On a keyword that is not a Clarabel setting, or a value it does not accept.
     """
     m, n = A.shape
     settings = _settings(verbose, kwargs)
