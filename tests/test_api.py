@@ -152,15 +152,13 @@ def test_cvxpy_quadratic_problem_data():
               if x.id in (getattr(inv, "var_offsets", None) or {})][-1]
     cone_dict = dims_to_solver_dict(data["dims"])
     A, b, c, P = data["A"], data["b"], data["c"], data["P"]
-    xs, ys, ss, D, DT = solve_and_derivative(A, b, c, cone_dict, P=P, solve_method="Clarabel",
-                                             **TIGHT_CLARABEL)
+    xs, ys, ss, D, DT = solve_and_derivative(A, b, c, cone_dict, P=P, **TIGHT_SCS)
     problem.solve(solver=cp.CLARABEL)
     assert relative_error(xs[offset:offset + n], x.value) < 1e-5  # CVXPY at default tolerance
     dc = rng.standard_normal(c.size)
     h = 1e-5
-    plus = solve_only(A, b, c + h * dc, cone_dict, P=P, solve_method="Clarabel", **TIGHT_CLARABEL)
-    minus = solve_only(A, b, c - h * dc, cone_dict, P=P, solve_method="Clarabel",
-                       **TIGHT_CLARABEL)
+    plus = solve_only(A, b, c + h * dc, cone_dict, P=P, **TIGHT_SCS)
+    minus = solve_only(A, b, c - h * dc, cone_dict, P=P, **TIGHT_SCS)
     assert relative_error(D(None, None, dc)[0], (plus[0] - minus[0]) / (2 * h)) < 1e-5
 
 

@@ -18,26 +18,33 @@ Euclidean projection onto power cone", 2015): outside ``K`` and its polar and wi
     N = alpha (X + r^2) / (X + lam) + (1 - alpha) (Y + r^2) / (Y + lam) > 0,
     X = x^2 / alpha,  Y = y^2 / (1 - alpha).
 
-The root is found by a bracketed Newton iteration in ``ln r`` on ``(0, rho/2]`` or in
-``ln d``, ``d = rho - r``, on ``(0, rho/2]``, so that both ``r`` and ``d`` keep full
-relative accuracy (one of them is tiny when ``|z0|`` is small and ``alpha != 1/2``).
+The point is first scaled to unit max-norm (the projection is positively homogeneous).
+The root is found by a Newton iteration in ``ln r`` on ``(0, rho/2]``, or in ``ln d``,
+``d = rho - r``, on ``(0, rho/2]`` (the sign of ``f(rho/2)`` decides), safeguarded by a
+bracket and geometric bisection, to a relative step of 1e-14. Carrying ``r`` and ``d``
+separately keeps both accurate: one of them is tiny when ``|z0|`` is small and
+``alpha != 1/2`` (e.g. ``d / rho ~ rho^((2 alpha - 1) / (1 - alpha))`` for ``x0 > 0 > y0``).
+Where ``lam`` would underflow (below ``_TINY``) the limit ``lam -> 0`` is used.
 
-Jacobian: implicit differentiation of the optimality conditions of the projection onto
-the boundary ``h = ln r - alpha ln x - (1 - alpha) ln y = 0``. With ``P = X + lam``,
-``Q = Y + lam`` and ``c = (r - d) r / N``, in the coordinates ``(x0, y0, rho)``:
+Jacobian: implicit differentiation of the three equations above, in the equivalent
+form of the optimality conditions ``p + mu grad h(p) = v0``, ``h(p) = 0`` of the
+projection onto the boundary ``h = ln r - alpha ln x - (1 - alpha) ln y = 0``
+(``mu = lam``). With ``P = X + lam``, ``Q = Y + lam`` and ``c = (r - d) r / N``, in the
+coordinates ``(x0, y0, rho)``:
 
     J = [[X/P - c x^2/P^2,   -c x y/(P Q),      r x/(P N)],
          [-c x y/(P Q),      Y/Q - c y^2/Q^2,   r y/(Q N)],
          [r x/(P N),         r y/(Q N),         r^2 (alpha/P + (1-alpha)/Q) / N]]
 
-and the sign of ``z0`` is restored on the third row and column. Every denominator is
-bounded below by ``lam`` or by ``N``, so nothing cancels or divides by zero.
+and the sign of ``z0`` is restored on the third row and column. ``P, Q >= lam`` and
+``N >= min(1, r / d)`` are sums of positive terms, so nothing cancels or divides by zero.
 
 At ``z0 = 0`` (outside ``K`` and its polar, so one of ``x0, y0`` is positive and the
 other negative) the projection is ``(x0+, y0+, 0)`` and ``d z / d z0`` is the limit of
 ``r / rho``: with ``x0 > 0 > y0`` it is 1 for ``alpha > 1/2``, 0 for ``alpha < 1/2`` and
 ``k / (1 + k)``, ``k = x0 / (2 |y0|)``, for ``alpha = 1/2`` (symmetrically with the roles of
-``x0, y0`` and ``alpha, 1 - alpha`` exchanged).
+``x0, y0`` and ``alpha, 1 - alpha`` exchanged). The projection is differentiable there
+and this is its derivative, but ``r / rho`` tends to it slowly for ``alpha`` near 1/2.
 
 Points of ``K`` (boundary included) get the identity, points of the polar get zero.
 """
