@@ -99,6 +99,11 @@ def test_empty():
     assert jacobian_power(np.zeros(0), np.zeros(0)).shape == (0, 3, 3)
 
 
+# Clarabel may report "optimal_inaccurate" at these tolerances; it still agrees to ~1e-7.
+CLARABEL_WARNING = pytest.mark.filterwarnings("ignore:Solution may be inaccurate")
+
+
+@CLARABEL_WARNING
 @pytest.mark.parametrize("alpha", [0.1, 0.5, 0.9, 0.2718, 0.6931])
 @pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
 def test_projection_matches_clarabel(alpha: float, scale: float):
@@ -110,6 +115,7 @@ def test_projection_matches_clarabel(alpha: float, scale: float):
                                    atol=1e-6 * np.linalg.norm(v))
 
 
+@CLARABEL_WARNING
 @pytest.mark.parametrize("alpha", [0.15, 0.5, 0.85])
 def test_dual_projection_by_moreau_matches_clarabel(alpha: float):
     rng = np.random.default_rng(int(100 * alpha))

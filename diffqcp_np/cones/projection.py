@@ -187,9 +187,10 @@ class ConeJacobian:
         add(*soc.soc_jacobian_triplets(self._soc_offsets, *self._soc), sl["q"].start)
         offset = sl["s"].start
         for block in self._psd.dense_blocks():
-            r, c = np.nonzero(np.ones_like(block, dtype=bool))
-            add(r, c, block[r, c], offset)
-            offset += block.shape[0]
+            d = block.shape[0]
+            add(np.tile(np.arange(d), d), np.repeat(np.arange(d), d), block.ravel(order="F"),
+                offset)
+            offset += d
         k = self._small.shape[0]
         base = np.arange(k)[:, None, None] * 3
         r = np.broadcast_to(base + np.arange(3)[None, :, None], (k, 3, 3))
