@@ -123,3 +123,10 @@ def inner(a, b) -> float:
 def relative_error(a, b) -> float:
     a, b = np.asarray(a, float).ravel(), np.asarray(b, float).ravel()
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+
+
+def assert_close(a, b, rtol: float, floor: float = 1e-6) -> None:
+    """``‖a − b‖ ≤ rtol · max(‖b‖, floor)``: relative, with a floor for vectors that vanish."""
+    a, b = np.asarray(a, float).ravel(), np.asarray(b, float).ravel()
+    err = np.linalg.norm(a - b)
+    assert err <= rtol * max(np.linalg.norm(b), floor), (err, np.linalg.norm(b))
