@@ -65,10 +65,10 @@ def main() -> None:
         v = rng.standard_normal(spec.dim)
         dv = rng.standard_normal(spec.dim)
         pi(v, spec), ConeJacobian(v, spec).matvec(dv)  # warm-up
-        t_proj = median_time(lambda: pi(v, spec), args.repeats)
-        t_jac = median_time(lambda: ConeJacobian(v, spec), args.repeats)
+        t_proj = median_time(lambda v=v, spec=spec: pi(v, spec), args.repeats)
+        t_jac = median_time(lambda v=v, spec=spec: ConeJacobian(v, spec), args.repeats)
         jac = ConeJacobian(v, spec)
-        t_jvp = median_time(lambda: jac.matvec(dv), args.repeats)
+        t_jvp = median_time(lambda jac=jac, dv=dv: jac.matvec(dv), args.repeats)
         large_dense_soc = any(d > 1000 for d in spec.soc)
         t_sparse = float("nan") if large_dense_soc else median_time(jac.to_sparse, 1)
         sparse_cell = "n/a (dense SOC blocks)" if large_dense_soc else f"{t_sparse * 1e3:.1f}"

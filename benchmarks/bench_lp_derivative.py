@@ -84,7 +84,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dense", action="store_true", help="also time diffcp dense mode")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "lp_derivative.md"))
+    default_out = Path(__file__).parent / "results" / "lp_derivative.md"
+    parser.add_argument("--out", default=str(default_out))
     args = parser.parse_args()
     import diffcp
 

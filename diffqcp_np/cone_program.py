@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import numpy as np
 
 from ._validation import ProblemData, as_vector, check_problem
 from .derivative import EXACT_MODES, LPGD_MODES, MODES, LPGDDerivative, SolutionDerivative

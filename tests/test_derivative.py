@@ -56,7 +56,7 @@ def test_adjoint_dot_product(name, mode, tol):
                        P=prob.P, mode=mode)
     dA, db, dc, dP = random_data_perturbation(prob, rng)
     dx, dy, ds = D(dA, db, dc, dP=dP)
-    gx, gy, gs = rng.standard_normal(prob.n), rng.standard_normal(prob.m), rng.standard_normal(prob.m)
+    gx, gy, gs = (rng.standard_normal(k) for k in (prob.n, prob.m, prob.m))
     out = DT(gx, gy, gs, return_dP=True)
     lhs = gx @ dx + gy @ dy + gs @ ds
     rhs = inner(out[0], dA) + out[1] @ db + out[2] @ dc

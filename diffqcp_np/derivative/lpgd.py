@@ -10,7 +10,7 @@ solutions of a problem whose linear terms are perturbed by the cotangents. As
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
