@@ -6,6 +6,7 @@ that include the quadratic term ``P``, power cones and a direct (factorise-once)
 
 from . import cones
 from ._version import __version__
+from .batch import solve_and_derivative_batch, solve_only_batch
 from .cone_program import (
     derivative,
     solve_and_derivative,
@@ -20,5 +21,6 @@ from .solvers import SolverError
 __all__ = [
     "EXP", "EXP_DUAL", "InaccurateDerivativeWarning", "NonDifferentiableWarning", "POS",
     "POWER", "PSD", "SOC", "SolverError", "ZERO", "__version__", "cones", "derivative",
-    "solve_and_derivative", "solve_and_derivative_internal", "solve_internal", "solve_only",
+    "solve_and_derivative", "solve_and_derivative_batch", "solve_and_derivative_internal",
+    "solve_internal", "solve_only", "solve_only_batch",
 ]

@@ -72,14 +72,18 @@ def project_dual(v: np.ndarray) -> np.ndarray:
     return v + project_exp(-v)
 
 
-def _ray_direction(rho: float) -> tuple[np.ndarray, np.ndarray]:
-    """``u = (rho, 1, e^rho)`` and ``u' = (1, 0, e^rho)``, both divided by ``max(1, |rho|, e^rho)``."""
-    if rho >= 1.0:
-        e = np.exp(-rho)
-        return np.array([rho * e, e, 1.0]), np.array([e, 0.0, 1.0])
-    scale = max(1.0, abs(rho))
-    e = np.exp(rho)
-    return np.array([rho, 1.0, e]) / scale, np.array([1.0, 0.0, e]) / scale
+def _ray_directions(rho: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``u = (rho, 1, e^rho)`` and ``u' = (1, 0, e^rho)`` (rows), divided by ``max(1, |rho|, e^rho)``."""
+    rho = np.atleast_1d(rho)
+    big = rho >= 1.0
+    e_neg = np.exp(-np.where(big, rho, 0.0))
+    e_pos = np.exp(np.where(big, 0.0, rho))
+    scale = np.maximum(1.0, np.abs(rho))
+    u = np.where(big[:, None], np.column_stack([rho * e_neg, e_neg, np.ones_like(rho)]),
+                 np.column_stack([rho, np.ones_like(rho), e_pos]) / scale[:, None])
+    du = np.where(big[:, None], np.column_stack([e_neg, np.zeros_like(rho), np.ones_like(rho)]),
+                  np.column_stack([np.ones_like(rho), np.zeros_like(rho), e_pos]) / scale[:, None])
+    return u, du
 
 
 def reference_ray_projection(v: np.ndarray, rho_max: float = 700.0) -> tuple[np.ndarray, float]:
@@ -91,19 +95,19 @@ def reference_ray_projection(v: np.ndarray, rho_max: float = 700.0) -> tuple[np.
     """
 
     def dg(rho):
-        u, du = _ray_direction(rho)
-        return (v @ du) * (u @ u) - (v @ u) * (u @ du)
+        u, du = _ray_directions(rho)
+        return (du @ v) * np.sum(u * u, axis=1) - (u @ v) * np.sum(u * du, axis=1)
 
     grid = np.linspace(-rho_max, rho_max, 20001)
-    vals = np.array([dg(rho) for rho in grid])
+    vals = dg(grid)
     best, best_rho = -np.inf, np.nan
     for i in np.nonzero(np.sign(vals[:-1]) * np.sign(vals[1:]) <= 0)[0]:
-        rho = brentq(dg, grid[i], grid[i + 1], xtol=1e-300, rtol=4 * EPS)
-        u = _ray_direction(rho)[0]
+        rho = brentq(lambda x: dg(x)[0], grid[i], grid[i + 1], xtol=1e-300, rtol=4 * EPS)
+        u = _ray_directions(rho)[0][0]
         g = v @ u / np.linalg.norm(u)
         if g > best:
             best, best_rho = g, rho
-    u = _ray_direction(best_rho)[0]
+    u = _ray_directions(best_rho)[0][0]
     return max(v @ u, 0.0) / (u @ u) * u, best_rho
 
 

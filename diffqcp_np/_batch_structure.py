@@ -1,0 +1,445 @@
+"""Work shared by a batch of problems with one cone dict and one sparsity pattern.
+
+cvxpylayers solves batches of problems that differ only in their values: every ``A``
+has the same stored pattern, every ``P`` too, and every cone dict is the same. For
+such a batch :class:`BatchStructure` does once what only depends on the structure:
+
+* parsing and validating the cone dict, and checking the patterns of ``A`` and ``P``
+  (per problem only the values are checked);
+* the transposition map of ``A`` and the map from the stored values of ``P`` to the
+  symmetric matrix the objective sees (with the symmetry check as one vector operation);
+* a template of the derivative system ``K = [[P, A'D], [−A, I−D]]`` on a fixed superset
+  pattern (``D`` with full cone blocks), with index maps that fill ``K``'s values from a
+  problem's ``P``, ``A`` and cone Jacobian without sparse-matrix algebra (the zeros of
+  the superset, e.g. the columns of inactive constraints, are then dropped, so that the
+  sparse LU sees the same pattern as on the general path).
+
+:class:`StructuredDerivative` is a :class:`~diffqcp_np.derivative.SolutionDerivative`
+built from those maps; its JVP and VJP are the inherited ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._validation import ProblemData, as_vector
+from .cones.projection import ConeJacobian
+from .cones.spec import ConeSpec, as_cone_spec, vec_psd_dim
+from .derivative import EXACT_MODES, MatrixPattern, QuadraticTerm, SolutionDerivative
+from .derivative.linear_solvers import make_solver
+
+#: Largest cone block whose Jacobian is read by probing (one matvec per column of the
+#: largest block); beyond it the Jacobian is read from ``ConeJacobian.to_sparse``.
+PROBE_LIMIT = 16
+
+
+def _read_only(arr: np.ndarray) -> np.ndarray:
+    arr = np.array(arr, copy=True)
+    arr.flags.writeable = False
+    return arr
+
+
+def _csc(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray,
+         shape: tuple[int, int]) -> sp.csc_matrix:
+    """A CSC matrix on a shared canonical pattern (the index arrays are read-only)."""
+    out = sp.csc_matrix((data, indices, indptr), shape=shape, copy=False)
+    out.has_canonical_format = True
+    return out
+
+
+def _same_pattern(mat, ref) -> bool:
+    """Whether ``mat`` is a CSC matrix with exactly the stored pattern of ``ref``."""
+    if not (sp.issparse(mat) and mat.format == "csc" and mat.shape == ref.shape):
+        return False
+    pairs = ((mat.indptr, ref.indptr), (mat.indices, ref.indices))
+    return all(a is b or np.array_equal(a, b) for a, b in pairs)
+
+
+def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(start, start + count)`` for each pair."""
+    total = int(counts.sum())
+    offsets = np.repeat(starts - np.cumsum(counts) + counts, counts)
+    return offsets + np.arange(total)
+
+
+def _block_sizes(spec: ConeSpec) -> np.ndarray:
+    """Sizes of the diagonal blocks of a cone Jacobian, in row order."""
+    sizes = ([1] * (spec.zero + spec.nonneg) + list(spec.soc)
+             + [vec_psd_dim(k) for k in spec.psd]
+             + [3] * (spec.exp + spec.exp_dual + len(spec.power)))
+    return np.asarray(sizes, dtype=np.int64)
+
+
+class _JacobianPattern:
+    """Block-diagonal superset pattern of a cone Jacobian, and how to read its values.
+
+    Each cone contributes a full block (a 1×1 block per zero-cone or orthant row).
+    """
+
+    def __init__(self, spec: ConeSpec) -> None:
+        sizes = _block_sizes(spec)
+        starts = np.cumsum(sizes) - sizes
+        m = int(sizes.sum())
+        col_size = np.repeat(sizes, sizes)
+        col_start = np.repeat(starts, sizes)
+        self.m = m
+        self.indptr = np.concatenate(([0], np.cumsum(col_size)))
+        self.rows = np.repeat(col_start, col_size) + _ranges(np.zeros(m, np.int64), col_size)
+        self.cols = np.repeat(np.arange(m), col_size)
+        self.diagonal = (self.rows == self.cols).astype(float)
+        self.n_probes = int(sizes.max()) if sizes.size else 0
+        # Probe j has a one at the j-th coordinate of every block larger than j; applying
+        # the Jacobian to it gives column j of every block.
+        self._probe_of_entry = self.cols - np.repeat(col_start, col_size)
+        self._probes = np.zeros((self.n_probes, m))
+        for j in range(self.n_probes):
+            self._probes[j, starts[sizes > j] + j] = 1.0
+        self._keys = self.cols * m + self.rows
+
+    @property
+    def nnz(self) -> int:
+        return self.rows.size
+
+    def values(self, jac: ConeJacobian) -> np.ndarray:
+        """The Jacobian's entries on this pattern (zeros where a block has none)."""
+        if self.nnz == 0:
+            return np.zeros(0)
+        if self.n_probes <= PROBE_LIMIT:
+            columns = np.stack([jac.matvec(p) for p in self._probes])
+            return columns[self._probe_of_entry, self.rows]
+        D = jac.to_sparse()
+        rows = D.indices.astype(np.int64)
+        cols = np.repeat(np.arange(self.m), np.diff(D.indptr))
+        out = np.zeros(self.nnz)
+        out[np.searchsorted(self._keys, cols * self.m + rows)] = D.data
+        return out
+
+
+class _ProductMap:
+    """Values of ``A' D`` on a fixed pattern from the values of ``A'`` and ``D``.
+
+    Parameters
+    ----------
+    AT_indptr, AT_indices : ndarray
+        CSC pattern of ``A'`` (n × m).
+    jac : _JacobianPattern
+        Superset pattern of ``D`` (m × m).
+    n : int
+    """
+
+    def __init__(self, AT_indptr, AT_indices, jac: _JacobianPattern, n: int) -> None:
+        counts = np.diff(AT_indptr)[jac.rows]
+        self._pair_d = np.repeat(np.arange(jac.nnz), counts)
+        self._pair_a = _ranges(AT_indptr[jac.rows], counts)
+        keys = jac.cols[self._pair_d] * n + AT_indices[self._pair_a]
+        unique, self._out = np.unique(keys, return_inverse=True)
+        self.indices = unique % n
+        self.indptr = np.concatenate(([0], np.cumsum(np.bincount(unique // n, minlength=jac.m))))
+        self.nnz = unique.size
+
+    def values(self, AT_data: np.ndarray, D_data: np.ndarray) -> np.ndarray:
+        weights = AT_data[self._pair_a] * D_data[self._pair_d]
+        return np.bincount(self._out, weights=weights, minlength=self.nnz)
+
+
+class _SharedQuadratic(QuadraticTerm):
+    """A :class:`QuadraticTerm` whose pattern and storage come from a batch structure.
+
+    Same attributes as ``QuadraticTerm`` (``n``, ``storage``, ``pattern``, ``full``);
+    ``full`` has been computed by the structure's index maps.
+    """
+
+    def __init__(self, n: int, storage: str | None, pattern: MatrixPattern | None,
+                 full: sp.csc_matrix | None) -> None:
+        self.n, self.storage, self.pattern, self.full = n, storage, pattern, full
+
+
+class _QuadraticMap:
+    """From the stored values of ``P`` to the symmetric matrix of the objective.
+
+    On the union pattern of ``P`` and ``P'``, ``full = w (p[a] + p[b])`` where ``p`` is
+    ``P.data`` with a trailing zero (index ``nnz`` means "not stored"): ``w = ½`` and
+    ``b`` the transposed entry for full storage, ``w = 1`` and one of ``a``, ``b``
+    pointing at the zero for upper-triangle storage.
+    """
+
+    def __init__(self, P: sp.csc_matrix, storage: str, sym_tol: float = 1e-10) -> None:
+        n = P.shape[0]
+        self.pattern = MatrixPattern(P, "P")
+        self.storage = storage
+        self.sym_tol = sym_tol
+        rows, cols = self.pattern.rows, self.pattern.cols
+        union = sp.csc_matrix((np.ones(2 * rows.size), (np.r_[rows, cols], np.r_[cols, rows])),
+                              shape=(n, n))
+        union.sum_duplicates()
+        self.indptr = _read_only(union.indptr)
+        self.indices = _read_only(union.indices)
+        u_rows = union.indices.astype(np.int64)
+        u_cols = np.repeat(np.arange(n), np.diff(union.indptr))
+        stored = cols * n + rows  # sorted: canonical CSC order
+        self._a = self._lookup(stored, u_cols * n + u_rows)
+        self._b = self._lookup(stored, u_rows * n + u_cols)
+        if storage == "upper":
+            lower = u_rows > u_cols
+            self._a[lower] = rows.size
+            self._b[~lower] = rows.size
+        self._weight = 0.5 if storage == "full" else 1.0
+
+    @staticmethod
+    def _lookup(stored: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """Index of each key among the (sorted) stored keys, or ``len(stored)`` if absent."""
+        if stored.size == 0:
+            return np.zeros(keys.size, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(stored, keys), stored.size - 1)
+        return np.where(stored[pos] == keys, pos, stored.size)
+
+    def union_values(self, data: np.ndarray) -> np.ndarray:
+        """Entries of the symmetric ``P`` on the union pattern.
+
+        Raises
+        ------
+        ValueError
+            If ``P`` is stored in full but is not symmetric.
+        """
+        ext = np.append(data, 0.0)
+        a, b = ext[self._a], ext[self._b]
+        if self.storage == "full" and a.size:
+            asym = np.max(np.abs(a - b))
+            if asym > self.sym_tol * max(np.max(np.abs(data)), 1.0):
+                raise ValueError(
+                    f"P is not symmetric (max |P - P'| = {asym:.3g}); pass the full symmetric "
+                    "matrix or its upper triangle"
+                )
+        return self._weight * (a + b)
+
+    def quadratic(self, union_values: np.ndarray, n: int) -> _SharedQuadratic:
+        full = sp.csc_matrix((union_values, self.indices.copy(), self.indptr.copy()),
+                             shape=(n, n))
+        full.eliminate_zeros()  # as QuadraticTerm's sparse sums do
+        return _SharedQuadratic(n, self.storage, self.pattern, full)
+
+
+@dataclass(frozen=True)
+class _SystemTemplate:
+    """K's pattern, and where each of its stored entries comes from."""
+
+    jacobian: _JacobianPattern
+    product: _ProductMap
+    order: np.ndarray
+    indices: np.ndarray
+    indptr: np.ndarray
+
+
+def _storage(P: sp.csc_matrix) -> str | None:
+    """``"full"`` or ``"upper"`` from P's pattern; None when only the lower part is stored."""
+    rows = P.indices
+    cols = np.repeat(np.arange(P.shape[1]), np.diff(P.indptr))
+    if np.any(rows > cols):
+        return "full" if np.any(rows < cols) else None
+    return "upper"
+
+
+class BatchStructure:
+    """The structure shared by a batch: cones, the patterns of ``A`` and ``P``, maps.
+
+    Build it with :meth:`detect`. Index arrays shared between problems are read-only.
+
+    Parameters
+    ----------
+    A : scipy.sparse.csc_matrix
+        Canonical ``A`` of the first problem (only its pattern is used).
+    P : scipy.sparse.csc_matrix or None
+        Canonical ``P`` of the first problem.
+    storage : {"full", "upper"} or None
+        Storage convention of ``P``.
+    cones : ConeSpec
+    """
+
+    def __init__(self, A: sp.csc_matrix, P: sp.csc_matrix | None, storage: str | None,
+                 cones: ConeSpec) -> None:
+        self.cones = cones
+        self.shape = A.shape
+        m, n = A.shape
+        self.A_indptr, self.A_indices = _read_only(A.indptr), _read_only(A.indices)
+        self.A_pattern = MatrixPattern(A, "A")
+        ids = sp.csc_matrix((np.arange(1.0, A.nnz + 1), A.indices, A.indptr), shape=A.shape)
+        AT = ids.T.tocsc()
+        self._AT_perm = AT.data.astype(np.int64) - 1
+        self._AT_indptr, self._AT_indices = _read_only(AT.indptr), _read_only(AT.indices)
+        self.P_shape = None if P is None else P.shape
+        self._P_indptr = None if P is None else _read_only(P.indptr)
+        self._P_indices = None if P is None else _read_only(P.indices)
+        self._quadratic = None if P is None else _QuadraticMap(P, storage)
+
+    # -- detection -----------------------------------------------------------------------
+    @classmethod
+    def detect(cls, As: Sequence, Ps: Sequence, cone_dicts: Sequence) -> BatchStructure | None:
+        """The shared structure of a batch, or None when its problems differ in structure.
+
+        A batch qualifies when every ``A`` is a CSC matrix with the same canonical
+        (sorted, duplicate-free) stored pattern, every ``P`` likewise (or every ``P`` is
+        None), and every cone dict equals the first. Only patterns are inspected here.
+        """
+        if not As:
+            return None
+        A0, P0, cones0 = As[0], Ps[0], cone_dicts[0]
+        if not (sp.issparse(A0) and A0.format == "csc" and A0.has_canonical_format):
+            return None
+        if not all(_same_pattern(A, A0) for A in As[1:]):
+            return None
+        if P0 is None:
+            if any(P is not None for P in Ps):
+                return None
+            storage = None
+        else:
+            if not (sp.issparse(P0) and P0.format == "csc" and P0.has_canonical_format
+                    and P0.shape == (A0.shape[1],) * 2):
+                return None
+            if not all(P is not None and _same_pattern(P, P0) for P in Ps[1:]):
+                return None
+            storage = _storage(P0)
+            if storage is None:
+                return None
+        if not all(c is cones0 or c == cones0 for c in cone_dicts[1:]):
+            return None
+        try:
+            cones = as_cone_spec(cones0)
+        except ValueError:
+            return None  # reported, with the problem's index, by the general path
+        if cones.dim != A0.shape[0]:
+            return None
+        return cls(A0, P0, storage, cones)
+
+    # -- per-problem data ----------------------------------------------------------------
+    def _values(self, mat, name: str) -> np.ndarray:
+        data = np.array(mat.data, dtype=np.float64, copy=True)
+        if not np.all(np.isfinite(data)):
+            raise ValueError(f"{name} contains NaN or Inf")
+        return data
+
+    def problem(self, A, b, c, P) -> tuple[ProblemData, QuadraticTerm]:
+        """Validated copies of one problem's data (its pattern is the shared one).
+
+        Raises
+        ------
+        ValueError
+            Naming the argument: NaN or Inf, wrong vector lengths, a non-symmetric ``P``.
+        """
+        m, n = self.shape
+        A_csc = _csc(self._values(A, "A"), self.A_indices, self.A_indptr, self.shape)
+        b = as_vector(b, "b", m)
+        c = as_vector(c, "c", n)
+        if self._quadratic is None:
+            return ProblemData(A=A_csc, b=b, c=c, cones=self.cones, P=None), QuadraticTerm(None, n)
+        P_data = self._values(P, "P")
+        quadratic = self._quadratic.quadratic(self._quadratic.union_values(P_data), n)
+        P_csc = _csc(P_data, self._P_indices, self._P_indptr, self.P_shape)
+        return ProblemData(A=A_csc, b=b, c=c, cones=self.cones, P=P_csc), quadratic
+
+    def transpose(self, A: sp.csc_matrix) -> sp.csc_matrix:
+        """``A'`` as CSC (``A`` on the shared pattern)."""
+        m, n = self.shape
+        return _csc(A.data[self._AT_perm], self._AT_indices, self._AT_indptr, (n, m))
+
+    # -- the derivative system -----------------------------------------------------------
+    @cached_property
+    def _system(self) -> _SystemTemplate:
+        """The template of K (built on first use: solve-only batches never need it)."""
+        m, n = self.shape
+        jacobian = _JacobianPattern(self.cones)
+        product = _ProductMap(self._AT_indptr, self._AT_indices, jacobian, n)
+        q = self._quadratic
+        # K's blocks, each with its entries numbered (from 1, so that none is zero) in the
+        # order of the concatenated sources of assemble(); the numbers read back from the
+        # assembled K say where each of its entries comes from.
+        patterns = [
+            None if q is None else (q.indices, q.indptr, (n, n)),
+            (product.indices, product.indptr, (n, m)),
+            (self.A_indices, self.A_indptr, (m, n)),
+            (jacobian.rows, jacobian.indptr, (m, m)),
+        ]
+        numbered, first = [], 1
+        for pattern in patterns:
+            if pattern is None:
+                numbered.append(None)
+                continue
+            indices, indptr, shape = pattern
+            ids = np.arange(first, first + indices.size, dtype=float)
+            numbered.append(sp.csc_matrix((ids, indices, indptr), shape=shape))
+            first += indices.size
+        K = sp.bmat([numbered[:2], numbered[2:]], format="csc")
+        K.sum_duplicates()
+        return _SystemTemplate(jacobian, product, K.data.astype(np.int64) - 1,
+                               _read_only(K.indices), _read_only(K.indptr))
+
+    def assemble(self, data: ProblemData, AT: sp.csc_matrix,
+                 jacobian: ConeJacobian) -> sp.csc_matrix:
+        """``K = [[P, A'D], [−A, I−D]]``, filled through the template.
+
+        The sources, concatenated in this order: P's union values, ``A'D``'s, ``−A``'s
+        and ``I − D``'s values.
+        """
+        system = self._system
+        D = system.jacobian.values(jacobian)
+        parts = [system.product.values(AT.data, D), -data.A.data, system.jacobian.diagonal - D]
+        if self._quadratic is not None:
+            parts.insert(0, self._quadratic.union_values(data.P.data))
+        sources = np.concatenate(parts)
+        N = sum(self.shape)
+        K = sp.csc_matrix((sources[system.order], system.indices.copy(), system.indptr.copy()),
+                          shape=(N, N))
+        # Drop the zeros of the superset pattern (e.g. the columns of inactive
+        # constraints in A'D): stored zeros would be fill for the sparse LU.
+        K.eliminate_zeros()
+        return K
+
+    def derivative(self, data: ProblemData, quadratic: QuadraticTerm, x, y, s,
+                   mode: str, **solver_options: Any) -> StructuredDerivative:
+        """The exact derivative of one problem at its solution (see StructuredDerivative)."""
+        return StructuredDerivative(self, data, quadratic, x, y, s, mode, **solver_options)
+
+
+class StructuredDerivative(SolutionDerivative):
+    """:class:`SolutionDerivative` set up from a :class:`BatchStructure`'s maps.
+
+    It sets the attributes that ``SolutionDerivative.__init__`` sets, taking the pattern
+    of ``A``, the quadratic term and the assembled ``K`` from the structure instead of
+    recomputing them; ``jvp``, ``vjp`` and the linear solvers are inherited.
+
+    Parameters
+    ----------
+    structure : BatchStructure
+    data : ProblemData
+        From ``structure.problem``.
+    quadratic : QuadraticTerm
+        From ``structure.problem``.
+    x, y, s : ndarray
+    mode : {"direct", "dense", "lsqr", "lsmr"}
+    **solver_options
+        As for ``SolutionDerivative``.
+    """
+
+    def __init__(self, structure: BatchStructure, data: ProblemData,
+                 quadratic: QuadraticTerm, x, y, s, mode: str = "direct",
+                 **solver_options: Any) -> None:
+        if mode not in EXACT_MODES:
+            raise ValueError(f"mode must be one of {EXACT_MODES}, got {mode!r}")
+        self.mode = mode
+        self.data = data
+        m, n = data.m, data.n
+        self.x = as_vector(x, "x", n)
+        self.y = as_vector(y, "y", m)
+        self.s = as_vector(s, "s", m)
+        self.A = data.A
+        self.AT = structure.transpose(data.A)
+        self.A_pattern = structure.A_pattern
+        self.quadratic = quadratic
+        self.cone_jacobian = ConeJacobian(self.y - self.s, data.cones, dual=True)
+        K = (structure.assemble(data, self.AT, self.cone_jacobian)
+             if mode in ("direct", "dense") else None)
+        self.solver = make_solver(mode, K, self._operator(), **solver_options)

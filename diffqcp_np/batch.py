@@ -1,0 +1,464 @@
+"""Batches of cone programs: solve them, and differentiate their solution maps, in parallel.
+
+``solve_and_derivative_batch`` and ``solve_only_batch`` have diffcp 1.1.9's signatures
+and return values (keyword names included: cvxpylayers passes ``As=``, ``bs=``, ``cs=``,
+``cone_dicts=``), plus keyword-only options:
+
+Back ends
+    ``backend="threads"`` (the default; the solvers and Numba kernels release the GIL),
+    ``"processes"`` (a ``ProcessPoolExecutor`` started with ``forkserver`` or ``spawn``,
+    created on first use and reused), ``"serial"``, or ``executor=`` any
+    ``concurrent.futures.Executor``, e.g. Dask's ``distributed.Client.get_executor()``.
+    ``n_jobs_* = -1`` means all cores, ``1`` runs serially in the calling thread. Problems
+    are sent in chunks (``chunksize``, default about four tasks per worker); BLAS is
+    pinned to one thread per worker. Results always come back in input order.
+
+Where the backward pass runs
+    With the serial and thread back ends each problem's derivative is set up in the
+    forward pass, where its solution is found (``K`` is factored once), and ``D_batch``
+    and ``DT_batch`` reuse it, as single ``solve_and_derivative`` calls do.
+    With processes and executors a SuperLU factorisation cannot travel between
+    processes, so nothing is factored in the forward pass: the parent keeps each
+    problem's validated data and solution, and every ``D_batch``/``DT_batch`` call
+    sends self-contained tasks (data, solution, perturbations) to the same executor,
+    whose workers set up the derivative, apply it and return the result. That is one
+    factorisation per problem per call: the same cost as factoring in the forward pass
+    when, as in training loops, each batch is differentiated once, and the backward
+    pass is spread over the workers (over several machines with Dask).
+
+Failures
+    A problem without a solution (infeasible, unbounded, solver failure) raises
+    :class:`SolverError` naming its index (``"problem 3: ..."``). With
+    ``raise_on_error=False`` its ``x``, ``y``, ``s`` are NaN arrays of the right sizes,
+    ``D_batch`` gives it NaN ``dx``, ``dy``, ``ds`` and ``DT_batch`` NaN ``db``, ``dc``
+    and a ``dA`` (``dP``) with NaN values on A's (P's) pattern, while every other
+    result is kept. ``return_info=True`` adds the per-problem solver ``info`` dicts
+    (``info["status"]``, ``info["iter"]``, ...) to the returned tuple. Invalid input
+    raises ``ValueError`` naming the problem and argument; an exception raised while
+    processing a problem carries the attribute ``diffqcp_problem_index``. A worker
+    process that dies (signal, ``os._exit``, out of memory) raises ``RuntimeError``
+    naming the unfinished problems, promptly.
+
+Same-structure batches
+    When every ``A`` shares one canonical CSC pattern, every ``P`` another (or all are
+    None) and every cone dict is equal (the cvxpylayers case), the cone dict is parsed
+    and the patterns analysed once (:mod:`diffqcp_np._batch_structure`): per problem only
+    the values are validated, and the derivative system is filled through precomputed
+    index maps instead of sparse-matrix algebra.
+
+Inputs are never modified.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._batch_structure import BatchStructure
+from ._parallel import ProgressLike, Runner, make_runner
+from ._validation import ProblemData, check_problem
+from .cone_program import (
+    _LPGD_OPTIONS,
+    DEFAULT_MODE,
+    DEFAULT_SOLVER,
+    _check_mode,
+    _make_derivative,
+    _solve,
+)
+from .cones.spec import as_cone_spec
+from .derivative import EXACT_MODES, QuadraticTerm
+from .solvers import SolverError
+
+__all__ = ["solve_and_derivative_batch", "solve_only_batch"]
+
+
+# -- settings and work items ----------------------------------------------------------------
+@dataclass(frozen=True)
+class _Settings:
+    """What every problem of a batch is solved and differentiated with."""
+
+    solve_method: str
+    solver_kwargs: dict
+    mode: str | None = None
+    derivative_kwargs: dict = field(default_factory=dict)
+    structure: BatchStructure | None = None
+
+
+@dataclass
+class _Problem:
+    """One validated problem (a forward work item)."""
+
+    index: int
+    data: ProblemData
+    quadratic: QuadraticTerm
+    warm_start: Any = None
+
+
+@dataclass
+class _Solved:
+    """The outcome of one forward solve."""
+
+    index: int
+    x: np.ndarray
+    y: np.ndarray
+    s: np.ndarray
+    info: dict
+    status: str
+    ok: bool
+    derivative: _Derivative | None = None
+
+
+class _Derivative:
+    """One problem's derivative: set up on first use, pickled without its factorisation.
+
+    A worker process that receives it sets it up again (the SuperLU factors of ``K``
+    cannot be pickled).
+    """
+
+    def __init__(self, settings: _Settings, problem: _Problem, x, y, s) -> None:
+        self.settings = settings
+        self.data, self.quadratic = problem.data, problem.quadratic
+        self.x, self.y, self.s = x, y, s
+        self._built = None
+
+    def get(self):
+        """The derivative object (``SolutionDerivative`` or ``LPGDDerivative``)."""
+        if self._built is None:
+            st = self.settings
+            if st.structure is not None and st.mode in EXACT_MODES:
+                options = {k: v for k, v in st.derivative_kwargs.items()
+                           if k not in _LPGD_OPTIONS}
+                self._built = st.structure.derivative(self.data, self.quadratic, self.x,
+                                                      self.y, self.s, st.mode, **options)
+            else:
+                self._built = _make_derivative(self.data, self.x, self.y, self.s, st.mode,
+                                               st.solve_method, st.solver_kwargs,
+                                               st.derivative_kwargs)
+        return self._built
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_built"] = None
+        return state
+
+
+@dataclass
+class _Application:
+    """A backward work item: apply one problem's derivative (or its adjoint) to ``args``."""
+
+    index: int
+    derivative: _Derivative
+    args: tuple
+
+
+@dataclass(frozen=True)
+class _ForwardJob:
+    settings: _Settings
+    set_up_derivative: bool
+
+
+@dataclass(frozen=True)
+class _BackwardJob:
+    method: str  # "jvp" or "vjp"
+    kwargs: dict
+
+
+# -- worker functions (module level: they are pickled) --------------------------------------
+def _forward(job: _ForwardJob, problem: _Problem) -> _Solved:
+    st = job.settings
+    data = problem.data
+    result = _solve(data, problem.quadratic, st.solve_method, problem.warm_start, False,
+                    st.solver_kwargs)
+    if not result.ok:
+        nan_m = np.full(data.m, np.nan)
+        return _Solved(problem.index, np.full(data.n, np.nan), nan_m, nan_m.copy(),
+                       result.info, result.status, False)
+    solved = _Solved(problem.index, result.x, result.y, result.s, result.info, result.status,
+                     True)
+    if job.set_up_derivative:
+        solved.derivative = _Derivative(st, problem, result.x, result.y, result.s)
+        solved.derivative.get()
+    return solved
+
+
+def _apply(job: _BackwardJob, item: _Application):
+    return getattr(item.derivative.get(), job.method)(*item.args, **job.kwargs)
+
+
+# -- input checks ---------------------------------------------------------------------------
+def _as_list(value, name: str, size: int | None) -> list:
+    if isinstance(value, Mapping) or sp.issparse(value):
+        raise ValueError(f"{name} must be a list with one entry per problem, "
+                         f"got a {type(value).__name__}")
+    out = list(value)
+    if size is not None and len(out) != size:
+        raise ValueError(f"{name} has {len(out)} entries, expected {size} (one per problem)")
+    return out
+
+
+def _check_lists(size: int | None, **lists) -> list[list]:
+    """The given per-problem lists as lists of equal length (None: a list of None)."""
+    if size is None:
+        first = next(iter(lists))
+        size = len(_as_list(lists[first], first, None))
+    return [[None] * size if value is None else _as_list(value, name, size)
+            for name, value in lists.items()]
+
+
+def _validate(As, bs, cs, cone_dicts, Ps) -> tuple[list[tuple], BatchStructure | None]:
+    """Validated copies of every problem's data, and the batch structure if shared.
+
+    Raises
+    ------
+    ValueError
+        ``"problem i: ..."`` naming the argument.
+    """
+    structure = BatchStructure.detect(As, Ps, cone_dicts)
+    specs: dict[int, Any] = {}
+    out = []
+    for i, (A, b, c, cone_dict, P) in enumerate(zip(As, bs, cs, cone_dicts, Ps)):
+        try:
+            if structure is not None:
+                out.append(structure.problem(A, b, c, P))
+                continue
+            if id(cone_dict) not in specs:
+                specs[id(cone_dict)] = as_cone_spec(cone_dict)
+            data = check_problem(A, b, c, specs[id(cone_dict)], P)
+            out.append((data, QuadraticTerm(data.P, data.n)))
+        except ValueError as err:
+            raise ValueError(f"problem {i}: {err}") from err
+    return out, structure
+
+
+def _split_kwargs(kwargs: dict) -> tuple[str, dict, dict]:
+    """``solve_method``, ``derivative_kwargs`` and the forward solver's settings."""
+    kwargs = dict(kwargs)
+    solve_method = kwargs.pop("solve_method", None) or DEFAULT_SOLVER
+    derivative_kwargs = dict(kwargs.pop("derivative_kwargs", None) or {})
+    return solve_method, derivative_kwargs, kwargs
+
+
+# -- the forward pass -----------------------------------------------------------------------
+def _forward_pass(runner: Runner, settings: _Settings, problems: list[_Problem],
+                  set_up_derivative: bool, raise_on_error: bool) -> list[_Solved]:
+    def check(solved: _Solved) -> None:
+        if raise_on_error and not solved.ok:
+            info = solved.info
+            raise SolverError(
+                f"problem {solved.index}: solver {info.get('solver', settings.solve_method)} "
+                f"returned status {info.get('solver_status', info.get('status'))!r} "
+                f"({solved.status})"
+            )
+
+    return runner.map(_forward, _ForwardJob(settings, set_up_derivative), problems,
+                      "solve", on_result=check)
+
+
+def _prepare(As, bs, cs, cone_dicts, warm_starts, Ps, settings_kwargs: dict):
+    As, bs, cs, cone_dicts, warm_starts, Ps = _check_lists(
+        None, As=As, bs=bs, cs=cs, cone_dicts=cone_dicts, warm_starts=warm_starts, Ps=Ps)
+    validated, structure = _validate(As, bs, cs, cone_dicts, Ps)
+    problems = [_Problem(i, data, quadratic, warm)
+                for i, ((data, quadratic), warm) in enumerate(zip(validated, warm_starts))]
+    return problems, _Settings(structure=structure, **settings_kwargs)
+
+
+def _outputs(solved: list[_Solved], return_info: bool, extra: tuple = ()) -> tuple:
+    xs = [r.x for r in solved]
+    ys = [r.y for r in solved]
+    ss = [r.s for r in solved]
+    infos = ([r.info for r in solved],) if return_info else ()
+    return (xs, ys, ss) + extra + infos
+
+
+# -- the backward pass ----------------------------------------------------------------------
+def _nan_csc(mat: sp.csc_matrix | None, n: int) -> sp.csc_matrix:
+    if mat is None:
+        return sp.csc_matrix((n, n))
+    return sp.csc_matrix((np.full(mat.nnz, np.nan), mat.indices.copy(), mat.indptr.copy()),
+                         shape=mat.shape)
+
+
+def _failed_jvp(data: ProblemData) -> tuple:
+    return np.full(data.n, np.nan), np.full(data.m, np.nan), np.full(data.m, np.nan)
+
+
+def _failed_vjp(data: ProblemData, return_dP: bool) -> tuple:
+    out = (_nan_csc(data.A, data.n), np.full(data.m, np.nan), np.full(data.n, np.nan))
+    return out + (_nan_csc(data.P, data.n),) if return_dP else out
+
+
+def _backward(runner: Runner, derivatives: list[_Derivative | None], problems: list[_Problem],
+              job: _BackwardJob, args: list[tuple], failed_output: Callable) -> list:
+    items = [_Application(i, d, a) for i, (d, a) in enumerate(zip(derivatives, args))
+             if d is not None]
+    results = iter(runner.map(_apply, job, items, "derivative"))
+    return [next(results) if d is not None else failed_output(p.data)
+            for d, p in zip(derivatives, problems)]
+
+
+def _transpose_lists(results: list[tuple], count: int) -> tuple[list, ...]:
+    return tuple([r[k] for r in results] for k in range(count))
+
+
+def _batch_closures(runner: Runner, derivatives: list[_Derivative | None],
+                    problems: list[_Problem]) -> tuple[Callable, Callable]:
+    size = len(problems)
+
+    def D_batch(dAs, dbs, dcs, dPs=None, **kwargs):
+        """Apply each problem's derivative: ``dxs, dys, dss`` (lists, input order).
+
+        Parameters
+        ----------
+        dAs, dbs, dcs : list
+            Per-problem perturbations of A (on A's pattern), b and c; entries may be None.
+        dPs : list, optional
+            Per-problem perturbations of P, in P's storage convention.
+        **kwargs
+            Passed to every problem's ``D`` (``tau``, ``rho`` in the LPGD modes).
+        """
+        dAs, dbs, dcs, dPs = _check_lists(size, dAs=dAs, dbs=dbs, dcs=dcs, dPs=dPs)
+        results = _backward(runner, derivatives, problems, _BackwardJob("jvp", kwargs),
+                            list(zip(dAs, dbs, dcs, dPs)), _failed_jvp)
+        return _transpose_lists(results, 3)
+
+    def DT_batch(dxs, dys, dss, return_dP: bool = False, **kwargs):
+        """Apply each problem's adjoint derivative: ``dAs, dbs, dcs`` (+ ``dPs``).
+
+        Parameters
+        ----------
+        dxs, dys, dss : list
+            Per-problem cotangents of x, y and s; entries may be None.
+        return_dP : bool, default False
+            Also return the gradients with respect to P (on P's stored pattern).
+        **kwargs
+            Passed to every problem's ``DT`` (``tau``, ``rho`` in the LPGD modes).
+        """
+        dxs, dys, dss = _check_lists(size, dxs=dxs, dys=dys, dss=dss)
+        job = _BackwardJob("vjp", dict(kwargs, return_dP=return_dP))
+        results = _backward(runner, derivatives, problems, job, list(zip(dxs, dys, dss)),
+                            lambda data: _failed_vjp(data, return_dP))
+        return _transpose_lists(results, 4 if return_dP else 3)
+
+    return D_batch, DT_batch
+
+
+# -- public API -----------------------------------------------------------------------------
+def solve_and_derivative_batch(As: Sequence, bs: Sequence, cs: Sequence, cone_dicts: Sequence,
+                               n_jobs_forward: int = -1, n_jobs_backward: int = -1,
+                               mode: str = DEFAULT_MODE, warm_starts: Sequence | None = None,
+                               Ps: Sequence | None = None, *, backend: str | None = None,
+                               executor: Executor | None = None, raise_on_error: bool = True,
+                               progress: ProgressLike = False, chunksize: int | None = None,
+                               return_info: bool = False, **kwargs: Any):
+    """Solve a batch of cone programs and return batched derivative maps.
+
+    Parameters
+    ----------
+    As, bs, cs, cone_dicts : list
+        Per-problem ``A``, ``b``, ``c`` and cone dict, as for ``solve_and_derivative``.
+    n_jobs_forward, n_jobs_backward : int, default -1
+        Workers for the forward and backward passes: ``-1`` for all cores, ``1`` to run
+        serially in the calling thread. With ``executor=`` they only set the number of
+        tasks (about four per job).
+    mode : str, default "direct"
+        Derivative mode, as for ``solve_and_derivative``.
+    warm_starts : list of (x, y, s) or None, optional
+        Per-problem warm starts (entries may be None).
+    Ps : list, optional
+        Per-problem quadratic objectives (full symmetric or upper triangle).
+    backend : {"threads", "processes", "serial"}, optional
+        Default ``"threads"``; not to be combined with ``executor``.
+    executor : concurrent.futures.Executor, optional
+        Runs the tasks of both passes (e.g. ``distributed.Client(...).get_executor()``);
+        it must stay open while ``D_batch``/``DT_batch`` are used.
+    raise_on_error : bool, default True
+        Raise :class:`SolverError` naming the first failed problem; otherwise give it
+        NaN results (see the module docstring) and keep the others.
+    progress : bool or callable, default False
+        ``True`` for a tqdm progress bar (a warning and no bar without tqdm), or
+        ``callback(done, total)``, called as tasks complete in each pass (the forward
+        pass and every ``D_batch``/``DT_batch`` call).
+    chunksize : int, optional
+        Problems per task (default: about four tasks per worker). ``chunksize=1``
+        pins a crashed worker to exactly the problems it was running.
+    return_info : bool, default False
+        Also return the per-problem solver ``info`` dicts.
+    **kwargs
+        ``solve_method``, ``derivative_kwargs`` and forward-solver settings, as for
+        ``solve_and_derivative``.
+
+    Returns
+    -------
+    xs, ys, ss : list of ndarray
+        Solutions, in input order.
+    D_batch : callable
+        ``D_batch(dAs, dbs, dcs, dPs=None) -> (dxs, dys, dss)``, lists in input order.
+    DT_batch : callable
+        ``DT_batch(dxs, dys, dss, return_dP=False) -> (dAs, dbs, dcs[, dPs])``.
+    infos : list of dict
+        Only with ``return_info=True``.
+
+    Raises
+    ------
+    ValueError
+        On lists of different lengths (naming the argument), invalid problem data
+        (``"problem i: ..."``) or invalid options.
+    SolverError
+        When a problem has no solution and ``raise_on_error`` is True.
+    RuntimeError
+        When a worker process dies or the executor cannot run a task.
+    """
+    mode = _check_mode(mode)
+    solve_method, derivative_kwargs, solver_kwargs = _split_kwargs(kwargs)
+    problems, settings = _prepare(
+        As, bs, cs, cone_dicts, warm_starts, Ps,
+        dict(solve_method=solve_method, solver_kwargs=solver_kwargs, mode=mode,
+             derivative_kwargs=derivative_kwargs),
+    )
+    size = len(problems)
+    forward = make_runner(backend, executor, n_jobs_forward, "n_jobs_forward", size,
+                          chunksize, progress)
+    backward = make_runner(backend, executor, n_jobs_backward, "n_jobs_backward", size,
+                           chunksize, progress)
+    # Set up derivatives where they are found only when they stay in this process.
+    solved = _forward_pass(forward, settings, problems,
+                           forward.in_process and backward.in_process, raise_on_error)
+    derivatives = [
+        None if not r.ok
+        else r.derivative if r.derivative is not None
+        else _Derivative(settings, p, r.x, r.y, r.s)
+        for r, p in zip(solved, problems)
+    ]
+    return _outputs(solved, return_info, _batch_closures(backward, derivatives, problems))
+
+
+def solve_only_batch(As: Sequence, bs: Sequence, cs: Sequence, cone_dicts: Sequence,
+                     n_jobs_forward: int = -1, warm_starts: Sequence | None = None,
+                     Ps: Sequence | None = None, *, backend: str | None = None,
+                     executor: Executor | None = None, raise_on_error: bool = True,
+                     progress: ProgressLike = False, chunksize: int | None = None,
+                     return_info: bool = False, **kwargs: Any):
+    """Solve a batch of cone programs (no derivative).
+
+    Parameters and failure handling are those of :func:`solve_and_derivative_batch`.
+
+    Returns
+    -------
+    xs, ys, ss : list of ndarray
+        Solutions, in input order (NaN for failed problems with ``raise_on_error=False``).
+    infos : list of dict
+        Only with ``return_info=True``.
+    """
+    solve_method = kwargs.pop("solve_method", None) or DEFAULT_SOLVER
+    problems, settings = _prepare(As, bs, cs, cone_dicts, warm_starts, Ps,
+                                  dict(solve_method=solve_method, solver_kwargs=kwargs))
+    runner = make_runner(backend, executor, n_jobs_forward, "n_jobs_forward", len(problems),
+                         chunksize, progress)
+    solved = _forward_pass(runner, settings, problems, False, raise_on_error)
+    return _outputs(solved, return_info)

@@ -1,0 +1,401 @@
+"""Batches: every back end agrees with single solves; failures, crashes, warm starts, progress.
+
+The oracle is ``solve_and_derivative`` called on each problem alone: the batch must
+return the same solutions and the same derivative and adjoint-derivative outputs, in
+input order, whatever the back end (serial, threads, processes, a Dask cluster).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import diffqcp_np._batch_structure as batch_structure
+from diffqcp_np import (
+    NonDifferentiableWarning,
+    SolverError,
+    solve_and_derivative,
+    solve_and_derivative_batch,
+    solve_only_batch,
+)
+from problems import Problem, known_solution_problem, random_like, relative_error
+
+SCS = dict(solve_method="SCS", eps=1e-9, max_iters=20000)
+TOL = 1e-10
+
+
+# -- problems ---------------------------------------------------------------------------------
+def mixed_batch():
+    """Problems of different sizes, cones and patterns, with and without P."""
+    specs = [({"z": 2, "l": 10}, 8, True), ({"l": 3, "q": [3, 5]}, None, False),
+             ({"l": 2, "ep": 2, "ed": 1}, 4, True), ({"l": 1, "s": [3, 2]}, None, False),
+             ({"z": 1, "l": 6}, 4, True)]
+    probs = [known_solution_problem(c, n, seed=20 + k, quadratic=q)
+             for k, (c, n, q) in enumerate(specs)]
+    probs[-1].P = sp.triu(probs[-1].P, format="csc")  # upper-triangle storage
+    return probs
+
+
+def same_structure_batch(count=5, storage="full", seed=30):
+    """Problems that differ only in their values (the cvxpylayers case)."""
+    base = known_solution_problem({"z": 1, "l": 4, "q": [3], "ep": 1}, 5, seed=seed)
+    rng = np.random.default_rng(seed)
+    probs = []
+    for _ in range(count):
+        A = base.A.copy()
+        A.data = A.data * (1 + 0.01 * rng.standard_normal(A.nnz))
+        R = random_like(base.P, rng)
+        P = (base.P + 0.01 * (R + R.T)).tocsc()
+        b = A @ base.x + base.s
+        c = -(A.T @ base.y) - P @ base.x
+        P = sp.triu(P, format="csc") if storage == "upper" else P
+        probs.append(Problem(A=A, b=b, c=c, cone_dict=dict(base.cone_dict), P=P, x=base.x,
+                             y=base.y, s=base.s))
+    return probs
+
+
+def tiny_problem(b):
+    """min ½x² + ½x  s.t.  −b2 ≤ x ≤ b1: solution −½ (interior), infeasible if b1 + b2 < 0."""
+    return dict(A=sp.csc_matrix(np.array([[1.0], [-1.0]])), b=np.asarray(b, float),
+                c=np.array([0.5]), cone_dict={"l": 2}, P=sp.csc_matrix(np.array([[1.0]])))
+
+
+def batch_args(probs):
+    return dict(As=[p.A for p in probs], bs=[p.b for p in probs], cs=[p.c for p in probs],
+                cone_dicts=[p.cone_dict for p in probs], Ps=[p.P for p in probs])
+
+
+def tiny_args(bs):
+    probs = [tiny_problem(b) for b in bs]
+    return dict(As=[p["A"] for p in probs], bs=[p["b"] for p in probs],
+                cs=[p["c"] for p in probs], cone_dicts=[p["cone_dict"] for p in probs],
+                Ps=[p["P"] for p in probs])
+
+
+def perturbations(probs, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for p in probs:
+        dP = None
+        if p.P is not None:
+            R = random_like(p.P, rng)
+            dP = R if abs(sp.tril(p.P, -1)).sum() == 0 else ((R + R.T) * 0.5).tocsc()
+        out.append((random_like(p.A, rng), rng.standard_normal(p.m), rng.standard_normal(p.n),
+                    dP))
+    return out
+
+
+def cotangents(probs, seed=1):
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal(p.n), rng.standard_normal(p.m), rng.standard_normal(p.m))
+            for p in probs]
+
+
+def dense(a):
+    return a.toarray() if sp.issparse(a) else a
+
+
+def assert_agrees_with_single_solves(probs, out, mode="direct", **kwargs):
+    xs, ys, ss, D_batch, DT_batch = out
+    perts, cots = perturbations(probs), cotangents(probs)
+    dxs, dys, dss = D_batch(*[[d[k] for d in perts] for k in range(3)],
+                            dPs=[d[3] for d in perts])
+    grads = DT_batch(*[[g[k] for g in cots] for k in range(3)], return_dP=True)
+    for i, p in enumerate(probs):
+        x, y, s, D, DT = solve_and_derivative(p.A, p.b, p.c, p.cone_dict, P=p.P, mode=mode,
+                                              **kwargs)
+        for got, want in zip((xs[i], ys[i], ss[i]), (x, y, s)):
+            assert relative_error(got, want) < TOL, i
+        for got, want in zip((dxs[i], dys[i], dss[i]), D(*perts[i][:3], dP=perts[i][3])):
+            assert relative_error(got, want) < TOL, i
+        want = DT(*cots[i], return_dP=True)
+        for k, (got_k, want_k) in enumerate(zip((g[i] for g in grads), want)):
+            if sp.issparse(want_k):  # same stored pattern, e.g. dA.data read by position
+                assert np.array_equal(got_k.indices, want_k.indices)
+                assert np.array_equal(got_k.indptr, want_k.indptr)
+            assert relative_error(dense(got_k), dense(want_k)) < TOL, (i, k)
+
+
+# -- back ends --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def dask_executor():
+    distributed = pytest.importorskip(
+        "distributed", reason="distributed (Dask) is not installed: pip install distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        yield client.get_executor()
+
+
+def backend_kwargs(name, request):
+    if name == "dask":
+        return {"executor": request.getfixturevalue("dask_executor")}
+    return {"backend": name}
+
+
+BACKENDS = ["serial", "threads", "processes", "dask"]
+
+
+@pytest.mark.parametrize("kind", ["mixed", "same_structure"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_backends_agree_with_single_solves(backend, kind, request):
+    probs = mixed_batch() if kind == "mixed" else same_structure_batch()
+    out = solve_and_derivative_batch(**batch_args(probs), **backend_kwargs(backend, request),
+                                     **SCS)
+    assert_agrees_with_single_solves(probs, out, **SCS)
+
+
+@pytest.mark.parametrize("storage,probe_limit", [("upper", 16), ("full", 0)])
+def test_same_structure_path_with_upper_P_and_sparse_jacobian(storage, probe_limit,
+                                                              monkeypatch):
+    monkeypatch.setattr(batch_structure, "PROBE_LIMIT", probe_limit)
+    probs = same_structure_batch(3, storage=storage, seed=31)
+    args = batch_args(probs)
+    assert batch_structure.BatchStructure.detect(args["As"], args["Ps"],
+                                                 args["cone_dicts"]) is not None
+    out = solve_and_derivative_batch(**args, backend="serial", **SCS)
+    assert_agrees_with_single_solves(probs, out, **SCS)
+
+
+def test_structure_is_detected_only_when_shared():
+    detect = batch_structure.BatchStructure.detect
+    same = batch_args(same_structure_batch(3))
+    assert detect(same["As"], same["Ps"], same["cone_dicts"]) is not None
+    mixed = batch_args(mixed_batch())
+    assert detect(mixed["As"], mixed["Ps"], mixed["cone_dicts"]) is None
+    other_cones = same["cone_dicts"][:2] + [{"z": 1, "l": 4, "q": [3], "ed": 1}]
+    assert detect(same["As"], same["Ps"], other_cones) is None
+    assert detect(same["As"], same["Ps"][:2] + [None], same["cone_dicts"]) is None
+
+
+def test_lpgd_mode_on_processes_agrees_with_single_solves():
+    probs = same_structure_batch(3, seed=32)
+    options = dict(SCS, derivative_kwargs=dict(tau=1e-4))
+    out = solve_and_derivative_batch(**batch_args(probs), mode="lpgd", backend="processes",
+                                     **options)
+    assert_agrees_with_single_solves(probs, out, mode="lpgd", **options)
+
+
+def test_results_keep_input_order():
+    sizes = [40, 30, 4, 3, 2, 1]  # the large problems first: the small ones finish earlier
+    probs = [known_solution_problem({"l": m}, 2, seed=40 + m) for m in sizes]
+    xs, ys, ss = solve_only_batch(**batch_args(probs), n_jobs_forward=2, chunksize=1,
+                                  backend="threads", **SCS)
+    for p, x, y in zip(probs, xs, ys):
+        assert x.shape == (p.n,) and y.shape == (p.m,)
+        np.testing.assert_allclose(x, p.x, atol=1e-6)
+        np.testing.assert_allclose(y, p.y, atol=1e-6)
+
+
+def test_blas_threads_pinned_in_workers_and_restored_after():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    before = [lib["num_threads"] for lib in threadpoolctl.threadpool_info()]
+    seen = []
+
+    def record(done, total):
+        seen.append([lib["num_threads"] for lib in threadpoolctl.threadpool_info()])
+
+    solve_only_batch(**tiny_args([[1.0, 1.0]] * 4), backend="threads", n_jobs_forward=2,
+                     progress=record)
+    assert all(n == 1 for counts in seen for n in counts)
+    assert [lib["num_threads"] for lib in threadpoolctl.threadpool_info()] == before
+
+
+# -- failures ---------------------------------------------------------------------------------
+FEASIBLE_AND_NOT = [[1.0, 1.0], [2.0, 1.0], [-1.0, -1.0], [1.0, 3.0]]  # problem 2 infeasible
+
+
+@pytest.mark.parametrize("backend", ["threads", "processes"])
+@pytest.mark.parametrize("shared", [True, False])
+def test_failed_problem_is_isolated(backend, shared):
+    args = tiny_args(FEASIBLE_AND_NOT)
+    if not shared:  # a problem of another structure: the general path
+        other = known_solution_problem({"z": 2, "l": 10}, 8, seed=50)
+        for key, value in batch_args([other]).items():
+            args[key].append(value[0])
+    with pytest.raises(SolverError, match=r"problem 2\b.*infeasible"):
+        solve_and_derivative_batch(**args, backend=backend)
+
+    xs, ys, ss, D_batch, DT_batch, infos = solve_and_derivative_batch(
+        **args, backend=backend, raise_on_error=False, return_info=True)
+    assert "infeasible" in infos[2]["status"].lower()
+    assert xs[2].shape == (1,) and ys[2].shape == ss[2].shape == (2,)
+    assert all(np.isnan(v).all() for v in (xs[2], ys[2], ss[2]))
+    size = len(xs)
+    dxs, dys, dss = D_batch(args["As"], args["bs"], args["cs"], dPs=args["Ps"])
+    dAs, dbs, dcs, dPs = DT_batch(xs, [None] * size, [None] * size, return_dP=True)
+    assert np.isnan(dxs[2]).all() and np.isnan(dys[2]).all() and np.isnan(dss[2]).all()
+    assert np.isnan(dbs[2]).all() and np.isnan(dcs[2]).all()
+    assert dAs[2].nnz == args["As"][2].nnz and np.isnan(dAs[2].data).all()
+    assert dPs[2].nnz == args["Ps"][2].nnz and np.isnan(dPs[2].data).all()
+    for i in (0, 1, 3):
+        x, y, s, D, DT = solve_and_derivative(args["As"][i], args["bs"][i], args["cs"][i],
+                                              args["cone_dicts"][i], P=args["Ps"][i])
+        assert relative_error(xs[i], x) < TOL and relative_error(ss[i], s) < TOL
+        assert infos[i]["status"] == "solved"
+        want = D(args["As"][i], args["bs"][i], args["cs"][i], dP=args["Ps"][i])
+        assert all(relative_error(g, w) < TOL for g, w in zip((dxs[i], dys[i], dss[i]), want))
+        assert relative_error(dcs[i], DT(xs[i], None, None)[2]) < TOL
+
+
+class WorkerKiller:
+    """A warm start whose conversion to an array kills the (worker) process converting it."""
+
+    def __init__(self) -> None:
+        self.parent = os.getpid()
+
+    def __array__(self, dtype=None, copy=None):
+        if os.getpid() != self.parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise AssertionError("the warm start was converted in the test process")
+
+
+def test_killed_worker_raises_promptly_and_pool_recovers():
+    args = tiny_args([[1.0, 1.0]] * 4)
+    warm = [None, None, (WorkerKiller(), np.zeros(2), np.zeros(2)), None]
+    outcome = {}
+
+    def run():
+        try:
+            solve_only_batch(**args, warm_starts=warm, backend="processes", n_jobs_forward=2,
+                             chunksize=1)
+        except Exception as err:  # noqa: BLE001 - the outcome is checked below
+            outcome["error"] = err
+
+    start = time.monotonic()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=120)
+    assert not thread.is_alive(), "the batch hangs after a worker died"
+    assert time.monotonic() - start < 60
+    err = outcome.get("error")
+    assert isinstance(err, RuntimeError) and not isinstance(err, SolverError)
+    assert "died" in str(err) and "2" in str(err).split(":")[0]
+    # the broken pool has been discarded: the next batch gets a fresh one
+    xs, _, _ = solve_only_batch(**args, backend="processes", n_jobs_forward=2)
+    assert relative_error(xs[0], [-0.5]) < 1e-3
+
+
+def test_exception_in_a_problem_names_it():
+    args = tiny_args([[1.0, 1.0]] * 3)
+    with pytest.raises(ValueError, match="unknown options") as info:
+        solve_and_derivative_batch(**args, backend="threads",
+                                   derivative_kwargs={"no_such_option": 1})
+    assert info.value.diffqcp_problem_index in range(3)
+
+
+def test_worker_warnings_reach_the_caller_with_the_problem_index():
+    """A degenerate problem (two identical active rows: K is singular) on processes."""
+    args = tiny_args([[1.0, 1.0]])
+    for key, value in dict(As=sp.csc_matrix(np.array([[-1.0], [-1.0]])), bs=np.ones(2),
+                           cs=np.ones(1), cone_dicts={"l": 2}, Ps=None).items():
+        args[key].append(value)
+    xs, ys, ss, D_batch, DT_batch = solve_and_derivative_batch(**args, backend="processes")
+    with pytest.warns(NonDifferentiableWarning, match=r"^problem 1: "):
+        DT_batch(xs, [None] * 2, [None] * 2)
+
+
+# -- warm starts, progress, inputs ------------------------------------------------------------
+def test_warm_starts_cut_iterations():
+    probs = mixed_batch()[:3]
+    settings = dict(solve_method="SCS", eps=1e-8, max_iters=20000)
+    xs, ys, ss, infos = solve_only_batch(**batch_args(probs), return_info=True, **settings)
+    warm = list(zip(xs, ys, ss))
+    xs2, _, _, infos2 = solve_only_batch(**batch_args(probs), warm_starts=warm,
+                                         return_info=True, **settings)
+    cold = sum(i["iter"] for i in infos)
+    hot = sum(i["iter"] for i in infos2)
+    assert hot < 0.5 * cold, (cold, hot)
+    assert all(relative_error(a, b) < 1e-6 for a, b in zip(xs2, xs))
+
+
+@pytest.mark.parametrize("backend", ["serial", "threads"])
+def test_progress_callback_counts_problems(backend):
+    args = tiny_args([[1.0, 1.0 + k] for k in range(7)])
+    calls = []
+    xs, ys, ss, D_batch, DT_batch = solve_and_derivative_batch(
+        **args, backend=backend, chunksize=2, progress=lambda done, total: calls.append(
+            (done, total)))
+    assert calls[-1] == (7, 7) and all(t == 7 for _, t in calls)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+    calls.clear()
+    DT_batch(xs, [None] * 7, [None] * 7)
+    assert calls[-1] == (7, 7)
+
+
+def test_progress_bar_and_missing_tqdm(monkeypatch, capsys):
+    pytest.importorskip("tqdm")
+    args = tiny_args([[1.0, 1.0]] * 3)
+    solve_only_batch(**args, progress=True)
+    assert "3/3" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    with pytest.warns(RuntimeWarning, match="tqdm"):
+        xs, _, _ = solve_only_batch(**args, progress=True)
+    assert len(xs) == 3
+
+
+@pytest.mark.parametrize("drop", ["bs", "cs", "cone_dicts", "warm_starts", "Ps"])
+def test_list_length_mismatch_names_the_argument(drop):
+    args = tiny_args([[1.0, 1.0]] * 3)
+    args["warm_starts"] = [None] * 3
+    args[drop] = args[drop][:2]
+    with pytest.raises(ValueError, match=drop):
+        solve_and_derivative_batch(**args)
+
+
+def test_derivative_list_mismatch_names_the_argument():
+    args = tiny_args([[1.0, 1.0]] * 3)
+    xs, ys, ss, D_batch, DT_batch = solve_and_derivative_batch(**args)
+    with pytest.raises(ValueError, match="dbs"):
+        D_batch(args["As"], args["bs"][:2], args["cs"])
+    with pytest.raises(ValueError, match="dxs"):
+        DT_batch(xs[:1], ys, ss)
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(backend="gpu"), "backend must be one of"),
+    (dict(backend="threads", executor="pool"), "either backend or executor"),
+    (dict(n_jobs_forward=0), "n_jobs_forward"),
+    (dict(chunksize=0), "chunksize"),
+    (dict(progress="yes"), "progress"),
+    (dict(mode="newton"), "unknown mode"),
+])
+def test_bad_options(change, match):
+    with pytest.raises(ValueError, match=match):
+        solve_and_derivative_batch(**tiny_args([[1.0, 1.0]] * 2), **change)
+
+
+def test_bad_problem_data_names_problem_and_argument():
+    args = tiny_args([[1.0, 1.0]] * 3)
+    args["bs"][1] = np.ones(3)
+    with pytest.raises(ValueError, match=r"problem 1: b has length 3"):
+        solve_and_derivative_batch(**args)
+
+
+@pytest.mark.parametrize("backend", ["threads", "processes"])
+def test_inputs_are_not_mutated(backend):
+    probs = same_structure_batch(3, seed=33)
+    i, j = np.argwhere(probs[0].A.toarray() == 0)[0]
+    nnz = probs[0].A.nnz
+    for p in probs:  # an explicit zero in the stored pattern of A, at the same place
+        coo = p.A.tocoo()
+        p.A = sp.csc_matrix((np.r_[coo.data, 0.0], (np.r_[coo.row, i], np.r_[coo.col, j])),
+                            shape=p.A.shape)
+    args = batch_args(probs)
+    saved = [(p.A.data.copy(), p.A.indices.copy(), p.A.indptr.copy(), p.b.copy(), p.c.copy(),
+              p.P.data.copy()) for p in probs]
+    xs, ys, ss, D_batch, DT_batch = solve_and_derivative_batch(**args, backend=backend)
+    dAs, _, _ = DT_batch(xs, ys, ss)
+    for p, before, dA in zip(probs, saved, dAs):
+        assert dA.nnz == p.A.nnz == nnz + 1
+        after = (p.A.data, p.A.indices, p.A.indptr, p.b, p.c, p.P.data)
+        for a, b in zip(before, after):
+            np.testing.assert_array_equal(a, b)
