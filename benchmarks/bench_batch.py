@@ -1,0 +1,126 @@
+"""Benchmark: a batch of 1000 small QPs, forward plus backward, diffqcp_np vs diffcp.
+
+Every problem has the same structure (one cone dict, one sparsity pattern, different
+values: the cvxpylayers case): n = 20 variables, m = 40 rows (5 equalities, 35
+inequalities), a positive definite P for diffqcp_np. diffcp 1.1.9 cannot use P in its
+default (lsqr) mode, so it gets the same A, b and cones with P = None and c = −A'y (a
+bounded LP of the same size). Medians over repeats in one run; JIT warm-up excluded.
+
+Usage::
+
+    python benchmarks/bench_batch.py [--problems 1000] [--repeats 3] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+import diffqcp_np
+
+
+def small_qps(count: int, n: int = 20, zero: int = 5, nonneg: int = 35, seed: int = 0):
+    """Same-structure QPs: random values on one pattern, each with a known interior dual."""
+    rng = np.random.default_rng(seed)
+    m = zero + nonneg
+    pattern = sp.random(m, n, density=0.3, random_state=rng, format="csc") + sp.eye(m, n)
+    pattern = sp.csc_matrix(pattern)
+    pattern.sort_indices()
+    As, bs, cs, cs_lp, Ps = [], [], [], [], []
+    for _ in range(count):
+        A = pattern.copy()
+        A.data = rng.standard_normal(A.nnz)
+        F = rng.standard_normal((n, n)) / np.sqrt(n)
+        P = sp.csc_matrix(F @ F.T + 0.1 * np.eye(n))
+        x = rng.standard_normal(n)
+        v = rng.standard_normal(m)
+        v[zero:] -= 1.0  # about 16% of the inequalities active: a unique, nondegenerate solution
+        y = np.concatenate([v[:zero], np.maximum(v[zero:], 0)])
+        s = np.concatenate([np.zeros(zero), np.maximum(-v[zero:], 0)])
+        As.append(A)
+        bs.append(A @ x + s)
+        cs.append(-(A.T @ y) - P @ x)
+        cs_lp.append(-(A.T @ y))  # dual feasible without P: the LP stays bounded
+        Ps.append(P)
+    return As, bs, cs, cs_lp, [{"z": zero, "l": nonneg}] * count, Ps
+
+
+def median(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--problems", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "batch.md"))
+    args = parser.parse_args()
+    import diffcp
+
+    As, bs, cs, cs_lp, cones, Ps = small_qps(args.problems)
+    B = len(As)
+    rng = np.random.default_rng(1)
+    dxs = [rng.standard_normal(20) for _ in range(B)]
+    zeros = [np.zeros(40) for _ in range(B)]
+
+    def ours(n_jobs):
+        out = diffqcp_np.solve_and_derivative_batch(
+            As, bs, cs, cones, n_jobs_forward=n_jobs, n_jobs_backward=n_jobs, Ps=Ps)
+        return out
+
+    def ours_full(n_jobs):
+        out = ours(n_jobs)
+        out[4](dxs, zeros, zeros, return_dP=True)
+
+    def theirs_full(n_jobs):
+        out = diffcp.solve_and_derivative_batch(
+            [A.copy() for A in As], bs, cs_lp, cones, n_jobs_forward=n_jobs,
+            n_jobs_backward=n_jobs)
+        out[4](dxs, zeros, zeros)
+
+    ours_full(1)  # JIT warm-up
+    rows = []
+    for n_jobs in (1, 2):
+        t_theirs = median(lambda n_jobs=n_jobs: theirs_full(n_jobs), args.repeats)
+        t_ours = median(lambda n_jobs=n_jobs: ours_full(n_jobs), args.repeats)
+        batch = ours(n_jobs)
+        t_backward = median(lambda batch=batch: batch[4](dxs, zeros, zeros), args.repeats)
+        rows.append((n_jobs, t_theirs, t_ours, t_backward))
+
+    lines = [
+        f"# Batch of {B} small QPs (n = 20, m = 40), forward + one DT_batch",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores; Python "
+        f"{platform.python_version()}; diffcp 1.1.9 (lsqr, P = None); diffqcp_np "
+        f"{diffqcp_np.__version__} (direct, with P). Medians over {args.repeats} repeats.",
+        "",
+        "| workers | diffcp (ms/problem) | diffqcp_np (ms/problem) | throughput ratio | "
+        "diffqcp_np DT_batch alone (µs/problem) |",
+        "|---|---|---|---|---|",
+    ]
+    for n_jobs, t_theirs, t_ours, t_back in rows:
+        lines.append(f"| {n_jobs} | {t_theirs / B * 1e3:.2f} | {t_ours / B * 1e3:.2f} | "
+                     f"{t_theirs / t_ours:.1f}× | {t_back / B * 1e6:.0f} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        main()
