@@ -21,27 +21,31 @@ and ``rho = r / s`` at the projection. The root is bracketed by that interval an
 ``p_t >= t0`` (``t0 > 0``) or ``d_t <= t0`` (``t0 < 0``), using the maxima of ``lp/q`` and
 ``ld/q`` over ``rho``, ``(2D + 2 s0 - r0) / 3`` and ``(2D + 2 r0 - s0) / 3`` with
 ``D = sqrt(r0^2 - r0 s0 + s0^2)``; it is found by a safeguarded Newton iteration on
-``h e^-|rho|`` (same iterates as on ``h``, no overflow). Inputs are scaled by a power of two
-to unit max-norm, so membership tests and the result are exact up to rounding at any
-magnitude.
+``h e^-|rho|`` (same iterates as on ``h``, no overflow). Each point is first divided by a
+power of two that brings its max-norm into ``[1, 2)``: exact, so the result is accurate to
+rounding at any magnitude.
 
 Other regions: ``v0 in K`` gives ``v0``; ``v0 in K°`` gives 0; ``r0 <= 0, s0 <= 0`` gives
 ``(r0, 0, max(t0, 0))``. Near the face ``s = 0`` (``r0 > 0``, ``s0 <= 0``, ``1 - s0/r0`` beyond
-``_RHO_FACE``) the projection is ``(0, 0, t0)`` to machine precision; near the face ``r = 0``
-of the polar (``r0 <= 0 < s0``, ``r0/s0`` below ``-_RHO_FACE``) it is ``(r0, s0, s0 e^(r0/s0))``.
+``_RHO_FACE``) the projection is ``(0, 0, max(t0, 0))`` to machine precision; near the face
+``r = 0`` of the polar (``r0 <= 0 < s0``, ``r0/s0`` below ``-_RHO_FACE``) it is
+``(r0, s0, s0 e^(r0/s0))``.
 
-Jacobian: ``I`` on ``K``, 0 on ``K°``, ``diag(1[r0<0], 0, 1[t0>=0])`` for ``r0 <= 0, s0 <= 0``.
-Otherwise implicit differentiation of the KKT system ``p - v0 + mu grad g(p) = 0``,
-``g(p) = s e^(r/s) - t = 0``: the Hessian of ``g`` is ``(e^rho / s) a a'`` with
-``a = (1, -rho, 0)``, the constraint normal is ``b ∝ (1, 1 - rho, -e^-rho)`` and
-``mu e^rho / s = ld / lp``. Restricted to the tangent plane ``b^⊥``,
+Jacobian: ``I`` on ``K`` (boundary included), 0 on ``K°`` (origin included),
+``diag(1[r0<0], 0, 1[t0>=0])`` for ``r0 <= 0, s0 <= 0``, ``diag(0, 0, 1[t0>0])`` near the face
+``s = 0`` and ``diag(1, 1, 0)`` near the face ``r = 0`` of the polar (the limits of the formula
+below, reached there to machine precision). Otherwise implicit differentiation of the KKT
+system ``p - v0 + mu grad g(p) = 0``, ``g(p) = s e^(r/s) - t = 0``: the Hessian of ``g`` is
+``(e^rho / s) a a'`` with ``a = (1, -rho, 0)``, the constraint normal is
+``b ∝ (1, 1 - rho, -e^-rho)`` and ``mu e^rho / s = ld / lp``. Restricted to the tangent
+plane ``b^⊥``,
 
     J = I - b b'/|b|^2 - u u' / (|b|^2 (k |b|^2 + |w|^2)),   w = a × b,  u = b × w,
 
 with ``k = lp / ld >= 0``. ``w`` has no cancellation, ``|w| >= 1`` and ``|b| >= 1`` for the
 scaling of ``b`` used (largest entry ±1), so ``J`` is finite everywhere and symmetric, with
-eigenvalues ``0`` (along ``b``), ``1`` and ``k |b|^2 / (k |b|^2 + |w|^2)``. As ``s -> 0`` on the face (``k -> 0``,
-``b -> (1, 1 - rho, 0)/|b|``) it tends to ``diag(0, 0, 1)``.
+eigenvalues ``0`` (along ``b``), ``1`` and ``k |b|^2 / (k |b|^2 + |w|^2)``. As ``s -> 0`` on the
+face (``k -> 0``, ``b -> (1, 1 - rho, 0)/|b|``) it tends to ``diag(0, 0, 1)``.
 """
 
 from __future__ import annotations
@@ -69,6 +73,12 @@ _NEGATIVE = 2
 _FACE = 3
 _POLAR_FACE = 4
 _ROOT = 5
+
+
+@numba.njit(nogil=True, cache=True)
+def _check_length(v: np.ndarray) -> None:
+    if v.shape[0] % 3 != 0:
+        raise ValueError("exponential cones: length of v must be a multiple of 3")
 
 
 @numba.njit(nogil=True, cache=True)
@@ -239,13 +249,19 @@ def project_exp(v: np.ndarray) -> np.ndarray:
     Parameters
     ----------
     v : numpy.ndarray
-        Float64 array of length ``3 k``: ``k`` points ``(r, s, t)`` back to back.
+        Finite float64 array of length ``3 k``: ``k`` points ``(r, s, t)`` back to back.
 
     Returns
     -------
     numpy.ndarray
         Projections onto ``K_exp``, same shape as ``v``.
+
+    Raises
+    ------
+    ValueError
+        If the length of ``v`` is not a multiple of 3.
     """
+    _check_length(v)
     out = np.empty(v.shape[0], dtype=np.float64)
     for i in range(v.shape[0] // 3):
         r0, s0, t0 = v[3 * i], v[3 * i + 1], v[3 * i + 2]
@@ -314,14 +330,20 @@ def jacobian_exp(v: np.ndarray) -> np.ndarray:
     Parameters
     ----------
     v : numpy.ndarray
-        Float64 array of length ``3 k``: ``k`` points ``(r, s, t)`` back to back.
+        Finite float64 array of length ``3 k``: ``k`` points ``(r, s, t)`` back to back.
 
     Returns
     -------
     numpy.ndarray
         Array of shape ``(k, 3, 3)``; entry ``i`` is the (symmetric) Jacobian of
         ``Π_{K_exp}`` at the ``i``-th point.
+
+    Raises
+    ------
+    ValueError
+        If the length of ``v`` is not a multiple of 3.
     """
+    _check_length(v)
     k = v.shape[0] // 3
     out = np.zeros((k, 3, 3), dtype=np.float64)
     for i in range(k):
