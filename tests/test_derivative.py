@@ -264,3 +264,17 @@ def test_unknown_mode_is_rejected():
     prob = family("lp")
     with pytest.raises(ValueError, match="unknown mode"):
         derivative(prob.A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s, mode="qr")
+
+
+def test_dP_of_wrong_shape_or_without_P_is_rejected():
+    prob = family("qp")
+    D, _ = derivative(prob.A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s, P=prob.P)
+    with pytest.raises(ValueError, match="dP has shape"):
+        D(None, None, None, dP=np.eye(prob.n + 1))
+    lp = family("lp")
+    D_lp, DT_lp = derivative(lp.A, lp.b, lp.c, lp.cone_dict, lp.x, lp.y, lp.s)
+    with pytest.raises(ValueError, match="no P"):
+        D_lp(None, None, None, dP=np.eye(lp.n))
+    # without P, the gradient with respect to P is an empty matrix of the right shape
+    dP = DT_lp(np.ones(lp.n), None, None, return_dP=True)[3]
+    assert dP.shape == (lp.n, lp.n) and dP.nnz == 0
