@@ -16,15 +16,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
-import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
 import diffqcp_np
+from _common import RESULTS, median_time, write_result
 
 
 def small_qps(count: int, n: int = 20, zero: int = 5, nonneg: int = 35, seed: int = 0):
@@ -53,20 +51,11 @@ def small_qps(count: int, n: int = 20, zero: int = 5, nonneg: int = 35, seed: in
     return As, bs, cs, cs_lp, [{"z": zero, "l": nonneg}] * count, Ps
 
 
-def median(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "batch.md"))
+    parser.add_argument("--out", default=str(RESULTS / "batch.md"))
     args = parser.parse_args()
     import diffcp
 
@@ -94,10 +83,10 @@ def main() -> None:
     ours_full(1)  # JIT warm-up
     rows = []
     for n_jobs in (1, 2):
-        t_theirs = median(lambda n_jobs=n_jobs: theirs_full(n_jobs), args.repeats)
-        t_ours = median(lambda n_jobs=n_jobs: ours_full(n_jobs), args.repeats)
+        t_theirs = median_time(lambda n_jobs=n_jobs: theirs_full(n_jobs), args.repeats)
+        t_ours = median_time(lambda n_jobs=n_jobs: ours_full(n_jobs), args.repeats)
         batch = ours(n_jobs)
-        t_backward = median(lambda batch=batch: batch[4](dxs, zeros, zeros), args.repeats)
+        t_backward = median_time(lambda batch=batch: batch[4](dxs, zeros, zeros), args.repeats)
         rows.append((n_jobs, t_theirs, t_ours, t_backward))
 
     lines = [
@@ -114,10 +103,7 @@ def main() -> None:
     for n_jobs, t_theirs, t_ours, t_back in rows:
         lines.append(f"| {n_jobs} | {t_theirs / B * 1e3:.2f} | {t_ours / B * 1e3:.2f} | "
                      f"{t_theirs / t_ours:.1f}× | {t_back / B * 1e6:.0f} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
+    write_result(lines, args.out)
 
 
 if __name__ == "__main__":

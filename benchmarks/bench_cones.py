@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 
 import diffqcp_np
+from _common import RESULTS, median_time
 from diffqcp_np.cones import ConeJacobian, as_cone_spec, pi
 
 CASES = {
@@ -35,19 +34,10 @@ CASES = {
 }
 
 
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "cones.md"))
+    parser.add_argument("--out", default=str(RESULTS / "cones.md"))
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     lines = [

@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
 import diffqcp_np
+from _common import RESULTS, median_time, write_result
 from diffqcp_np.cones import dpi_matrix
 
 
@@ -65,15 +64,6 @@ def dense_reference_vjp(A, x, y, s, cone_dict, gx, gy, gs):
     return w[:n], w[n:]  # dc, db
 
 
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def rel(got: tuple, ref: tuple) -> float:
     """Relative error of the concatenated vectors ``got`` against ``ref``."""
     a, b = np.concatenate(got), np.concatenate(ref)
@@ -84,7 +74,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dense", action="store_true", help="also time diffcp dense mode")
-    default_out = Path(__file__).parent / "results" / "lp_derivative.md"
+    default_out = RESULTS / "lp_derivative.md"
     parser.add_argument("--out", default=str(default_out))
     args = parser.parse_args()
     import diffcp
@@ -150,10 +140,7 @@ def main() -> None:
     ]
     for name, t, err in rows:
         lines.append(f"| {name} | {t:.4f} | {lsqr_time / t:.1f}× | {err:.1e} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
+    write_result(lines, args.out)
 
 
 if __name__ == "__main__":
