@@ -220,7 +220,34 @@ def solve_only(A, b, c, cone_dict, warm_start=None, solve_method: str = DEFAULT_
     return result["x"], result["y"], result["s"]
 
 
+def pi(z, cones):
+    """Projection of ``z = (u, v, w)`` onto ``R^n × K* × R_+`` (diffcp.cone_program.pi).
+
+    ``cones`` is a cone dictionary or :func:`~diffqcp_np.cones.parse_cone_dict`'s output.
+    """
+    import numpy as np
+
+    from .cones import pi as cone_pi
+
+    u, v, w = z
+    return np.concatenate([np.asarray(u, dtype=float), cone_pi(v, cones, dual=True),
+                           np.maximum(np.atleast_1d(np.asarray(w, dtype=float)), 0)])
+
+
+# diffcp defines its batch functions in ``diffcp.cone_program``; ours live in ``batch``
+# (which imports this module), so they are resolved on first access.
+_BATCH_NAMES = ("solve_and_derivative_batch", "solve_only_batch")
+
+
+def __getattr__(name: str):
+    if name in _BATCH_NAMES:
+        from . import batch
+
+        return getattr(batch, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
-    "EXACT_MODES", "LPGD_MODES", "MODES", "SolverError", "derivative", "solve_and_derivative",
-    "solve_and_derivative_internal", "solve_internal", "solve_only",
+    "EXACT_MODES", "LPGD_MODES", "MODES", "SolverError", "derivative", "pi",
+    "solve_and_derivative", "solve_and_derivative_internal", "solve_internal", "solve_only",
 ]

@@ -537,11 +537,11 @@ def scs_settings_seen(monkeypatch):
     return seen
 
 
-def test_scs_eps_does_not_override_explicit_settings(scs_settings_seen):
+def test_scs_eps_overrides_explicit_settings_like_diffcp(scs_settings_seen):
     prob = problem("lp")
     solve_cone_program(prob.A, prob.b, prob.c, prob.cones, eps=1e-6, eps_rel=1e-3)
     (settings,) = scs_settings_seen
-    assert settings["eps_abs"] == 1e-6 and settings["eps_rel"] == 1e-3 and "eps" not in settings
+    assert settings["eps_abs"] == 1e-6 and settings["eps_rel"] == 1e-6 and "eps" not in settings
     assert settings["verbose"] is False
 
 

@@ -29,12 +29,14 @@ from .patterns import MatrixPattern, QuadraticTerm, gradient_A
 
 EXACT_MODES = ("direct", "dense", "lsqr", "lsmr")
 
-# Keyword arguments of diffcp's D/DT that only the LPGD modes use.
-_LPGD_ONLY_KWARGS = ("tau", "rho")
+# Keyword arguments that diffcp's D/DT accept and ignore in the exact modes (LPGD
+# parameters, iterative-solver tolerances that diffcp's own examples pass, the mode that
+# diffcp's batch wrappers forward); anything else is a TypeError, not a silent typo.
+_IGNORED_DIFFCP_KWARGS = ("tau", "rho", "atol", "btol", "maxiter", "iter_lim", "mode")
 
 
 def _check_unused_kwargs(kwargs: dict) -> None:
-    unknown = sorted(set(kwargs) - set(_LPGD_ONLY_KWARGS))
+    unknown = sorted(set(kwargs) - set(_IGNORED_DIFFCP_KWARGS))
     if unknown:
         raise TypeError(f"unexpected keyword arguments {unknown}")
 

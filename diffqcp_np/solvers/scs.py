@@ -47,8 +47,9 @@ def _settings(verbose: bool, kwargs: dict[str, Any]) -> dict[str, Any]:
     settings = dict(kwargs)
     if "eps" in settings:
         eps = settings.pop("eps")
-        settings.setdefault("eps_abs", eps)
-        settings.setdefault("eps_rel", eps)
+        # as diffcp: eps wins over eps_abs/eps_rel (CVXPY always adds those at 1e-5)
+        settings["eps_abs"] = eps
+        settings["eps_rel"] = eps
     settings["verbose"] = bool(verbose)
     return settings
 
@@ -86,8 +87,8 @@ def solve(
         Raise :class:`~diffqcp_np.solvers.base.SolverError` on a status without a solution.
     **kwargs
         SCS settings (``eps_abs``, ``eps_rel``, ``max_iters``, ``acceleration_lookback``,
-        ``linear_solver``, ...). ``eps`` sets ``eps_abs`` and ``eps_rel`` where those are
-        not given. As diffcp does, an inaccurate solve is repeated once with
+        ``linear_solver``, ...). ``eps`` sets ``eps_abs`` and ``eps_rel``, overriding
+        them as diffcp does. As diffcp does, an inaccurate solve is repeated once with
         ``acceleration_lookback=0`` unless that setting was given.
 
     Returns
