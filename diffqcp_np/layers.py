@@ -1,0 +1,616 @@
+"""diffqcp_np as the engine behind cvxpylayers.
+
+Three ways to use it:
+
+1. **Custom solver backend (cvxpylayers >= 1.2, tested with 1.2.0), quadratic objectives.**
+   :class:`DiffqcpSolver` implements cvxpylayers' ``SolverInterface``
+   (``cvxpylayers.interfaces.base``). CVXPY keeps the quadratic objective ``½ x'Px`` (it
+   canonicalises in its ``quad_form_dpp_scope``), so parameters that enter ``P`` —
+   ``cp.quad_form(w, Sigma)`` with ``Sigma`` a ``cp.Parameter((n, n), PSD=True)`` — are
+   differentiable, which the ``DIFFCP`` backend cannot do (it rewrites ``P`` as a
+   second-order cone and rejects a parametric ``P``)::
+
+       import cvxpy as cp, torch
+       from cvxpylayers.torch import CvxpyLayer
+       from diffqcp_np.layers import DiffqcpSolver
+
+       w = cp.Variable(n); Sigma = cp.Parameter((n, n), PSD=True); mu = cp.Parameter(n)
+       problem = cp.Problem(cp.Minimize(0.5 * cp.quad_form(w, Sigma) - mu @ w),
+                            [cp.sum(w) == 1, w >= 0])
+       layer = CvxpyLayer(problem, parameters=[Sigma, mu], variables=[w],
+                          solver=DiffqcpSolver())
+       F = torch.randn(n, k, dtype=torch.float64, requires_grad=True)
+       (w_star,) = layer(F @ F.T + 1e-3 * torch.eye(n), mu_t)   # gradients reach F
+
+   The same instance works with ``cvxpylayers.jax.CvxpyLayer`` (``jax.grad``; not
+   ``jax.jit``/``jax.vmap``, like every non-Moreau cvxpylayers backend) and with batched
+   parameters (a leading batch dimension): a batch is one call of
+   :func:`diffqcp_np.solve_and_derivative_batch` (threads, one factorisation per problem).
+   cvxpylayers 1.2's JAX layer does not dispatch ``SolverInterface`` objects itself
+   (it reads ``ctx.solver_ctx``, which is ``None`` for custom solvers);
+   :meth:`DiffqcpSolver.setup` fills that slot with a small adapter, so the stock JAX
+   layer works unchanged.
+
+   Options: ``DiffqcpSolver(solve_method="Clarabel", mode="direct", **solver_args)``;
+   ``solver_args`` (``eps``, ``tol_gap_abs``, ``max_iters``, ``n_jobs_forward``,
+   ``n_jobs_backward``, ``backend``, ``derivative_kwargs``, ...) go to
+   :func:`diffqcp_np.solve_and_derivative_batch`. The layer's per-call
+   ``solver_args={...}`` override them. (cvxpylayers hands the ``solver_args`` given to
+   ``CvxpyLayer(...)`` only to CVXPY's canonicalisation, not to a custom solver: give
+   defaults to ``DiffqcpSolver`` instead.) The default forward solver is Clarabel, an
+   interior-point method whose accurate solutions make accurate gradients; CVXPY
+   canonicalises for SCS's data layout, which is diffqcp_np's, whatever the forward
+   solver.
+
+2. **The cvxpylayers 1.x DIFFCP backend on diffqcp_np.** Call
+   :func:`diffqcp_np.install_as_diffcp` *before the first DIFFCP layer is constructed*
+   (that is when cvxpylayers imports ``cvxpylayers.interfaces.diffcp_if``, which does
+   ``import diffcp`` at its top). Importing ``cvxpy`` or ``cvxpylayers.torch`` /
+   ``cvxpylayers.jax`` earlier is fine::
+
+       import diffqcp_np
+       diffqcp_np.install_as_diffcp()          # 1. first
+       from cvxpylayers.torch import CvxpyLayer
+       layer = CvxpyLayer(problem, parameters=[...], variables=[...])   # 2. DIFFCP
+
+   If ``diffcp_if`` was imported before (a DIFFCP layer already exists), it keeps the real
+   diffcp and ``install_as_diffcp`` warns; :func:`install_diffcp_backend` also rebinds
+   the name ``diffcp`` inside that already-imported module.
+
+3. **Legacy cvxpylayers 0.1.x** imports ``diffcp`` at the top of
+   ``cvxpylayers.torch.cvxpylayer`` (and the JAX/TensorFlow twins): call
+   ``install_as_diffcp()`` before ``from cvxpylayers.torch import CvxpyLayer``.
+
+cvxpylayers, torch and jax are imported lazily: importing this module needs none of them
+(``DiffqcpSolver`` is built on first access and needs cvxpylayers >= 1.2).
+
+Data format (cvxpylayers' canonical-matrix ``SolverInterface`` path). For a batch of B
+problems the layer passes ``P`` ``(B, nnz_P)`` (or ``None`` for a linear objective),
+``q`` ``(B, n + 1)`` and ``A`` ``(B, nnz_A)``: the values of CVXPY's parametrised
+matrices in the CSC order of ``ctx.reduced_P.problem_data_index`` and
+``ctx.reduced_A.problem_data_index``. ``A`` holds ``[A_cvx | b]`` with constraints
+``A_cvx x + b ∈ K``, so diffqcp_np's SCS-form data is ``A = -A_cvx`` and ``b``; ``P`` is
+the full symmetric matrix of ``½ x'Px``; ``q[:-1]`` is ``c`` and ``q[-1]`` a constant
+offset. The solver returns ``x`` ``(B, n)`` and the SCS-convention dual ``y``
+``(B, m)``, and the backward pass returns the gradients with respect to those three
+value arrays (``dq[:, -1] = 0``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["DiffqcpSolver", "LayerStructure", "install_diffcp_backend"]  # noqa: F822 (lazy)
+
+#: Forward solver used by :class:`DiffqcpSolver` unless told otherwise.
+DEFAULT_SOLVE_METHOD = "Clarabel"
+#: CVXPY solver whose canonicalisation (cone order, PSD vectorisation, exponential cone
+#: coordinate order) matches diffqcp_np's SCS-form data.
+CANON_SOLVER = "SCS"
+
+# Options of solve_and_derivative_batch that solve_only_batch does not take.
+_DERIVATIVE_ONLY = ("mode", "n_jobs_backward", "derivative_kwargs")
+
+
+# -- problem structure: CVXPY's parametrised patterns -> diffqcp_np's SCS-form data ------------
+def _selection(rows: np.ndarray, cols: np.ndarray, shape: tuple, weights: np.ndarray):
+    """Sparse matrix S with S[slot_k, k] = weight_k, duplicates summed (CSR)."""
+    return sp.csr_matrix((weights, (rows, np.arange(len(rows)))), shape=shape)
+
+
+def _canonical_slots(rows: np.ndarray, cols: np.ndarray, shape: tuple):
+    """Canonical CSC pattern (sorted, duplicates merged) of the entries (rows, cols).
+
+    Returns ``(indices, indptr, slot)``: ``slot[k]`` is the position of entry ``k`` in
+    the canonical pattern's data array.
+    """
+    nrows, ncols = shape
+    keys = cols.astype(np.int64) * max(nrows, 1) + rows.astype(np.int64)
+    unique, slot = np.unique(keys, return_inverse=True)
+    u_cols, u_rows = np.divmod(unique, max(nrows, 1))
+    indptr = np.zeros(ncols + 1, dtype=np.int64)
+    np.add.at(indptr, u_cols + 1, 1)
+    indptr = np.cumsum(indptr)
+    return u_rows.astype(np.int32), indptr.astype(np.int32), slot.reshape(-1)
+
+
+@dataclass
+class LayerStructure:
+    """Maps cvxpylayers' canonical value arrays to diffqcp_np problems and back.
+
+    Built once per layer (in :meth:`DiffqcpSolver.setup`) from CVXPY's parametrised
+    patterns. ``A`` is stored in canonical CSC order (duplicates merged), ``P`` as its
+    upper triangle: both are fixed for the layer, so every batch has one structure.
+    """
+
+    n: int
+    m: int
+    cone_dict: dict
+    nnz_A_aug: int  # length of cvxpylayers' A values ([A_cvx | b])
+    nnz_P_cvx: int  # length of cvxpylayers' P values (0: no quadratic objective)
+    A_indices: np.ndarray
+    A_indptr: np.ndarray
+    S_A: sp.csr_matrix  # (nnz_A, nnz_A_aug): A_scs.data = S_A @ values  (includes the sign)
+    S_b: sp.csr_matrix  # (m, nnz_A_aug):     b = S_b @ values
+    P_indices: Optional[np.ndarray] = None
+    P_indptr: Optional[np.ndarray] = None
+    S_P: Optional[sp.csr_matrix] = None  # (nnz_P_upper, nnz_P_cvx): upper(P).data = S_P @ P
+
+    @classmethod
+    def from_context(cls, ctx: Any) -> "LayerStructure":
+        """Build from a cvxpylayers ``LayersContext``."""
+        from cvxpy.reductions.solvers.conic_solvers.scs_conif import dims_to_solver_dict
+
+        A_index = ctx.reduced_A.problem_data_index
+        P_red = getattr(ctx, "reduced_P", None)
+        P_index = getattr(P_red, "problem_data_index", None) if P_red is not None else None
+        if getattr(P_red, "reduced_mat", None) is None:
+            P_index = None
+        n = int(ctx.q.shape[0]) - 1
+        cone_dict = dims_to_solver_dict(ctx.cone_dims)
+        return cls.from_patterns(A_index, P_index, n, cone_dict)
+
+    @classmethod
+    def from_patterns(cls, A_index, P_index, n: int, cone_dict: dict) -> "LayerStructure":
+        """Build from CVXPY's ``problem_data_index`` triples ``(indices, indptr, shape)``."""
+        indices, indptr, (m, ncols) = A_index
+        indices, indptr = np.asarray(indices), np.asarray(indptr)
+        m, ncols = int(m), int(ncols)
+        if ncols != n + 1:
+            raise ValueError(f"A has {ncols} columns; expected n + 1 = {n + 1} ([A | b])")
+        nnz = int(indptr[-1])
+        cols = np.repeat(np.arange(ncols), np.diff(indptr))
+        rows = indices[:nnz]
+        in_A = cols < n
+        A_rows, A_cols = rows[in_A], cols[in_A]
+        A_indices, A_indptr, slot = _canonical_slots(A_rows, A_cols, (m, n))
+        positions = np.flatnonzero(in_A)
+        S_A = sp.csr_matrix((-np.ones(len(positions)), (slot, positions)),
+                            shape=(len(A_indices), nnz))
+        b_pos = np.flatnonzero(~in_A)
+        S_b = sp.csr_matrix((np.ones(len(b_pos)), (rows[b_pos], b_pos)), shape=(m, nnz))
+        structure = cls(n=n, m=m, cone_dict=dict(cone_dict), nnz_A_aug=nnz, nnz_P_cvx=0,
+                        A_indices=A_indices, A_indptr=A_indptr, S_A=S_A, S_b=S_b)
+        if P_index is not None:
+            p_indices, p_indptr, (pn, pn2) = P_index
+            p_indices, p_indptr = np.asarray(p_indices), np.asarray(p_indptr)
+            if int(pn) != n or int(pn2) != n:
+                raise ValueError(f"P has shape {(pn, pn2)}; expected {(n, n)}")
+            p_nnz = int(p_indptr[-1])
+            p_cols = np.repeat(np.arange(n), np.diff(p_indptr))
+            p_rows = p_indices[:p_nnz]
+            # CVXPY's P is the full matrix of ½ x'Px: its symmetric part has
+            # (P_ij + P_ji)/2 off the diagonal, stored once in the upper triangle.
+            lo, hi = np.minimum(p_rows, p_cols), np.maximum(p_rows, p_cols)
+            U_indices, U_indptr, u_slot = _canonical_slots(lo, hi, (n, n))
+            weights = np.where(p_rows == p_cols, 1.0, 0.5)
+            structure.P_indices, structure.P_indptr = U_indices, U_indptr
+            structure.S_P = sp.csr_matrix((weights, (u_slot, np.arange(p_nnz))),
+                                          shape=(len(U_indices), p_nnz))
+            structure.nnz_P_cvx = p_nnz
+        return structure
+
+    # -- forward: values -> problems --------------------------------------------------------
+    def problems(self, P: Optional[np.ndarray], q: np.ndarray, A: np.ndarray):
+        """Lists ``As, bs, cs, Ps`` for batch-first value arrays (``Ps`` None without P)."""
+        batch = q.shape[0]
+        self._check_values(P, q, A)
+        A_data = (self.S_A @ A.T).T  # (B, nnz_A)
+        b = (self.S_b @ A.T).T  # (B, m)
+        shape = (self.m, self.n)
+        As = [sp.csc_matrix((A_data[i], self.A_indices, self.A_indptr), shape=shape)
+              for i in range(batch)]
+        bs = [np.ascontiguousarray(b[i]) for i in range(batch)]
+        cs = [np.ascontiguousarray(q[i, :-1]) for i in range(batch)]
+        Ps = None
+        if self.S_P is not None:
+            if P is None:
+                raise ValueError("the layer has a quadratic objective but no P values came")
+            P_data = (self.S_P @ P.T).T
+            Ps = [sp.csc_matrix((P_data[i], self.P_indices, self.P_indptr),
+                                shape=(self.n, self.n)) for i in range(batch)]
+        return As, bs, cs, Ps
+
+    def _check_values(self, P, q, A) -> None:
+        if q.ndim != 2 or q.shape[1] != self.n + 1:
+            raise ValueError(f"q values have shape {q.shape}; expected (B, {self.n + 1})")
+        if A.shape != (q.shape[0], self.nnz_A_aug):
+            raise ValueError(f"A values have shape {A.shape}; "
+                             f"expected ({q.shape[0]}, {self.nnz_A_aug})")
+        if P is not None and self.S_P is not None and P.shape != (q.shape[0], self.nnz_P_cvx):
+            raise ValueError(f"P values have shape {P.shape}; "
+                             f"expected ({q.shape[0]}, {self.nnz_P_cvx})")
+
+    # -- backward: gradients on problems -> gradients on values -------------------------------
+    def _pattern_values(self, M, indices, indptr, shape) -> np.ndarray:
+        M = sp.csc_matrix(M)
+        if (M.shape == shape and len(M.indices) == len(indices)
+                and np.array_equal(M.indptr, indptr) and np.array_equal(M.indices, indices)):
+            return np.asarray(M.data, dtype=float)
+        cols = np.repeat(np.arange(shape[1]), np.diff(indptr))
+        return np.asarray(M[indices, cols], dtype=float).reshape(-1)
+
+    def value_gradients(self, dAs, dbs, dcs, dPs, has_P: bool):
+        """``(dP, dq, dA)`` batch-first value gradients from diffqcp_np's ``DT`` output."""
+        batch = len(dcs)
+        dA_data = np.stack([self._pattern_values(dAs[i], self.A_indices, self.A_indptr,
+                                                 (self.m, self.n)) for i in range(batch)])
+        db = np.stack([np.asarray(d, dtype=float) for d in dbs])
+        dA_vals = np.asarray((self.S_A.T @ dA_data.T + self.S_b.T @ db.T).T)
+        dq = np.zeros((batch, self.n + 1))
+        dq[:, :-1] = np.stack([np.asarray(d, dtype=float) for d in dcs])
+        dP_vals = None
+        if has_P and self.S_P is not None:
+            dP_data = np.stack([self._pattern_values(dPs[i], self.P_indices, self.P_indptr,
+                                                     (self.n, self.n)) for i in range(batch)])
+            dP_vals = np.asarray((self.S_P.T @ dP_data.T).T)
+        return dP_vals, dq, dA_vals
+
+    def signature(self) -> tuple:
+        return (self.n, self.m, self.nnz_A_aug, self.nnz_P_cvx)
+
+
+@dataclass
+class _BatchState:
+    """What the backward pass of one layer call needs."""
+
+    structure: LayerStructure
+    DT: Any
+    batch: int
+    has_P: bool
+
+
+def _unwrap_state(state: Any) -> _BatchState:
+    while isinstance(state, (list, tuple)) and len(state) == 1:
+        state = state[0]
+    if not isinstance(state, _BatchState):
+        raise TypeError(
+            "diffqcp_np's backward pass got a state it did not make "
+            f"({type(state).__name__}); was the forward pass run with needs_grad=False?"
+        )
+    return state
+
+
+class _DiffqcpSolverImpl:
+    """The solver's behaviour; :class:`DiffqcpSolver` mixes it into ``SolverInterface``."""
+
+    canon_solver = CANON_SOLVER
+    supports_quad_obj = True
+    is_parametric = False
+
+    def __init__(self, solve_method: str = DEFAULT_SOLVE_METHOD, mode: str = "direct",
+                 **solver_args: Any) -> None:
+        self.solver_args = dict(solve_method=solve_method, mode=mode, **solver_args)
+        self._structures: dict[int, tuple[Any, LayerStructure]] = {}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.solver_args.items())
+        return f"DiffqcpSolver({args})"
+
+    # -- cvxpylayers hooks ---------------------------------------------------------------
+    def setup(self, ctx: Any) -> None:
+        """Called by ``CvxpyLayer.__init__``: read the problem's patterns once.
+
+        Also gives cvxpylayers' JAX layer (which looks for ``ctx.solver_ctx``) an adapter
+        that routes its calls to this solver.
+        """
+        structure = LayerStructure.from_context(ctx)
+        self._structures[id(ctx.cone_dims)] = (ctx.cone_dims, structure)
+        if getattr(ctx, "solver_ctx", None) is None:
+            ctx.solver_ctx = _JaxSolverContext(self, structure)
+
+    def set_params(self, params: list) -> None:  # noqa: D401 - cvxpylayers hook
+        """Not needed: diffqcp_np works on the canonical matrices."""
+
+    def _structure_for(self, dims: Any, q_width: int, A_width: int) -> LayerStructure:
+        entry = self._structures.get(id(dims))
+        if entry is not None and entry[0] is dims:
+            return entry[1]
+        # A copied layer (copy.deepcopy) has new ids: match by size and cones.
+        from cvxpy.reductions.solvers.conic_solvers.scs_conif import dims_to_solver_dict
+
+        try:
+            cones = dims_to_solver_dict(dims) if not isinstance(dims, dict) else dict(dims)
+        except Exception:
+            cones = None
+        matches = {id(s): s for _, s in self._structures.values()
+                   if s.n + 1 == q_width and s.nnz_A_aug == A_width
+                   and (cones is None or s.cone_dict == cones)}
+        if len(matches) == 1:
+            return next(iter(matches.values()))
+        if not matches:
+            raise RuntimeError(
+                "DiffqcpSolver was not set up for this problem: pass the instance as "
+                "CvxpyLayer(..., solver=DiffqcpSolver()) so that the layer calls setup()"
+            )
+        raise RuntimeError(
+            "one DiffqcpSolver instance serves several layers whose problems it cannot tell "
+            "apart; give each layer its own DiffqcpSolver()"
+        )
+
+    # -- core (numpy, batch first) ----------------------------------------------------------
+    def _options(self, solver_args: Optional[dict]) -> dict:
+        options = dict(self.solver_args)
+        if solver_args:
+            options.update(solver_args)
+        return options
+
+    def _solve(self, structure: LayerStructure, P, q, A, solver_args, needs_grad: bool):
+        from . import batch as _batch
+
+        q = np.asarray(q, dtype=np.float64)
+        A = np.asarray(A, dtype=np.float64)
+        P = None if P is None else np.asarray(P, dtype=np.float64)
+        As, bs, cs, Ps = structure.problems(P, q, A)
+        options = self._options(solver_args)
+        cones = [structure.cone_dict] * len(cs)
+        if needs_grad:
+            xs, ys, _, _, DT = _batch.solve_and_derivative_batch(As, bs, cs, cones, Ps=Ps,
+                                                                 **options)
+            state = _BatchState(structure, DT, len(cs), Ps is not None)
+        else:
+            for key in _DERIVATIVE_ONLY:
+                options.pop(key, None)
+            xs, ys, _ = _batch.solve_only_batch(As, bs, cs, cones, Ps=Ps, **options)
+            state = None
+        primal = np.stack([np.asarray(x, dtype=np.float64) for x in xs])
+        dual = np.stack([np.asarray(y, dtype=np.float64) for y in ys])
+        return primal, dual, state
+
+    @staticmethod
+    def _derivative(dprimal, ddual, saved_state):
+        state = _unwrap_state(saved_state)
+        structure = state.structure
+        dprimal = np.asarray(dprimal, dtype=np.float64).reshape(state.batch, structure.n)
+        ddual = np.asarray(ddual, dtype=np.float64).reshape(state.batch, structure.m)
+        dss = [np.zeros(structure.m) for _ in range(state.batch)]
+        out = state.DT(list(dprimal), list(ddual), dss, return_dP=state.has_P)
+        dAs, dbs, dcs = out[:3]
+        dPs = out[3] if state.has_P else None
+        return structure.value_gradients(dAs, dbs, dcs, dPs, state.has_P)
+
+    # -- SolverInterface: numpy ------------------------------------------------------------
+    def solve_numpy_batch(self, P, q, A, dims, solver_args, needs_grad):
+        structure = self._structure_for(dims, q.shape[-1], A.shape[-1])
+        return self._solve(structure, P, q, A, solver_args, needs_grad)
+
+    def derivative_numpy_batch(self, dprimal, ddual, saved_state):
+        return self._derivative(dprimal, ddual, saved_state)
+
+    def solve_numpy(self, P, q, A, dims, solver_args, needs_grad):
+        primal, dual, state = self.solve_numpy_batch(
+            None if P is None else np.asarray(P)[None], np.asarray(q)[None],
+            np.asarray(A)[None], dims, solver_args, needs_grad)
+        return primal[0], dual[0], state
+
+    def derivative_numpy(self, dprimal, ddual, saved_state):
+        dP, dq, dA = self._derivative(np.asarray(dprimal)[None], np.asarray(ddual)[None],
+                                      saved_state)
+        return (None if dP is None else dP[0]), dq[0], dA[0]
+
+    # -- SolverInterface: torch ------------------------------------------------------------
+    def solve_torch_batch(self, P, q, A, dims, solver_args, needs_grad):
+        import torch
+
+        def to_np(t):
+            return None if t is None else t.detach().cpu().numpy()
+
+        structure = self._structure_for(dims, q.shape[-1], A.shape[-1])
+        primal, dual, state = self._solve(structure, to_np(P), to_np(q), to_np(A),
+                                          solver_args, needs_grad)
+        if state is not None:
+            state.torch_like = (q.dtype, q.device,
+                                None if P is None else P.dtype, A.dtype)
+        return (torch.from_numpy(primal).to(dtype=q.dtype, device=q.device),
+                torch.from_numpy(dual).to(dtype=q.dtype, device=q.device), state)
+
+    def derivative_torch_batch(self, dprimal, ddual, saved_state):
+        import torch
+
+        state = _unwrap_state(saved_state)
+        dP, dq, dA = self._derivative(dprimal.detach().cpu().numpy(),
+                                      ddual.detach().cpu().numpy(), state)
+        q_dtype, device, P_dtype, A_dtype = getattr(
+            state, "torch_like", (dprimal.dtype, dprimal.device, dprimal.dtype, dprimal.dtype))
+        return (None if dP is None
+                else torch.from_numpy(dP).to(dtype=P_dtype or q_dtype, device=device),
+                torch.from_numpy(dq).to(dtype=q_dtype, device=device),
+                torch.from_numpy(dA).to(dtype=A_dtype, device=device))
+
+    def solve_torch(self, P, q, A, dims, solver_args, needs_grad):
+        primal, dual, state = self.solve_torch_batch(
+            None if P is None else P.unsqueeze(0), q.unsqueeze(0), A.unsqueeze(0), dims,
+            solver_args, needs_grad)
+        return primal[0], dual[0], state
+
+    def derivative_torch(self, dprimal, ddual, saved_state):
+        dP, dq, dA = self.derivative_torch_batch(dprimal.unsqueeze(0), ddual.unsqueeze(0),
+                                                 saved_state)
+        return (None if dP is None else dP[0]), dq[0], dA[0]
+
+    # -- SolverInterface: JAX --------------------------------------------------------------
+    def solve_jax_batch(self, P, q, A, dims, solver_args, needs_grad):
+        import jax.numpy as jnp
+
+        structure = self._structure_for(dims, q.shape[-1], A.shape[-1])
+        primal, dual, state = self._solve(
+            structure, None if P is None else np.asarray(P), np.asarray(q), np.asarray(A),
+            solver_args, needs_grad)
+        if state is not None:
+            state.jax_like = (q.dtype, None if P is None else P.dtype, A.dtype)
+        return jnp.asarray(primal, dtype=q.dtype), jnp.asarray(dual, dtype=q.dtype), state
+
+    def derivative_jax_batch(self, dprimal, ddual, saved_state):
+        import jax.numpy as jnp
+
+        state = _unwrap_state(saved_state)
+        dP, dq, dA = self._derivative(np.asarray(dprimal), np.asarray(ddual), state)
+        q_dtype, P_dtype, A_dtype = getattr(
+            state, "jax_like", (dprimal.dtype, dprimal.dtype, dprimal.dtype))
+        return (None if dP is None else jnp.asarray(dP, dtype=P_dtype or q_dtype),
+                jnp.asarray(dq, dtype=q_dtype), jnp.asarray(dA, dtype=A_dtype))
+
+    def solve_jax(self, P, q, A, dims, solver_args, needs_grad):
+        primal, dual, state = self.solve_jax_batch(
+            None if P is None else P[None], q[None], A[None], dims, solver_args, needs_grad)
+        return primal[0], dual[0], state
+
+    def derivative_jax(self, dprimal, ddual, saved_state):
+        dP, dq, dA = self.derivative_jax_batch(dprimal[None], ddual[None], saved_state)
+        return (None if dP is None else dP[0]), dq[0], dA[0]
+
+
+# -- cvxpylayers' JAX layer: the solver_ctx protocol it calls ----------------------------------
+class _JaxSolverContext:
+    """What ``cvxpylayers.jax.CvxpyLayer`` calls for non-Moreau solvers (``jax_to_data``).
+
+    Value arrays arrive parameter-major: ``(k,)`` unbatched or ``(k, B)`` batched.
+    """
+
+    def __init__(self, solver: _DiffqcpSolverImpl, structure: LayerStructure) -> None:
+        self.solver = solver
+        self.structure = structure
+
+    def jax_to_data(self, quad_obj_values, lin_obj_values, con_values) -> "_JaxData":
+        return _JaxData(self, quad_obj_values, lin_obj_values, con_values)
+
+
+class _JaxData:
+    def __init__(self, context: _JaxSolverContext, P, q, A) -> None:
+        self.solver = context.solver
+        self.structure = context.structure
+        self.unbatched = np.ndim(q) == 1
+        self.dtypes = (None if P is None else P.dtype, q.dtype, A.dtype)
+
+        def batch_first(x):
+            if x is None:
+                return None
+            x = np.asarray(x, dtype=np.float64)
+            return x[None] if self.unbatched else x.T
+
+        self.P, self.q, self.A = batch_first(P), batch_first(q), batch_first(A)
+
+    def _run(self, solver_args, needs_grad: bool):
+        import jax.numpy as jnp
+
+        primal, dual, state = self.solver._solve(self.structure, self.P, self.q, self.A,
+                                                 solver_args, needs_grad)
+        dtype = self.dtypes[1]
+        return jnp.asarray(primal, dtype=dtype), jnp.asarray(dual, dtype=dtype), state
+
+    def jax_solve(self, solver_args=None):
+        return self._run(solver_args, True)
+
+    def jax_solve_only(self, solver_args=None):
+        primal, dual, _ = self._run(solver_args, False)
+        return primal, dual
+
+    def jax_derivative(self, dprimal, ddual, state):
+        import jax.numpy as jnp
+
+        dP, dq, dA = self.solver._derivative(np.asarray(dprimal), np.asarray(ddual), state)
+
+        def layer_layout(x, dtype):
+            if x is None or dtype is None:
+                return None
+            x = x[0] if self.unbatched else x.T
+            return jnp.asarray(x, dtype=dtype)
+
+        P_dtype, q_dtype, A_dtype = self.dtypes
+        return layer_layout(dP, P_dtype), layer_layout(dq, q_dtype), layer_layout(dA, A_dtype)
+
+
+# -- lazy construction of the SolverInterface subclass ------------------------------------------
+_solver_class = None
+
+
+def _build_solver_class():
+    global _solver_class
+    if _solver_class is None:
+        try:
+            from cvxpylayers.interfaces.base import SolverInterface
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "diffqcp_np.layers.DiffqcpSolver needs cvxpylayers >= 1.2 (its "
+                "SolverInterface): pip install 'diffqcp_np[layers]'"
+            ) from exc
+
+        class DiffqcpSolver(_DiffqcpSolverImpl, SolverInterface):
+            """cvxpylayers ``SolverInterface`` backed by diffqcp_np (quadratic objectives).
+
+            Parameters
+            ----------
+            solve_method : {"Clarabel", "SCS", "ECOS"}, default "Clarabel"
+                Forward solver.
+            mode : str, default "direct"
+                Derivative mode of :func:`diffqcp_np.solve_and_derivative_batch`.
+            **solver_args
+                Defaults for every call (forward-solver settings such as ``eps`` or
+                ``tol_gap_abs``, and batch options such as ``n_jobs_forward``); the
+                layer's per-call ``solver_args`` override them.
+            """
+
+        DiffqcpSolver.__module__ = __name__
+        DiffqcpSolver.__qualname__ = "DiffqcpSolver"
+        _solver_class = DiffqcpSolver
+    return _solver_class
+
+
+def __getattr__(name: str):
+    if name == "DiffqcpSolver":
+        return _build_solver_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# -- the DIFFCP backend ---------------------------------------------------------------------------
+#: cvxpylayers modules that hold a global ``diffcp`` (1.x DIFFCP backend; 0.1.x layers).
+_DIFFCP_USERS = ("cvxpylayers.interfaces.diffcp_if", "cvxpylayers.torch.cvxpylayer",
+                 "cvxpylayers.jax.cvxpylayer", "cvxpylayers.tensorflow.cvxpylayer")
+
+def install_diffcp_backend(warn: bool = True):
+    """Run cvxpylayers' ``DIFFCP`` backend (1.x) and legacy 0.1.x layers on diffqcp_np.
+
+    Calls :func:`diffqcp_np.install_as_diffcp` and, where a cvxpylayers module that uses
+    diffcp was imported before (``cvxpylayers.interfaces.diffcp_if`` in 1.x,
+    ``cvxpylayers.{torch,jax,tensorflow}.cvxpylayer`` in 0.1.x), rebinds its global
+    ``diffcp`` to diffqcp_np too. Returns the handle of ``install_as_diffcp``; its
+    ``uninstall()`` restores ``sys.modules``, and the rebound modules get the real diffcp
+    back when the returned handle's ``uninstall`` is called.
+    """
+    import sys
+    import warnings
+
+    from . import compat
+
+    package = sys.modules[__name__.rpartition(".")[0]]
+    handle = compat.install_as_diffcp(warn=False)
+    rebound = {}
+    for name in _DIFFCP_USERS:
+        module = sys.modules.get(name)
+        old = None if module is None else module.__dict__.get("diffcp")
+        if old is not None and old is not package:
+            rebound[name] = old
+            module.diffcp = package
+    others = [s for s in getattr(handle, "stale_references", []) if s not in rebound]
+    if warn and others:
+        warnings.warn(
+            "diffqcp_np is now registered as 'diffcp', but these modules imported the real "
+            f"diffcp earlier and keep using it: {', '.join(others)}.",
+            RuntimeWarning, stacklevel=2)
+    if rebound:
+        original_uninstall = handle.uninstall
+
+        def uninstall() -> None:
+            for name, old in rebound.items():
+                module = sys.modules.get(name)
+                if module is not None and module.__dict__.get("diffcp") is package:
+                    module.diffcp = old
+            rebound.clear()
+            original_uninstall()
+
+        handle.uninstall = uninstall
+    return handle
