@@ -5,7 +5,9 @@ has the same stored pattern, every ``P`` too, and every cone dict is the same. F
 such a batch :class:`BatchStructure` does once what only depends on the structure:
 
 * parsing and validating the cone dict, and checking the patterns of ``A`` and ``P``
-  (per problem only the values are checked);
+  (per problem only the values are checked, for the whole batch at once in the common
+  case, :meth:`BatchStructure.problems`; the copies share the pattern's read-only index
+  arrays and are built without SciPy's per-matrix checks, :class:`CSCFactory`);
 * the transposition map of ``A`` and the map from the stored values of ``P`` to the
   symmetric matrix the objective sees (with the symmetry check as one vector operation);
 * a template of the derivative system ``K = [[P, A'D], [−A, I−D]]`` on a fixed superset
@@ -15,7 +17,8 @@ such a batch :class:`BatchStructure` does once what only depends on the structur
   sparse LU sees the same pattern as on the general path).
 
 :class:`StructuredDerivative` is a :class:`~diffqcp_np.derivative.SolutionDerivative`
-built from those maps; its JVP and VJP are the inherited ones.
+built from those maps; its JVP and VJP are the inherited ones. Batches whose derivative
+system is small use :mod:`diffqcp_np._dense_batch` instead (dense, batched).
 """
 
 from __future__ import annotations
@@ -52,12 +55,96 @@ def _csc(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray,
     return out
 
 
-def _same_pattern(mat, ref) -> bool:
-    """Whether ``mat`` is a CSC matrix with exactly the stored pattern of ``ref``."""
-    if not (sp.issparse(mat) and mat.format == "csc" and mat.shape == ref.shape):
-        return False
-    pairs = ((mat.indptr, ref.indptr), (mat.indices, ref.indices))
-    return all(a is b or np.array_equal(a, b) for a, b in pairs)
+# -- cheap CSC matrices ------------------------------------------------------------------------
+class CSCFactory:
+    """CSC matrices on one canonical pattern, built without the constructor's checks.
+
+    The constructor validates the pattern of every matrix (about 13 µs each); here the
+    instance state is copied from a template built by the constructor, with the given
+    ``data``, ``indices`` and ``indptr``. If a matrix built this way disagrees with the
+    constructor's (another SciPy), the constructor is used.
+    """
+
+    def __init__(self, indices: np.ndarray, indptr: np.ndarray, shape: tuple[int, int]):
+        self.indices = np.asarray(indices)
+        self.indptr = np.asarray(indptr)
+        self.shape = shape
+        template = sp.csc_matrix((np.zeros(self.indices.size), self.indices.copy(),
+                                  self.indptr.copy()), shape=shape)
+        template.has_canonical_format = True
+        self._state = dict(template.__dict__)
+        self.fast = {"data", "indices", "indptr"} <= self._state.keys()
+        if self.fast:
+            values = np.arange(1.0, self.indices.size + 1)
+            probe = self._build_fast(values[None], self.indices[None], self.indptr[None])[0]
+            want = sp.csc_matrix((values, self.indices, self.indptr), shape=shape)
+            try:
+                self.fast = bool(probe.shape == want.shape and probe.nnz == want.nnz
+                                 and probe.has_canonical_format
+                                 and (probe != want).nnz == 0)
+            except Exception:  # noqa: BLE001 - any failure: use the constructor
+                self.fast = False
+
+    def _build_fast(self, data, indices, indptr) -> list[sp.csc_matrix]:
+        new, cls, state = object.__new__, sp.csc_matrix, self._state
+        out = []
+        for d_row, i_row, p_row in zip(data, indices, indptr):
+            mat = new(cls)
+            d = state.copy()
+            d["data"], d["indices"], d["indptr"] = d_row, i_row, p_row
+            mat.__dict__ = d
+            out.append(mat)
+        return out
+
+    def build(self, data: np.ndarray) -> list[sp.csc_matrix]:
+        """One matrix per row of ``data`` (shape ``(count, nnz)``), each with its own
+        (writable) rows of batch-wide ``data``, ``indices`` and ``indptr`` arrays."""
+        count = data.shape[0]
+        return self._make(data, np.tile(self.indices, (count, 1)),
+                          np.tile(self.indptr, (count, 1)))
+
+    def shared(self, data: np.ndarray) -> list[sp.csc_matrix]:
+        """One matrix per row of ``data``, all sharing the factory's (read-only) index
+        arrays: for internal copies that are never modified in place."""
+        count = data.shape[0]
+        indices = np.broadcast_to(self.indices, (count, self.indices.size))
+        indptr = np.broadcast_to(self.indptr, (count, self.indptr.size))
+        return self._make(data, indices, indptr)
+
+    def _make(self, data, indices, indptr) -> list[sp.csc_matrix]:
+        if self.fast:
+            return self._build_fast(data, indices, indptr)
+        return [sp.csc_matrix((d, i, p), shape=self.shape, copy=False)
+                for d, i, p in zip(data, indices, indptr)]
+
+
+def _stacked(arrays: Sequence, size: int) -> np.ndarray | None:
+    """Finite float64 vectors of length ``size`` as the rows of a new array, or None
+    (anything else: the caller checks problem by problem)."""
+    if not all(type(a) is np.ndarray and a.dtype == np.float64 and a.shape == (size,)
+               for a in arrays):
+        return None
+    out = (np.concatenate(arrays) if len(arrays) else np.zeros(0)).reshape(len(arrays), size)
+    return out if np.isfinite(out).all() else None
+
+
+def _all_same_pattern(mats: Sequence, ref) -> bool:
+    """Whether every matrix is CSC with exactly the stored pattern of ``ref`` (batched)."""
+    nnz, cols = ref.indices.size, ref.indptr.size
+    others = []
+    for mat in mats:
+        if not (sp.issparse(mat) and mat.format == "csc" and mat.shape == ref.shape
+                and mat.indices.size == nnz and mat.indptr.size == cols):
+            return False
+        if not (mat.indices is ref.indices and mat.indptr is ref.indptr):
+            others.append(mat)
+    if not others:
+        return True
+    count = len(others)
+    return bool(np.array_equal(np.concatenate([mat.indptr for mat in others]),
+                               np.tile(ref.indptr, count))
+                and np.array_equal(np.concatenate([mat.indices for mat in others]),
+                                   np.tile(ref.indices, count)))
 
 
 def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -217,6 +304,17 @@ class _QuadraticMap:
                 )
         return self._weight * (a + b)
 
+    def union_values_batch(self, data: np.ndarray) -> np.ndarray | None:
+        """:meth:`union_values` for the rows of ``data``; None if one is not symmetric."""
+        ext = np.concatenate([data, np.zeros((data.shape[0], 1))], axis=1)
+        a, b = ext[:, self._a], ext[:, self._b]
+        if self.storage == "full" and a.shape[1] and data.shape[1]:
+            asym = np.max(np.abs(a - b), axis=1)
+            scale = np.maximum(np.max(np.abs(data), axis=1), 1.0)
+            if np.any(asym > self.sym_tol * scale):
+                return None
+        return self._weight * (a + b)
+
     def quadratic(self, union_values: np.ndarray, n: int) -> _SharedQuadratic:
         full = sp.csc_matrix((union_values, self.indices.copy(), self.indptr.copy()),
                              shape=(n, n))
@@ -275,6 +373,12 @@ class BatchStructure:
         self._P_indptr = None if P is None else _read_only(P.indptr)
         self._P_indices = None if P is None else _read_only(P.indices)
         self._quadratic = None if P is None else _QuadraticMap(P, storage)
+        self._A_factory = CSCFactory(self.A_indices, self.A_indptr, A.shape)
+        if P is not None:
+            q = self._quadratic
+            self._P_factory = CSCFactory(self._P_indices, self._P_indptr, P.shape)
+            self._full_factory = CSCFactory(_read_only(q.indices), _read_only(q.indptr),
+                                            P.shape)
 
     # -- detection -----------------------------------------------------------------------
     @classmethod
@@ -290,7 +394,7 @@ class BatchStructure:
         A0, P0, cones0 = As[0], Ps[0], cone_dicts[0]
         if not (sp.issparse(A0) and A0.format == "csc" and A0.has_canonical_format):
             return None
-        if not all(_same_pattern(A, A0) for A in As[1:]):
+        if not _all_same_pattern(As[1:], A0):
             return None
         if P0 is None:
             if any(P is not None for P in Ps):
@@ -300,7 +404,7 @@ class BatchStructure:
             if not (sp.issparse(P0) and P0.format == "csc" and P0.has_canonical_format
                     and P0.shape == (A0.shape[1],) * 2):
                 return None
-            if not all(P is not None and _same_pattern(P, P0) for P in Ps[1:]):
+            if not _all_same_pattern(Ps[1:], P0):
                 return None
             storage = _storage(P0)
             if storage is None:
@@ -340,6 +444,43 @@ class BatchStructure:
         quadratic = self._quadratic.quadratic(self._quadratic.union_values(P_data), n)
         P_csc = _csc(P_data, self._P_indices, self._P_indptr, self.P_shape)
         return ProblemData(A=A_csc, b=b, c=c, cones=self.cones, P=P_csc), quadratic
+
+    def problems(self, As: Sequence, bs: Sequence, cs: Sequence,
+                 Ps: Sequence) -> list[tuple[ProblemData, QuadraticTerm]] | None:
+        """Validated copies of every problem's data, checked for the whole batch at once.
+
+        The same copies as :meth:`problem` gives, for the common case: float64 values
+        and vectors, all finite, every full-storage ``P`` symmetric. Returns None
+        otherwise (the caller then checks problem by problem, naming the first failure).
+        """
+        m, n = self.shape
+        count = len(As)
+        A_vals = _stacked([A.data for A in As], self.A_pattern.nnz)
+        b = _stacked(bs, m)
+        c = _stacked(cs, n)
+        if A_vals is None or b is None or c is None:
+            return None
+        As_out = self._A_factory.shared(A_vals)
+        q = self._quadratic
+        if q is None:
+            return [(ProblemData(A=As_out[k], b=b[k], c=c[k], cones=self.cones, P=None),
+                     QuadraticTerm(None, n)) for k in range(count)]
+        P_vals = _stacked([P.data for P in Ps], q.pattern.nnz)
+        if P_vals is None:
+            return None
+        union = q.union_values_batch(P_vals)
+        if union is None:
+            return None
+        Ps_out = self._P_factory.shared(P_vals)
+        fulls = self._full_factory.shared(union)
+        zeros = ~np.all(union != 0.0, axis=1)  # such rows drop their zeros, as problem()
+        out = []
+        for k in range(count):
+            full = q.quadratic(union[k], n).full if zeros[k] else fulls[k]
+            out.append((ProblemData(A=As_out[k], b=b[k], c=c[k], cones=self.cones,
+                                    P=Ps_out[k]),
+                        _SharedQuadratic(n, q.storage, q.pattern, full)))
+        return out
 
     def transpose(self, A: sp.csc_matrix) -> sp.csc_matrix:
         """``A'`` as CSC (``A`` on the shared pattern)."""

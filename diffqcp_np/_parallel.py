@@ -177,10 +177,14 @@ class _Progress:
 
 
 # -- tasks ----------------------------------------------------------------------------------
-def _tag(err: BaseException, index: int) -> None:
+def tag_exception(err: BaseException, index: int) -> None:
+    """Mark ``err`` as raised while processing problem ``index`` of the batch."""
     setattr(err, INDEX_ATTRIBUTE, index)
     if hasattr(err, "add_note"):
         err.add_note(f"(raised while processing problem {index} of the batch)")
+
+
+_tag = tag_exception
 
 
 def run_chunk(fn: Callable, job: Any, chunk: Sequence, pin_blas: bool,
@@ -263,6 +267,10 @@ class Runner:
         """Whether tasks run in this process (objects are shared, not pickled)."""
         return self.kind in ("serial", "threads") or isinstance(self.executor,
                                                                  ThreadPoolExecutor)
+
+    def progress_reporter(self, total: int, desc: str) -> _Progress:
+        """This runner's progress report (``update(count)``, ``close()``) for a pass."""
+        return _Progress(self.progress, total, desc)
 
     def _chunks(self, items: Sequence) -> list[Sequence]:
         if self.kind == "serial":

@@ -42,9 +42,18 @@ Failures
 Same-structure batches
     When every ``A`` shares one canonical CSC pattern, every ``P`` another (or all are
     None) and every cone dict is equal (the cvxpylayers case), the cone dict is parsed
-    and the patterns analysed once (:mod:`diffqcp_np._batch_structure`): per problem only
-    the values are validated, and the derivative system is filled through precomputed
-    index maps instead of sparse-matrix algebra.
+    and the patterns analysed once (:mod:`diffqcp_np._batch_structure`): only the values
+    are validated (for the whole batch at once), and the derivative system is filled
+    through precomputed index maps instead of sparse-matrix algebra. When, in addition,
+    the derivative system is small (``N = n + m ≤ 200``), the mode is ``direct`` or
+    ``dense`` and the back end runs in this process (serial, threads), the derivatives
+    are set up for the whole batch at once after the forward pass
+    (:mod:`diffqcp_np._dense_batch`: one cone Jacobian call per block of problems, dense
+    systems factored by LAPACK in a compiled loop, one compiled pass per
+    ``D_batch``/``DT_batch`` call); a member whose system is singular falls back to its
+    own (least-squares) derivative with a ``NonDifferentiableWarning`` naming it.
+    ``D_batch.dense_batch`` (and ``DT_batch.dense_batch``) is that batched derivative,
+    or None on the other paths.
 
 Inputs are never modified.
 """
@@ -59,8 +68,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from . import _dense_batch
 from ._batch_structure import BatchStructure
-from ._parallel import ProgressLike, Runner, make_runner
+from ._dense_batch import DenseBatchDerivative
+from ._parallel import ProgressLike, Runner, make_runner, tag_exception
 from ._validation import ProblemData, check_problem
 from .cone_program import (
     _LPGD_OPTIONS,
@@ -72,6 +83,7 @@ from .cone_program import (
 )
 from .cones.spec import as_cone_spec
 from .derivative import EXACT_MODES, QuadraticTerm
+from .derivative.solution_map import _check_unused_kwargs
 from .solvers import SolverError
 
 __all__ = ["solve_and_derivative_batch", "solve_only_batch"]
@@ -219,6 +231,10 @@ def _validate(As, bs, cs, cone_dicts, Ps) -> tuple[list[tuple], BatchStructure |
         ``"problem i: ..."`` naming the argument.
     """
     structure = BatchStructure.detect(As, Ps, cone_dicts)
+    if structure is not None:
+        validated = structure.problems(As, bs, cs, Ps)  # all at once, the common case
+        if validated is not None:
+            return validated, structure
     specs: dict[int, Any] = {}
     out = []
     for i, (A, b, c, cone_dict, P) in enumerate(zip(As, bs, cs, cone_dicts, Ps)):
@@ -306,8 +322,34 @@ def _transpose_lists(results: list[tuple], count: int) -> tuple[list, ...]:
     return tuple([r[k] for r in results] for k in range(count))
 
 
+def _dense_backward(runner: Runner, dense: DenseBatchDerivative, problems: list[_Problem],
+                    method: str, args: tuple, kwargs: dict, failed_output: Callable,
+                    count: int) -> tuple[list, ...]:
+    """``D_batch``/``DT_batch`` on the batched dense derivative (see :mod:`._dense_batch`).
+
+    Returns the ``count`` output lists, in input order.
+    """
+    try:
+        _check_unused_kwargs(kwargs)
+    except TypeError as err:
+        tag_exception(err, int(dense.members[0]))
+        raise
+    progress = runner.progress_reporter(int(dense.members.size), "derivative")
+    try:
+        lists = getattr(dense, method)(*args, progress=progress.update)
+    finally:
+        progress.close()
+    if dense.members.size < len(problems):  # failed problems: NaN outputs
+        for i, p in enumerate(problems):
+            if lists[0][i] is None:
+                for lst, value in zip(lists, failed_output(p.data)):
+                    lst[i] = value
+    return tuple(lists[:count])
+
+
 def _batch_closures(runner: Runner, derivatives: list[_Derivative | None],
-                    problems: list[_Problem]) -> tuple[Callable, Callable]:
+                    problems: list[_Problem],
+                    dense: DenseBatchDerivative | None = None) -> tuple[Callable, Callable]:
     size = len(problems)
 
     def D_batch(dAs, dbs, dcs, dPs=None, **kwargs):
@@ -323,6 +365,9 @@ def _batch_closures(runner: Runner, derivatives: list[_Derivative | None],
             Passed to every problem's ``D`` (``tau``, ``rho`` in the LPGD modes).
         """
         dAs, dbs, dcs, dPs = _check_lists(size, dAs=dAs, dbs=dbs, dcs=dcs, dPs=dPs)
+        if dense is not None:
+            return _dense_backward(runner, dense, problems, "jvp", (dAs, dbs, dcs, dPs),
+                                   kwargs, _failed_jvp, 3)
         results = _backward(runner, derivatives, problems, _BackwardJob("jvp", kwargs),
                             list(zip(dAs, dbs, dcs, dPs)), _failed_jvp)
         return _transpose_lists(results, 3)
@@ -340,11 +385,17 @@ def _batch_closures(runner: Runner, derivatives: list[_Derivative | None],
             Passed to every problem's ``DT`` (``tau``, ``rho`` in the LPGD modes).
         """
         dxs, dys, dss = _check_lists(size, dxs=dxs, dys=dys, dss=dss)
+        if dense is not None:
+            return _dense_backward(runner, dense, problems, "vjp", (dxs, dys, dss, return_dP),
+                                   kwargs, lambda data: _failed_vjp(data, return_dP),
+                                   4 if return_dP else 3)
         job = _BackwardJob("vjp", dict(kwargs, return_dP=return_dP))
         results = _backward(runner, derivatives, problems, job, list(zip(dxs, dys, dss)),
                             lambda data: _failed_vjp(data, return_dP))
         return _transpose_lists(results, 4 if return_dP else 3)
 
+    # The batched dense derivative, when this batch uses it (None otherwise).
+    D_batch.dense_batch = DT_batch.dense_batch = dense
     return D_batch, DT_batch
 
 
@@ -426,16 +477,35 @@ def solve_and_derivative_batch(As: Sequence, bs: Sequence, cs: Sequence, cone_di
                           chunksize, progress)
     backward = make_runner(backend, executor, n_jobs_backward, "n_jobs_backward", size,
                            chunksize, progress)
-    # Set up derivatives where they are found only when they stay in this process.
-    solved = _forward_pass(forward, settings, problems,
-                           forward.in_process and backward.in_process, raise_on_error)
-    derivatives = [
-        None if not r.ok
-        else r.derivative if r.derivative is not None
-        else _Derivative(settings, p, r.x, r.y, r.s)
-        for r, p in zip(solved, problems)
-    ]
-    return _outputs(solved, return_info, _batch_closures(backward, derivatives, problems))
+    in_process = forward.in_process and backward.in_process
+    options = {k: v for k, v in derivative_kwargs.items() if k not in _LPGD_OPTIONS}
+    use_dense = in_process and _dense_batch.applies(settings.structure, mode, options, size)
+    # Set up derivatives where they are found only when they stay in this process (the
+    # batched dense derivative sets them up after the forward pass, all at once).
+    solved = _forward_pass(forward, settings, problems, in_process and not use_dense,
+                           raise_on_error)
+    dense = None
+    if use_dense:
+        derivatives = [None] * size  # the batched derivative covers every solved problem
+        members = [i for i, r in enumerate(solved) if r.ok]
+        if members:
+            def fallback(i: int):  # a singular member's own (least-squares) derivative
+                r = solved[i]
+                return _Derivative(settings, problems[i], r.x, r.y, r.s).get()
+
+            dense = DenseBatchDerivative.build(
+                settings.structure, backward, size, members, [p.data for p in problems],
+                [r.x for r in solved], [r.y for r in solved], [r.s for r in solved],
+                fallback)
+    else:
+        derivatives = [
+            None if not r.ok
+            else r.derivative if r.derivative is not None
+            else _Derivative(settings, p, r.x, r.y, r.s)
+            for r, p in zip(solved, problems)
+        ]
+    return _outputs(solved, return_info,
+                    _batch_closures(backward, derivatives, problems, dense))
 
 
 def solve_only_batch(As: Sequence, bs: Sequence, cs: Sequence, cone_dicts: Sequence,

@@ -1,0 +1,787 @@
+"""A batched dense derivative for same-structure batches of small problems.
+
+For a batch of problems that share one cone dict and one pattern of ``A`` (and ``P``)
+(see :mod:`diffqcp_np._batch_structure`) whose derivative system
+
+    K = [[P, A'D], [−A, I−D]]        (N × N, N = n + m)
+
+is small (``N ≤`` :data:`DENSE_MAX_DIM`), a per-problem sparse LU costs far more in
+Python and SciPy overhead than in arithmetic. This module sets the batch up at once:
+
+* the cone Jacobians ``D`` of a block of problems come from ONE :class:`ConeJacobian`
+  call on a combined cone product (each cone kind's count times the block size; the
+  problems' ``v = y − s`` regrouped by kind with a precomputed permutation). Their
+  values are read on the structure's block-diagonal superset pattern (full cone blocks,
+  the same for every problem) by probing (one matvec per column of the largest cone
+  block) or, for large cone blocks, from ``to_sparse``;
+* a compiled kernel writes each problem's dense system from the values of ``A``, ``P``
+  and ``D`` through precomputed index maps (``D'A`` on A's row pattern), leaving out the
+  rows and columns of the cone rows where ``D`` vanishes (e.g. inactive inequalities:
+  their unknowns follow from the others, see the storage notes below), and another
+  factors it in place with LAPACK ``getrf`` (SciPy's LAPACK, called from a compiled loop)
+  and records the pivot ratio;
+* every ``D_batch``/``DT_batch`` call reuses the factors: one compiled pass over the batch
+  builds the right-hand sides, runs the triangular solves and computes the outputs
+  (``dA``'s and ``dP``'s values as ``(B, nnz)`` arrays, wrapped into CSC matrices on
+  the stored patterns without re-validation).
+
+Members whose factorisation is singular or badly conditioned (pivot ratio below
+``SINGULAR_PIVOT_RATIO``, or not finite) get the general path's per-problem derivative,
+which warns with :class:`NonDifferentiableWarning` and answers by least squares.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, Sequence
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+
+from . import _batch_structure
+from ._batch_structure import BatchStructure, CSCFactory, _JacobianPattern
+from ._parallel import BLAS_PIN, Runner, tag_exception
+from ._validation import as_vector
+from .cones.projection import ConeJacobian
+from .cones.spec import ConeSpec
+from .derivative.linear_solvers import SINGULAR_PIVOT_RATIO
+
+#: Largest ``N = n + m`` for which the batched dense derivative is used. Measured on
+#: same-structure QPs (setup + one DT per problem, one core): with no row of ``D``
+#: vanishing (the worst case for the dense path) it beats the per-problem sparse path
+#: 2× (A with ~4 entries per row, diagonal P) to 4× (dense A, P) at N = 200 and breaks
+#: even near N = 300 for the sparse problems; with ~85 % inactive inequalities it is
+#: 7–11× faster at N = 200. Its factors take 8 N² bytes per problem (320 kB at 200).
+DENSE_MAX_DIM = 200
+#: Largest total size of a batch's stored factors (bytes), ``8 N²`` per problem.
+DENSE_MAX_BYTES = 1 << 30
+#: Target size of the systems of one block of the setup (bytes): a block stays in cache
+#: between its assembly and its factorisation.
+BLOCK_BYTES = 1 << 21
+#: Bounds on the number of problems per block.
+MIN_BLOCK, MAX_BLOCK = 4, 256
+
+#: ``permc_spec`` values that the direct mode accepts (moot for a dense LU).
+_PERMC_SPECS = ("NATURAL", "MMD_ATA", "MMD_AT_PLUS_A", "COLAMD")
+
+
+# -- compiled kernels -------------------------------------------------------------------------
+#
+# Storage: problem b's system lives in the first ``nk[b]²`` entries of ``LU[b]`` (an
+# ``N × N`` slot), as the C-order ``K_red'`` (which LAPACK reads column-major as
+# ``K_red``, ``lda = nk[b]``). ``K_red`` is ``K`` without the rows and columns ``n + i``
+# of the cone rows ``i`` where ``D`` is zero (row and column): there column ``n + i`` of
+# ``K`` is the unit vector ``e_{n+i}`` and row ``n + i`` is ``[−A_i, e_i']``, so
+#
+#     K z = r:   solve K_red on the kept unknowns, then  v_i = r_{n+i} + A_i x;
+#     K' w = g:  w_{n+i} = g_{n+i}, and K_red' w_kept = g_kept + [Σ_i A_i' g_{n+i}; 0].
+#
+# (For the orthant that drops every inactive constraint: at the benchmark's QPs the
+# 60 × 60 systems shrink to about 30 × 30.) ``order[b]`` lists the kept indices of
+# ``0..N−1`` first (ascending), then the dropped ones.
+
+def _lapack_getrf():
+    """Numba's binding of LAPACK ``dgetrf`` (SciPy's LAPACK), or None if unavailable."""
+    try:
+        from numba import types
+        from numba.np.linalg import _LAPACK
+
+        return _LAPACK().numba_xxgetrf(types.float64)
+    except Exception:  # noqa: BLE001 - numba's internal API changed: use SciPy's wrapper
+        return None
+
+
+_GETRF = _lapack_getrf()
+_KIND_D = ord("d")
+
+
+@numba.njit(nogil=True, cache=True)
+def _pivot_ratios(LU, nk, ratio):  # pragma: no cover - compiled
+    """``min |U_ii| / max |U_ii|`` per factorisation (NaN if a pivot is not finite)."""
+    for b in range(LU.shape[0]):
+        flat = LU[b].reshape(-1)
+        k = nk[b]
+        lo, hi, finite = np.inf, 0.0, True
+        for i in range(k):
+            v = abs(flat[i * k + i])
+            if not np.isfinite(v):
+                finite = False
+            lo = min(lo, v)
+            hi = max(hi, v)
+        if not finite:
+            ratio[b] = np.nan
+        elif k == 0:
+            ratio[b] = 1.0
+        else:
+            ratio[b] = lo / hi if hi > 0.0 else 0.0
+
+
+if _GETRF is not None:
+    @numba.njit(nogil=True, cache=True)
+    def _getrf_kernel(LU, nk, piv):  # pragma: no cover - compiled
+        """LU of each ``K_red`` in place (0-based pivots)."""
+        for b in range(LU.shape[0]):
+            k = nk[b]
+            if k == 0:
+                continue
+            _GETRF(_KIND_D, k, k, LU[b].ctypes, k, piv[b].ctypes)
+            for i in range(k):
+                piv[b, i] -= 1
+
+
+def _factor(LU: np.ndarray, nk: np.ndarray, piv: np.ndarray, ratio: np.ndarray) -> None:
+    """Factor each problem's ``K_red`` in place; see the storage notes above."""
+    if _GETRF is not None:
+        _getrf_kernel(LU, nk, piv)
+    else:
+        from scipy.linalg import lapack
+
+        for b in range(LU.shape[0]):
+            k = int(nk[b])
+            if k:
+                F = LU[b].reshape(-1)[:k * k].reshape(k, k)
+                _, piv[b, :k], _ = lapack.dgetrf(F.T, overwrite_a=1)
+    _pivot_ratios(LU, nk, ratio)
+
+
+@numba.njit(nogil=True, cache=True)
+def _assemble_kernel(LU, nk, order, A_vals, P_vals, D_vals, A_rows, A_cols, U_rows, U_cols,
+                     U_a, U_b, U_weight, D_rows, D_cols, Ar_ptr, Ar_cols, Ar_pos,
+                     n):  # pragma: no cover - compiled
+    """Write each problem's ``K_red'`` (C order) from its values, and ``nk``, ``order``.
+
+    ``K' = [[P, −A'], [D'A, I − D']]``. The symmetric P's entries ``(U_rows, U_cols)``
+    are ``U_weight (p[U_a] + p[U_b])`` with ``p`` P's stored values (index ``nnz``:
+    zero); ``(D_rows[e], D_cols[e])`` is the superset pattern of ``D``; ``Ar_*`` is A's
+    pattern by rows (``Ar_pos``: the position of each entry in A's CSC values).
+    """
+    count, N = LU.shape[0], LU.shape[1]
+    m = N - n
+    nnz_P = P_vals.shape[1]
+    active = np.empty(m, dtype=np.bool_)
+    pos = np.empty(N, dtype=np.int64)
+    for b in range(count):
+        active[:] = False
+        for e in range(D_rows.size):
+            if D_vals[b, e] != 0.0:
+                active[D_rows[e]] = True
+                active[D_cols[e]] = True
+        k = n
+        for j in range(n):
+            pos[j] = j
+            order[b, j] = j
+        for i in range(m):
+            if active[i]:
+                pos[n + i] = k
+                order[b, k] = n + i
+                k += 1
+            else:
+                pos[n + i] = -1
+        t = k
+        for i in range(m):
+            if not active[i]:
+                order[b, t] = n + i
+                t += 1
+        nk[b] = k
+        F = LU[b].reshape(-1)
+        F[:k * k] = 0.0
+        for q in range(A_rows.size):
+            col = pos[n + A_rows[q]]
+            if col >= 0:
+                F[A_cols[q] * k + col] = -A_vals[b, q]
+        for q in range(U_rows.size):
+            a, c = U_a[q], U_b[q]
+            pa = P_vals[b, a] if a < nnz_P else 0.0
+            pc = P_vals[b, c] if c < nnz_P else 0.0
+            F[U_rows[q] * k + U_cols[q]] = U_weight * (pa + pc)
+        for j in range(n, k):
+            F[j * k + j] = 1.0
+        for e in range(D_rows.size):
+            d = D_vals[b, e]
+            if d != 0.0:
+                r, c = D_rows[e], D_cols[e]
+                pc = pos[n + c]
+                F[pc * k + pos[n + r]] -= d
+                for q in range(Ar_ptr[r], Ar_ptr[r + 1]):
+                    F[pc * k + Ar_cols[q]] += d * A_vals[b, Ar_pos[q]]
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _lu_solve(F, k, piv, r, transpose):  # pragma: no cover - compiled
+    """Solve ``K_red z = r`` (or ``K_red' z = r``) in place in ``r[:k]``.
+
+    ``F[j k + i]`` is entry ``(i, j)`` of the LAPACK factors of ``K_red = P L U``;
+    ``piv`` is 0-based (row ``i`` was interchanged with row ``piv[i]``).
+    """
+    if not transpose:
+        for i in range(k):
+            p = piv[i]
+            if p != i:
+                t = r[i]
+                r[i] = r[p]
+                r[p] = t
+        for j in range(k):  # L y = r, column by column (L(i, j) = F[j k + i])
+            rj = r[j]
+            if rj != 0.0:
+                base = j * k
+                for i in range(j + 1, k):
+                    r[i] -= F[base + i] * rj
+        for j in range(k - 1, -1, -1):  # U z = y
+            base = j * k
+            r[j] /= F[base + j]
+            rj = r[j]
+            if rj != 0.0:
+                for i in range(j):
+                    r[i] -= F[base + i] * rj
+    else:
+        for i in range(k):  # U' t = r, row by row (U(j, i) = F[i k + j])
+            base = i * k
+            acc = r[i]
+            for j in range(i):
+                acc -= F[base + j] * r[j]
+            r[i] = acc / F[base + i]
+        for i in range(k - 1, -1, -1):  # L' u = t
+            base = i * k
+            acc = r[i]
+            for j in range(i + 1, k):
+                acc -= F[base + j] * r[j]
+            r[i] = acc
+        for i in range(k - 1, -1, -1):
+            p = piv[i]
+            if p != i:
+                t = r[i]
+                r[i] = r[p]
+                r[p] = t
+
+
+@numba.njit(nogil=True, cache=True)
+def _vjp_kernel(LU, nk, order, piv, skip, A_vals, D_vals, D_rows, D_cols, X, Y, GX, GY, GS,
+                A_rows, A_cols, Ar_ptr, Ar_cols, Ar_pos, P_rows, P_cols, P_scale, W, dA,
+                dP):  # pragma: no cover - compiled
+    """``K' w = −[gx; D(gy + gs) − gs]``, then dA (and dP if it has rows) per problem."""
+    count, N = W.shape[0], W.shape[1]
+    n = X.shape[1]
+    red = np.empty(N)
+    for b in range(count):
+        g = W[b]
+        if skip[b]:
+            g[:] = np.nan
+            continue
+        for j in range(n):
+            g[j] = -GX[b, j]
+        for i in range(N - n):
+            g[n + i] = GS[b, i]
+        for e in range(D_rows.size):
+            c = D_cols[e]
+            g[n + D_rows[e]] -= D_vals[b, e] * (GY[b, c] + GS[b, c])
+        k = nk[b]
+        for t in range(k, N):  # dropped rows: w_{n+i} = g_{n+i}, moved to the right
+            i = order[b, t] - n
+            wi = g[n + i]
+            if wi != 0.0:
+                for q in range(Ar_ptr[i], Ar_ptr[i + 1]):
+                    g[Ar_cols[q]] += A_vals[b, Ar_pos[q]] * wi
+        for t in range(k):
+            red[t] = g[order[b, t]]
+        _lu_solve(LU[b].reshape(-1), k, piv[b], red, True)
+        for t in range(k):
+            g[order[b, t]] = red[t]
+        for q in range(A_rows.size):
+            i, j = A_rows[q], A_cols[q]
+            dA[b, q] = Y[b, i] * g[j] - g[n + i] * X[b, j]
+        if dP.shape[0]:
+            for q in range(P_rows.size):
+                i, j = P_rows[q], P_cols[q]
+                dP[b, q] = 0.5 * (g[i] * X[b, j] + X[b, i] * g[j]) * P_scale[q]
+
+
+@numba.njit(nogil=True, cache=True)
+def _jvp_kernel(LU, nk, order, piv, skip, A_vals, D_vals, D_rows, D_cols, X, Y, DC, DB, DAv,
+                A_rows, A_cols, Ar_ptr, Ar_cols, Ar_pos, DPv, U_rows, U_cols, U_a, U_b,
+                U_weight, Z, DY):  # pragma: no cover - compiled
+    """``K [dx; dv] = −[dP x + dA'y + dc; −dA x + db]``; ``dy = D dv`` (in ``DY``).
+
+    ``dP`` is read from its stored values ``DPv`` as in :func:`_assemble_kernel`.
+    """
+    count, N = Z.shape[0], Z.shape[1]
+    n = X.shape[1]
+    nnz_P = DPv.shape[1]
+    red = np.empty(N)
+    for b in range(count):
+        z = Z[b]
+        if skip[b]:
+            z[:] = np.nan
+            DY[b, :] = np.nan
+            continue
+        for j in range(n):
+            z[j] = DC[b, j]
+        for i in range(N - n):
+            z[n + i] = DB[b, i]
+        if DAv.shape[0]:
+            for q in range(A_rows.size):
+                i, j = A_rows[q], A_cols[q]
+                z[j] += DAv[b, q] * Y[b, i]
+                z[n + i] -= DAv[b, q] * X[b, j]
+        if DPv.shape[0]:
+            for q in range(U_rows.size):
+                a, c = U_a[q], U_b[q]
+                pa = DPv[b, a] if a < nnz_P else 0.0
+                pc = DPv[b, c] if c < nnz_P else 0.0
+                z[U_rows[q]] += U_weight * (pa + pc) * X[b, U_cols[q]]
+        for j in range(N):
+            z[j] = -z[j]
+        k = nk[b]
+        for t in range(k):
+            red[t] = z[order[b, t]]
+        _lu_solve(LU[b].reshape(-1), k, piv[b], red, False)
+        for t in range(k):
+            z[order[b, t]] = red[t]
+        for t in range(k, N):  # dropped rows: v_i = r_{n+i} + A_i x
+            i = order[b, t] - n
+            acc = z[n + i]
+            for q in range(Ar_ptr[i], Ar_ptr[i + 1]):
+                acc += A_vals[b, Ar_pos[q]] * z[Ar_cols[q]]
+            z[n + i] = acc
+        dy = DY[b]
+        dy[:] = 0.0
+        for e in range(D_rows.size):
+            dy[D_rows[e]] += D_vals[b, e] * z[n + D_cols[e]]
+
+
+# -- layouts ----------------------------------------------------------------------------------
+def _combined_spec(spec: ConeSpec, count: int) -> ConeSpec:
+    """The product of ``count`` copies of ``spec``, grouped by cone kind."""
+    return ConeSpec(zero=spec.zero * count, nonneg=spec.nonneg * count, soc=spec.soc * count,
+                    psd=spec.psd * count, exp=spec.exp * count,
+                    exp_dual=spec.exp_dual * count, power=spec.power * count)
+
+
+class _BlockLayout:
+    """Index maps for a block of ``count`` problems (they depend only on the count).
+
+    Attributes
+    ----------
+    spec : ConeSpec
+        The combined cone product.
+    perm : ndarray
+        ``perm[p] = b m + i``: combined row ``p`` is row ``i`` of problem ``b``.
+    probes : ndarray (n_probes, count m) or None
+        Combined probes: applying the combined Jacobian to probe ``j`` gives column ``j``
+        of every cone block. None when the largest cone block exceeds ``PROBE_LIMIT``.
+    gather : ndarray (count, nnz_D)
+        Where entry ``e`` of problem ``b`` lies in the stacked probe results.
+    """
+
+    def __init__(self, layout: DenseLayout, count: int) -> None:
+        spec, m = layout.spec, layout.m
+        jac = layout.jacobian
+        self.count = count
+        self.spec = _combined_spec(spec, count)
+        base = np.arange(count, dtype=np.int64) * m
+        parts = [np.add.outer(base, np.arange(sl.start, sl.stop, dtype=np.int64)).ravel()
+                 for sl in spec.slices().values()]
+        self.perm = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        self.inverse = np.empty_like(self.perm)
+        self.inverse[self.perm] = np.arange(self.perm.size)
+        self.probes = None
+        if jac.n_probes <= _batch_structure.PROBE_LIMIT:
+            local = np.tile(jac._probes, (1, count))  # (n_probes, count m), problem-major
+            self.probes = np.ascontiguousarray(local[:, self.perm])
+            where = self.inverse.reshape(count, m)[:, jac.rows]  # (count, nnz_D)
+            self.gather = jac._probe_of_entry[None, :] * (count * m) + where
+
+    def jacobian_values(self, layout: DenseLayout, V: np.ndarray) -> np.ndarray:
+        """The cone Jacobians' values ``(count, nnz_D)`` at ``V = Y − S`` (count, m)."""
+        if layout.D_rows.size == 0:
+            return np.zeros((self.count, 0))
+        jac = ConeJacobian(V.reshape(-1)[self.perm], self.spec, dual=True)
+        if self.probes is not None:
+            columns = np.stack([jac.matvec(p) for p in self.probes])
+            return columns.reshape(-1)[self.gather]
+        D = jac.to_sparse()
+        m, count = layout.m, self.count
+        rows = self.perm[D.indices]
+        cols = self.perm[np.repeat(np.arange(D.shape[1]), np.diff(D.indptr))]
+        prob, r = np.divmod(rows, m)
+        entry = layout.entry_of[(cols % m) * m + r]
+        out = np.zeros((count, layout.D_rows.size))
+        out.reshape(-1)[prob * layout.D_rows.size + entry] = D.data
+        return out
+
+
+class DenseLayout:
+    """What the batched dense derivative precomputes for a :class:`BatchStructure`."""
+
+    def __init__(self, structure: BatchStructure) -> None:
+        m, n = structure.shape
+        self.structure = structure
+        self.spec = structure.cones
+        self.m, self.n, self.N = m, n, n + m
+        pat = structure.A_pattern
+        self.A_pattern = pat
+        self.A_rows, self.A_cols = pat.rows, pat.cols
+        self.A_keys = pat.cols * m + pat.rows
+        order = np.argsort(pat.rows, kind="stable")  # A by rows, for D'A
+        self.Ar_ptr = np.concatenate(([0], np.cumsum(np.bincount(pat.rows, minlength=m))))
+        self.Ar_cols = pat.cols[order]
+        self.Ar_pos = order.astype(np.int64)
+        self.A_factory = CSCFactory(pat.indices, pat.indptr, pat.shape)
+        jac = self.jacobian = _JacobianPattern(self.spec)
+        self.D_rows, self.D_cols = jac.rows.astype(np.int64), jac.cols.astype(np.int64)
+        self.entry_of = np.full(m * m, -1, dtype=np.int64)
+        self.entry_of[self.D_cols * m + self.D_rows] = np.arange(self.D_rows.size)
+        q = self.quadratic = structure._quadratic
+        if q is None:
+            self.U_rows = self.U_cols = np.zeros(0, np.int64)
+            self.U_a = self.U_b = np.zeros(0, np.int64)
+            self.U_weight = 1.0
+            self.P_rows = self.P_cols = np.zeros(0, np.int64)
+            self.P_scale = np.zeros(0)
+        else:
+            ppat = self.P_pattern = q.pattern
+            self.P_rows, self.P_cols = ppat.rows, ppat.cols
+            self.P_keys = ppat.cols * n + ppat.rows
+            self.U_rows = q.indices.astype(np.int64)
+            self.U_cols = np.repeat(np.arange(n, dtype=np.int64), np.diff(q.indptr))
+            self.U_a, self.U_b = q._a.astype(np.int64), q._b.astype(np.int64)
+            self.U_weight = float(q._weight)
+            scale = 2.0 if q.storage == "upper" else 1.0
+            self.P_scale = np.where(ppat.rows == ppat.cols, 1.0, scale)
+            self.P_factory = CSCFactory(ppat.indices, ppat.indptr, ppat.shape)
+        self._blocks: dict[int, _BlockLayout] = {}
+
+    def block(self, count: int) -> _BlockLayout:
+        layout = self._blocks.get(count)
+        if layout is None:
+            layout = self._blocks[count] = _BlockLayout(self, count)
+        return layout
+
+    def block_size(self) -> int:
+        size = BLOCK_BYTES // max(8 * self.N * self.N, 1)
+        return int(min(max(size, MIN_BLOCK), MAX_BLOCK))
+
+
+def layout_of(structure: BatchStructure) -> DenseLayout:
+    """The structure's :class:`DenseLayout` (built once, kept on the structure)."""
+    layout = structure.__dict__.get("_dense_layout")
+    if layout is None:
+        layout = structure.__dict__["_dense_layout"] = DenseLayout(structure)
+    return layout
+
+
+def applies(structure: BatchStructure | None, mode: str | None, options: dict,
+            count: int) -> bool:
+    """Whether a batch of ``count`` problems takes the batched dense derivative.
+
+    It does for a shared structure, the exact factorising modes (``direct``, ``dense``),
+    options those modes accept (``permc_spec`` is moot for a dense LU), a small system
+    (``N ≤ DENSE_MAX_DIM``) and factors within :data:`DENSE_MAX_BYTES`.
+    """
+    if structure is None or mode not in ("direct", "dense") or count < 1:
+        return False
+    allowed = {"permc_spec"} if mode == "direct" else set()
+    if not set(options) <= allowed:
+        return False
+    if "permc_spec" in options and options["permc_spec"] not in _PERMC_SPECS:
+        return False
+    N = sum(structure.shape)
+    return N <= DENSE_MAX_DIM and count * 8 * N * N <= DENSE_MAX_BYTES
+
+
+# -- per-problem inputs -----------------------------------------------------------------------
+def _stack_vectors(values: Sequence, members: np.ndarray, name: str, size: int) -> np.ndarray:
+    """Rows ``values[i]`` (None: zeros) for ``i`` in ``members``, checked like ``as_vector``.
+
+    Raises
+    ------
+    ValueError
+        As ``as_vector`` does, tagged with the problem's index.
+    """
+    picked = [values[i] for i in members]
+    if all(type(v) is np.ndarray and v.shape == (size,) for v in picked):
+        out = (np.concatenate(picked) if picked else np.zeros(0)).astype(np.float64, copy=False)
+        out = out.reshape(len(picked), size)
+    else:
+        out = np.zeros((len(picked), size))
+        for k, v in enumerate(picked):
+            if v is None:
+                continue
+            try:
+                out[k] = as_vector(v, name, size)
+            except ValueError as err:
+                tag_exception(err, int(members[k]))
+                raise
+    finite = np.isfinite(out)
+    if not finite.all():
+        k = int(np.flatnonzero(~finite.all(axis=1))[0])
+        err = ValueError(f"{name} contains NaN or Inf")
+        tag_exception(err, int(members[k]))
+        raise err
+    return out
+
+
+def _pattern_values(pattern, keys: np.ndarray, d, name: str) -> np.ndarray:
+    """The values of perturbation ``d`` on ``pattern``, validated as the general path does."""
+    if (sp.issparse(d) and d.format == "csc" and d.shape == pattern.shape
+            and np.array_equal(d.indptr, pattern.indptr)
+            and np.array_equal(d.indices, pattern.indices)):
+        data = np.asarray(d.data, dtype=np.float64)
+        if not np.all(np.isfinite(data)):
+            raise ValueError(f"{name} contains NaN or Inf")
+        return data
+    d = pattern.perturbation(d, name)
+    out = np.zeros(keys.size)
+    if d.nnz:
+        d_cols = np.repeat(np.arange(d.shape[1], dtype=np.int64), np.diff(d.indptr))
+        out[np.searchsorted(keys, d_cols * d.shape[0] + d.indices)] = d.data
+    return out
+
+
+def _stack_patterns(values: Sequence, members: np.ndarray, pattern, keys: np.ndarray,
+                    name: str) -> np.ndarray:
+    """Values ``(count, nnz)`` of the perturbations ``values[i]`` (None: zeros) on a pattern.
+
+    Raises
+    ------
+    ValueError
+        As the general path does, tagged with the problem's index.
+    """
+    picked = [values[i] for i in members]
+    nnz, shape = keys.size, pattern.shape
+    if picked and all(sp.issparse(d) and d.format == "csc" and d.shape == shape
+                      and d.indices.size == nnz and d.data.size == nnz for d in picked):
+        # The common case, checked in bulk: every perturbation stored on the pattern.
+        count = len(picked)
+        same = (np.array_equal(np.concatenate([d.indptr for d in picked]),
+                               np.tile(pattern.indptr, count))
+                and np.array_equal(np.concatenate([d.indices for d in picked]),
+                                   np.tile(pattern.indices, count)))
+        if same:
+            data = np.concatenate([d.data for d in picked]).astype(np.float64, copy=False)
+            data = data.reshape(count, nnz)
+            finite = np.isfinite(data)
+            if finite.all():
+                return data
+    out = np.zeros((members.size, nnz))
+    for k, i in enumerate(members):
+        if values[i] is None:
+            continue
+        try:
+            out[k] = _pattern_values(pattern, keys, values[i], name)
+        except ValueError as err:
+            tag_exception(err, int(i))
+            raise
+    return out
+
+
+# -- the batch --------------------------------------------------------------------------------
+class _Span:
+    """Members ``start:stop`` of the batched derivative (a work item of a Runner)."""
+
+    def __init__(self, start: int, stop: int, index: int) -> None:
+        self.start, self.stop, self.index = start, stop, index
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def _set_up(batch: DenseBatchDerivative, span: _Span) -> None:
+    batch._set_up_span(span.start, span.stop)
+
+
+def _stack_rows(arrays: list, size: int) -> np.ndarray:
+    if not arrays:
+        return np.zeros((0, size))
+    return np.concatenate(arrays).astype(np.float64, copy=False).reshape(len(arrays), size)
+
+
+class DenseBatchDerivative:
+    """The derivatives of the solved members of a same-structure batch, set up at once.
+
+    Built by :meth:`build`; :meth:`jvp` and :meth:`vjp` apply every member's derivative
+    (or its adjoint) in one compiled pass.
+
+    Attributes
+    ----------
+    members : ndarray
+        Batch indices of the problems it differentiates.
+    pivot_ratio : ndarray
+        Per member: ``min |U_ii| / max |U_ii|`` of its dense LU.
+    singular : ndarray of bool
+        Per member: the dense LU is singular or badly conditioned, so the member uses
+        the general path's per-problem derivative (``fallbacks``).
+    fallbacks : dict
+        Batch index → per-problem derivative (``StructuredDerivative``).
+    """
+
+    def __init__(self, layout: DenseLayout, size: int, members: np.ndarray, datas: Sequence,
+                 xs: Sequence, ys: Sequence, ss: Sequence) -> None:
+        self.layout = L = layout
+        self.size = size
+        self.members = members
+        count = members.size
+        self.X = _stack_rows([xs[i] for i in members], L.n)
+        self.Y = _stack_rows([ys[i] for i in members], L.m)
+        self._S = _stack_rows([ss[i] for i in members], L.m)
+        nnz_A = L.A_rows.size
+        self.A_vals = _stack_rows([datas[i].A.data for i in members], nnz_A)
+        self._P_vals = (np.zeros((count, 0)) if L.quadratic is None
+                        else _stack_rows([datas[i].P.data for i in members], L.P_rows.size))
+        self.LU = np.empty((count, L.N, L.N))
+        self.nk = np.zeros(count, dtype=np.int64)
+        self.order = np.zeros((count, L.N), dtype=np.int64)
+        self.piv = np.zeros((count, L.N), dtype=np.int32)
+        self.pivot_ratio = np.zeros(count)
+        self.D_vals = np.zeros((count, L.D_rows.size))
+        self.singular = np.zeros(count, dtype=bool)
+        self.fallbacks: dict[int, Any] = {}
+
+    def _set_up_span(self, start: int, stop: int) -> None:
+        L = self.layout
+        block = L.block(stop - start)
+        V = self.Y[start:stop] - self._S[start:stop]
+        self.D_vals[start:stop] = block.jacobian_values(L, V)
+        LU, nk = self.LU[start:stop], self.nk[start:stop]
+        _assemble_kernel(LU, nk, self.order[start:stop], self.A_vals[start:stop],
+                         self._P_vals[start:stop], self.D_vals[start:stop], L.A_rows,
+                         L.A_cols, L.U_rows, L.U_cols, L.U_a, L.U_b, L.U_weight, L.D_rows,
+                         L.D_cols, L.Ar_ptr, L.Ar_cols, L.Ar_pos, L.n)
+        _factor(LU, nk, self.piv[start:stop], self.pivot_ratio[start:stop])
+
+    @classmethod
+    def build(cls, structure: BatchStructure, runner: Runner, size: int,
+              members: Sequence[int], datas: Sequence, xs: Sequence, ys: Sequence,
+              ss: Sequence, fallback: Callable[[int], Any]) -> DenseBatchDerivative:
+        """Set up (factor) the derivatives of ``members`` (batch indices).
+
+        Parameters
+        ----------
+        structure : BatchStructure
+        runner : Runner
+            Runs the blocks of the setup (serially or on threads; no progress report).
+        size : int
+            The batch size.
+        members : sequence of int
+        datas, xs, ys, ss : sequence
+            Per batch index: validated data and solution.
+        fallback : callable
+            ``fallback(i)`` returns problem ``i``'s per-problem derivative (used for
+            singular members); warnings it raises are re-issued naming the problem.
+        """
+        layout = layout_of(structure)
+        members = np.asarray(members, dtype=np.int64)
+        out = cls(layout, size, members, datas, xs, ys, ss)
+        block = layout.block_size()
+        if runner.kind != "serial":  # at least one block per worker
+            block = max(1, min(block, -(-members.size // runner.n_jobs)))
+        spans = [_Span(k, min(k + block, members.size), int(members[k]))
+                 for k in range(0, members.size, block)]
+        quiet = Runner(runner.kind, runner.n_jobs, runner.executor, 1, False)
+        with BLAS_PIN:
+            quiet.map(_set_up, out, spans, "setup")
+        del out._P_vals, out._S
+        out.singular = ~(out.pivot_ratio >= SINGULAR_PIVOT_RATIO)  # NaN: singular
+        for i in members[out.singular]:
+            i = int(i)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                out.fallbacks[i] = fallback(i)
+            for w in caught:
+                warnings.warn(f"problem {i}: {w.message}", w.category, stacklevel=3)
+        return out
+
+    # -- application ------------------------------------------------------------------------
+    def _apply_fallbacks(self, method: str, calls: dict) -> dict:
+        """``{i: fallbacks[i].method(*args, **kwargs)}`` for ``calls = {i: (args, kwargs)}``."""
+        out = {}
+        for i, args in calls.items():
+            try:
+                out[i] = getattr(self.fallbacks[i], method)(*args[0], **args[1])
+            except Exception as err:
+                tag_exception(err, i)
+                raise
+        return out
+
+    def vjp(self, dxs: Sequence, dys: Sequence, dss: Sequence, return_dP: bool = False,
+            progress: Callable[[int], Any] | None = None) -> tuple[list, ...]:
+        """Apply every member's adjoint derivative.
+
+        Returns
+        -------
+        dAs, dbs, dcs[, dPs] : list
+            Per batch index (None for problems that are not members).
+        """
+        L = self.layout
+        m, n = L.m, L.n
+        members = self.members
+        count = members.size
+        GX = _stack_vectors(dxs, members, "dx", n)
+        GY = _stack_vectors(dys, members, "dy", m)
+        GS = _stack_vectors(dss, members, "ds", m)
+        W = np.empty((count, L.N))
+        dA = np.empty((count, L.A_rows.size))
+        want_dP = return_dP and L.quadratic is not None
+        dP = np.empty((count if want_dP else 0, L.P_rows.size))
+        _vjp_kernel(self.LU, self.nk, self.order, self.piv, self.singular, self.A_vals,
+                    self.D_vals, L.D_rows, L.D_cols, self.X, self.Y, GX, GY, GS, L.A_rows,
+                    L.A_cols, L.Ar_ptr, L.Ar_cols, L.Ar_pos, L.P_rows, L.P_cols, L.P_scale,
+                    W, dA, dP)
+        outs = [L.A_factory.build(dA), list(W[:, n:]), list(W[:, :n])]
+        if return_dP:
+            outs.append(L.P_factory.build(dP) if want_dP
+                        else [sp.csc_matrix((n, n)) for _ in range(count)])
+        fixed = self._apply_fallbacks("vjp", {
+            i: ((dxs[i], dys[i], dss[i]), {"return_dP": return_dP}) for i in self.fallbacks})
+        if progress is not None:
+            progress(count)
+        return self._scatter(outs, fixed)
+
+    def jvp(self, dAs: Sequence, dbs: Sequence, dcs: Sequence, dPs: Sequence,
+            progress: Callable[[int], Any] | None = None) -> tuple[list, ...]:
+        """Apply every member's derivative: ``dxs, dys, dss`` (see :meth:`vjp`)."""
+        L = self.layout
+        m, n = L.m, L.n
+        members = self.members
+        count = members.size
+        DC = _stack_vectors(dcs, members, "dc", n)
+        DB = _stack_vectors(dbs, members, "db", m)
+        if any(dAs[i] is not None for i in members):
+            DAv = _stack_patterns(dAs, members, L.A_pattern, L.A_keys, "dA")
+        else:
+            DAv = np.zeros((0, L.A_rows.size))
+        if any(dPs[i] is not None for i in members):
+            if L.quadratic is None:
+                err = ValueError("dP was given but the problem has no P")
+                tag_exception(err, next(int(i) for i in members if dPs[i] is not None))
+                raise err
+            DPv = _stack_patterns(dPs, members, L.P_pattern, L.P_keys, "dP")
+        else:
+            DPv = np.zeros((0, L.P_rows.size))
+        Z = np.empty((count, L.N))
+        DY = np.empty((count, m))
+        _jvp_kernel(self.LU, self.nk, self.order, self.piv, self.singular, self.A_vals,
+                    self.D_vals, L.D_rows, L.D_cols, self.X, self.Y, DC, DB, DAv, L.A_rows,
+                    L.A_cols, L.Ar_ptr, L.Ar_cols, L.Ar_pos, DPv, L.U_rows, L.U_cols, L.U_a,
+                    L.U_b, L.U_weight, Z, DY)
+        DS = DY - Z[:, n:]
+        outs = [list(Z[:, :n]), list(DY), list(DS)]
+        fixed = self._apply_fallbacks("jvp", {
+            i: ((dAs[i], dbs[i], dcs[i]), {"dP": dPs[i]}) for i in self.fallbacks})
+        if progress is not None:
+            progress(count)
+        return self._scatter(outs, fixed)
+
+    def _scatter(self, outs: list[list], fixed: dict) -> tuple[list, ...]:
+        """Per-member lists → per-batch-index lists (fallback results substituted)."""
+        if self.members.size == self.size:
+            lists = outs
+        else:
+            lists = [[None] * self.size for _ in outs]
+            for k, i in enumerate(self.members):
+                for lst, out in zip(lists, outs):
+                    lst[i] = out[k]
+        for i, result in fixed.items():
+            for lst, value in zip(lists, result):
+                lst[i] = value
+        return tuple(lists)
