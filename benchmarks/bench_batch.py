@@ -65,13 +65,13 @@ def main() -> None:
     dxs = [rng.standard_normal(20) for _ in range(B)]
     zeros = [np.zeros(40) for _ in range(B)]
 
-    def ours(n_jobs):
-        out = diffqcp_np.solve_and_derivative_batch(
-            As, bs, cs, cones, n_jobs_forward=n_jobs, n_jobs_backward=n_jobs, Ps=Ps)
-        return out
+    def ours(n_jobs, solve_method):
+        return diffqcp_np.solve_and_derivative_batch(
+            As, bs, cs, cones, n_jobs_forward=n_jobs, n_jobs_backward=n_jobs, Ps=Ps,
+            solve_method=solve_method)
 
-    def ours_full(n_jobs):
-        out = ours(n_jobs)
+    def ours_full(n_jobs, solve_method):
+        out = ours(n_jobs, solve_method)
         out[4](dxs, zeros, zeros, return_dP=True)
 
     def theirs_full(n_jobs):
@@ -80,29 +80,33 @@ def main() -> None:
             n_jobs_backward=n_jobs)
         out[4](dxs, zeros, zeros)
 
-    ours_full(1)  # JIT warm-up
+    ours_full(1, "SCS")  # JIT warm-up
     rows = []
     for n_jobs in (1, 2):
         t_theirs = median_time(lambda n_jobs=n_jobs: theirs_full(n_jobs), args.repeats)
-        t_ours = median_time(lambda n_jobs=n_jobs: ours_full(n_jobs), args.repeats)
-        batch = ours(n_jobs)
-        t_backward = median_time(lambda batch=batch: batch[4](dxs, zeros, zeros), args.repeats)
-        rows.append((n_jobs, t_theirs, t_ours, t_backward))
+        for method in ("SCS", "Clarabel"):
+            t_ours = median_time(lambda n_jobs=n_jobs, method=method: ours_full(n_jobs, method),
+                                 args.repeats)
+            batch = ours(n_jobs, method)
+            t_backward = median_time(lambda batch=batch: batch[4](dxs, zeros, zeros),
+                                     args.repeats)
+            rows.append((n_jobs, method, t_theirs, t_ours, t_backward))
 
     lines = [
         f"# Batch of {B} small QPs (n = 20, m = 40), forward + one DT_batch",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores; Python "
-        f"{platform.python_version()}; diffcp 1.1.9 (lsqr, P = None); diffqcp_np "
-        f"{diffqcp_np.__version__} (direct, with P). Medians over {args.repeats} repeats.",
+        f"{platform.python_version()}; diffcp 1.1.9 (lsqr, SCS, P = None); diffqcp_np "
+        f"{diffqcp_np.__version__} (direct, with P; SCS as diffcp, or Clarabel). "
+        f"Medians over {args.repeats} repeats.",
         "",
-        "| workers | diffcp (ms/problem) | diffqcp_np (ms/problem) | throughput ratio | "
-        "diffqcp_np DT_batch alone (µs/problem) |",
-        "|---|---|---|---|---|",
+        "| workers | diffqcp_np forward solver | diffcp (ms/problem) | diffqcp_np (ms/problem) "
+        "| throughput ratio | diffqcp_np DT_batch alone (µs/problem) |",
+        "|---|---|---|---|---|---|",
     ]
-    for n_jobs, t_theirs, t_ours, t_back in rows:
-        lines.append(f"| {n_jobs} | {t_theirs / B * 1e3:.2f} | {t_ours / B * 1e3:.2f} | "
-                     f"{t_theirs / t_ours:.1f}× | {t_back / B * 1e6:.0f} |")
+    for n_jobs, method, t_theirs, t_ours, t_back in rows:
+        lines.append(f"| {n_jobs} | {method} | {t_theirs / B * 1e3:.2f} | {t_ours / B * 1e3:.2f} "
+                     f"| {t_theirs / t_ours:.1f}× | {t_back / B * 1e6:.0f} |")
     write_result(lines, args.out)
 
 

@@ -605,3 +605,16 @@ def test_upper_triangle_P_is_the_same_objective(solver):
         solve_method=solver, **ACCURATE[solver],
     )
     np.testing.assert_allclose(result.x, prob.x0, rtol=1e-5, atol=1e-5)
+
+
+def test_upper_triangle_matches_scipy_and_keeps_upper_input():
+    from diffqcp_np.solvers.base import upper_triangle
+
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        M = sp.random(25, 25, density=0.3, format="csc", random_state=rng)
+        M = (M + M.T).tocsc()
+        M.sort_indices()
+        np.testing.assert_array_equal(upper_triangle(M).toarray(), sp.triu(M).toarray())
+        U = sp.triu(M, format="csc")
+        assert upper_triangle(U) is U

@@ -45,6 +45,7 @@ from diffqcp_np.solvers.base import (
     dual_power_to_power,
     finish,
     scs_style_info,
+    upper_triangle,
 )
 
 NAME = "CLARABEL"
@@ -162,7 +163,7 @@ def solve(
     solver_cones, blocks = _cones_and_rows(cones)
     rows = RowTransform(m, blocks) if blocks else None
     A_solver, b_solver = rows.to_solver(A, b) if rows else (A, np.array(b, dtype=np.float64))
-    P_solver = sp.csc_matrix((n, n)) if P is None else sp.triu(P, format="csc")
+    P_solver = sp.csc_matrix((n, n)) if P is None else upper_triangle(P)
 
     start = time.perf_counter()
     solver = clarabel.DefaultSolver(

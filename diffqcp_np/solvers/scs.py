@@ -27,6 +27,7 @@ from diffqcp_np.solvers.base import (
     SolverResult,
     as_solution_vector,
     finish,
+    upper_triangle,
 )
 
 NAME = "SCS"
@@ -100,7 +101,7 @@ def solve(
         "A": A,
         "b": np.array(b, dtype=np.float64),
         "c": np.array(c, dtype=np.float64),
-        "P": None if P is None else sp.triu(P, format="csc"),
+        "P": None if P is None else upper_triangle(P),
     }
     if warm_start is not None:
         warm_start = tuple(np.array(v, dtype=np.float64) for v in warm_start)
