@@ -33,8 +33,7 @@ import scipy.sparse as sp
 from ._validation import ProblemData, as_vector
 from .cones.projection import ConeJacobian
 from .cones.spec import ConeSpec, as_cone_spec, vec_psd_dim
-from .derivative import EXACT_MODES, MatrixPattern, QuadraticTerm, SolutionDerivative
-from .derivative.linear_solvers import make_solver
+from .derivative import MatrixPattern, QuadraticTerm, SolutionDerivative
 
 #: Largest cone block whose Jacobian is read by probing (one matvec per column of the
 #: largest block); beyond it the Jacobian is read from ``ConeJacobian.to_sparse``.
@@ -548,9 +547,9 @@ class BatchStructure:
 class StructuredDerivative(SolutionDerivative):
     """:class:`SolutionDerivative` set up from a :class:`BatchStructure`'s maps.
 
-    It sets the attributes that ``SolutionDerivative.__init__`` sets, taking the pattern
-    of ``A``, the quadratic term and the assembled ``K`` from the structure instead of
-    recomputing them; ``jvp``, ``vjp`` and the linear solvers are inherited.
+    The pattern of ``A``, its transpose and the quadratic term come from the structure,
+    and ``K`` is filled through the structure's index maps instead of sparse-matrix
+    algebra; everything else (``jvp``, ``vjp``, the linear solvers) is inherited.
 
     Parameters
     ----------
@@ -568,19 +567,10 @@ class StructuredDerivative(SolutionDerivative):
     def __init__(self, structure: BatchStructure, data: ProblemData,
                  quadratic: QuadraticTerm, x, y, s, mode: str = "direct",
                  **solver_options: Any) -> None:
-        if mode not in EXACT_MODES:
-            raise ValueError(f"mode must be one of {EXACT_MODES}, got {mode!r}")
-        self.mode = mode
-        self.data = data
-        m, n = data.m, data.n
-        self.x = as_vector(x, "x", n)
-        self.y = as_vector(y, "y", m)
-        self.s = as_vector(s, "s", m)
-        self.A = data.A
-        self.AT = structure.transpose(data.A)
-        self.A_pattern = structure.A_pattern
-        self.quadratic = quadratic
-        self.cone_jacobian = ConeJacobian(self.y - self.s, data.cones, dual=True)
-        K = (structure.assemble(data, self.AT, self.cone_jacobian)
-             if mode in ("direct", "dense") else None)
-        self.solver = make_solver(mode, K, self._operator(), **solver_options)
+        self._structure = structure
+        super().__init__(data, x, y, s, mode, quadratic=quadratic,
+                         A_pattern=structure.A_pattern, AT=structure.transpose(data.A),
+                         **solver_options)
+
+    def _assemble(self) -> sp.csc_matrix:
+        return self._structure.assemble(self.data, self.AT, self.cone_jacobian)

@@ -148,9 +148,9 @@ class _Derivative:
                 self._built = st.structure.derivative(self.data, self.quadratic, self.x,
                                                       self.y, self.s, st.mode, **options)
             else:
-                self._built = _make_derivative(self.data, self.x, self.y, self.s, st.mode,
-                                               st.solve_method, st.solver_kwargs,
-                                               st.derivative_kwargs)
+                self._built = _make_derivative(self.data, self.quadratic, self.x, self.y,
+                                               self.s, st.mode, st.solve_method,
+                                               st.solver_kwargs, st.derivative_kwargs)
         return self._built
 
     def __getstate__(self) -> dict:

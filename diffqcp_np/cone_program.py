@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 
-from ._validation import ProblemData, as_vector, check_problem
+from ._validation import ProblemData, check_problem
 from .derivative import EXACT_MODES, LPGD_MODES, MODES, LPGDDerivative, SolutionDerivative
 from .derivative.patterns import QuadraticTerm
 from .solvers import SolverError, SolverResult, solve_cone_program
@@ -41,12 +41,6 @@ def _check_mode(mode: str | None) -> str:
 
 def _solve(data: ProblemData, quadratic: QuadraticTerm, solve_method: str | None,
            warm_start, raise_on_error: bool, solver_kwargs: dict) -> SolverResult:
-    if warm_start is not None:
-        if len(warm_start) != 3:
-            raise ValueError("warm_start must be a tuple (x, y, s)")
-        x0, y0, s0 = warm_start
-        warm_start = (as_vector(x0, "warm_start x", data.n), as_vector(y0, "warm_start y", data.m),
-                      as_vector(s0, "warm_start s", data.m))
     return solve_cone_program(
         data.A, data.b, data.c, data.cones, P=quadratic.full,
         solve_method=solve_method or DEFAULT_SOLVER, warm_start=warm_start,
@@ -69,17 +63,17 @@ def _forward_for_lpgd(solve_method: str | None, solver_kwargs: dict) -> Callable
     return forward
 
 
-def _make_derivative(data: ProblemData, x, y, s, mode: str, solve_method: str | None,
-                     solver_kwargs: dict, derivative_kwargs: dict):
+def _make_derivative(data: ProblemData, quadratic: QuadraticTerm, x, y, s, mode: str,
+                     solve_method: str | None, solver_kwargs: dict, derivative_kwargs: dict):
     if mode in LPGD_MODES:
         options = dict(derivative_kwargs)
         unknown = sorted(set(options) - set(_LPGD_OPTIONS))
         if unknown:
             raise ValueError(f"unknown derivative_kwargs {unknown} for mode {mode!r}")
         return LPGDDerivative(data, x, y, s, mode, _forward_for_lpgd(solve_method, solver_kwargs),
-                              **options)
+                              quadratic=quadratic, **options)
     options = {k: v for k, v in derivative_kwargs.items() if k not in _LPGD_OPTIONS}
-    return SolutionDerivative(data, x, y, s, mode=mode, **options)
+    return SolutionDerivative(data, x, y, s, mode=mode, quadratic=quadratic, **options)
 
 
 def _failed_derivative(status: str) -> tuple[Callable, Callable]:
@@ -122,7 +116,8 @@ def derivative(A, b, c, cone_dict, x, y, s, P=None, mode: str = DEFAULT_MODE,
     """
     mode = _check_mode(mode)
     data = check_problem(A, b, c, cone_dict, P)
-    deriv = _make_derivative(data, x, y, s, mode, solve_method, {}, derivative_kwargs)
+    deriv = _make_derivative(data, QuadraticTerm(data.P, data.n), x, y, s, mode, solve_method,
+                             {}, derivative_kwargs)
     return deriv.jvp, deriv.vjp
 
 
@@ -157,8 +152,8 @@ def solve_and_derivative_internal(A, b, c, cone_dict, solve_method: str | None =
     if not result.ok:
         out["D"], out["DT"] = _failed_derivative(result.status)
         return out
-    deriv = _make_derivative(data, result.x, result.y, result.s, mode, solve_method, kwargs,
-                             derivative_kwargs)
+    deriv = _make_derivative(data, quadratic, result.x, result.y, result.s, mode, solve_method,
+                             kwargs, derivative_kwargs)
     out["D"], out["DT"] = deriv.jvp, deriv.vjp
     return out
 

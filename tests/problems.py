@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from diffqcp_np.cones import as_cone_spec, pi
+from diffqcp_np.cones import as_cone_spec, dpi_matrix, pi
 
 
 @dataclass
@@ -44,7 +44,7 @@ def random_psd(n: int, rng: np.random.Generator, density: float = 0.3,
     return (F @ F.T + shift * sp.identity(n)).tocsc()
 
 
-def _uniqueness_size(v: np.ndarray, spec, quadratic: bool, n: int | None) -> int:
+def _uniqueness_size(D: np.ndarray, quadratic: bool, n: int | None) -> int:
     """A number of variables for which a generic problem has a unique solution.
 
     With ``D = DΠ_{K*}(v)``: ``r1`` directions are fully active (eigenvalue 1) and ``rmid``
@@ -52,9 +52,7 @@ def _uniqueness_size(v: np.ndarray, spec, quadratic: bool, n: int | None) -> int
     the derivative system nonsingular when ``r1 <= n <= r1 + rmid`` (no P), or
     ``n >= r1`` (positive definite P).
     """
-    from diffqcp_np.cones import dpi_matrix
-
-    eig = np.linalg.eigvalsh(dpi_matrix(v, spec, dual=True).toarray())
+    eig = np.linalg.eigvalsh(D)
     r1 = int(np.sum(eig > 1 - 1e-9))
     rmid = int(np.sum((eig > 1e-9) & (eig < 1 - 1e-9)))
     if quadratic:
@@ -63,12 +61,9 @@ def _uniqueness_size(v: np.ndarray, spec, quadratic: bool, n: int | None) -> int
     return max(target, 1)
 
 
-def _well_conditioned(A, P, v, spec, limit: float = 1e3) -> bool:
+def _well_conditioned(A, P, D: np.ndarray, limit: float = 1e3) -> bool:
     """Whether the derivative system K at this solution is comfortably nonsingular."""
-    from diffqcp_np.cones import dpi_matrix
-
     m, n = A.shape
-    D = dpi_matrix(v, spec, dual=True).toarray()
     Ad = A.toarray()
     Pd = P.toarray() if P is not None else np.zeros((n, n))
     K = np.block([[Pd, Ad.T @ D], [-Ad, np.eye(m) - D]])
@@ -87,14 +82,15 @@ def known_solution_problem(cone_dict: dict, n: int | None = None, seed: int = 0,
     spec = as_cone_spec(cone_dict)
     m = spec.dim
     v = scale_v * rng.standard_normal(m)
-    n = _uniqueness_size(v, spec, quadratic, n)
+    D = dpi_matrix(v, spec, dual=True).toarray()
+    n = _uniqueness_size(D, quadratic, n)
     P = random_psd(n, rng) if quadratic else None
     y = pi(v, spec, dual=True)
     for _ in range(50):
         A = sp.random(m, n, density=density, random_state=rng, format="csc",
                       data_rvs=rng.standard_normal)
         A = (A + sp.eye(m, n)).tocsc()
-        if _well_conditioned(A, P, v, spec):
+        if _well_conditioned(A, P, D):
             break
     else:
         raise RuntimeError("could not draw a problem with a unique solution")
@@ -109,6 +105,28 @@ def random_like(mat: sp.csc_matrix, rng: np.random.Generator) -> sp.csc_matrix:
     """A random matrix on exactly ``mat``'s stored pattern."""
     return sp.csc_matrix((rng.standard_normal(mat.nnz), mat.indices, mat.indptr),
                          shape=mat.shape)
+
+
+def random_perturbation(prob: Problem, rng: np.random.Generator):
+    """Random ``(dA, db, dc, dP)`` on the stored patterns of A and P.
+
+    ``dP`` follows P's storage: symmetric when P is stored in full, upper triangular when
+    P is stored as its upper triangle; None without P.
+    """
+    dA = random_like(prob.A, rng)
+    db = rng.standard_normal(prob.m)
+    dc = rng.standard_normal(prob.n)
+    dP = None
+    if prob.P is not None:
+        R = random_like(prob.P, rng)
+        dP = R if abs(sp.tril(prob.P, -1)).sum() == 0 else ((R + R.T) * 0.5).tocsc()
+    return dA, db, dc, dP
+
+
+def random_perturbations(probs: list, seed: int = 0) -> list[tuple]:
+    """:func:`random_perturbation` for each problem of a batch."""
+    rng = np.random.default_rng(seed)
+    return [random_perturbation(p, rng) for p in probs]
 
 
 def inner(a, b) -> float:

@@ -11,7 +11,12 @@ import scipy.sparse as sp
 import diffqcp_np
 from diffqcp_np import SolverError, derivative, solve_and_derivative, solve_only
 from diffqcp_np.cone_program import solve_and_derivative_internal, solve_internal
-from problems import assert_close, known_solution_problem, random_like, relative_error
+from problems import (
+    assert_close,
+    known_solution_problem,
+    random_perturbation,
+    relative_error,
+)
 
 TIGHT_CLARABEL = dict(tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10, max_iter=500)
 # The finite-difference oracle: SCS at eps 1e-12 is the most accurate forward solver here.
@@ -35,17 +40,6 @@ def family(name, seed=0):
     return known_solution_problem(cones, n, seed=seed, quadratic=quadratic), tol
 
 
-def perturbation(prob, rng):
-    dA = random_like(prob.A, rng)
-    db = rng.standard_normal(prob.m)
-    dc = rng.standard_normal(prob.n)
-    dP = None
-    if prob.P is not None:
-        R = random_like(prob.P, rng)
-        dP = ((R + R.T) * 0.5).tocsc()
-    return dA, db, dc, dP
-
-
 def oracle_solver(name):
     """The most accurate forward solver for a family: interior point for LP/QP, else SCS."""
     return ("Clarabel", TIGHT_CLARABEL) if name in ("lp", "qp") else ("SCS", TIGHT_SCS)
@@ -63,7 +57,7 @@ def resolve(prob, t, d, name):
 def test_jvp_matches_finite_differences_of_resolves(name):
     prob, tol = family(name, seed=1)
     rng = np.random.default_rng(2)
-    d = perturbation(prob, rng)
+    d = random_perturbation(prob, rng)
     method, settings = oracle_solver(name)
     x, y, s, D, DT = solve_and_derivative(prob.A, prob.b, prob.c, prob.cone_dict, P=prob.P,
                                           solve_method=method, **settings)
@@ -86,7 +80,7 @@ def test_agrees_with_diffcp_dense_mode(name):
         prob.A.copy(), prob.b, prob.c, prob.cone_dict, mode="dense", solve_method="SCS",
         eps=1e-12, max_iters=100000)
     D, DT = derivative(prob.A, prob.b, prob.c, prob.cone_dict, x, y, s)
-    dA, db, dc, _ = perturbation(prob, rng)
+    dA, db, dc, _ = random_perturbation(prob, rng)
     for g, w in zip(D(dA, db, dc), D_ref(dA, db, dc)):
         assert relative_error(g, w) < 1e-8
     gx, gy, gs = (rng.standard_normal(k) for k in (prob.n, prob.m, prob.m))
@@ -101,7 +95,7 @@ def test_agrees_with_diffcp_dense_mode(name):
 def test_exact_modes_agree_with_direct(mode, name):
     prob, _ = family(name, seed=5)
     rng = np.random.default_rng(6)
-    d = perturbation(prob, rng)
+    d = random_perturbation(prob, rng)
     args = (prob.A, prob.b, prob.c, prob.cone_dict)
     ref = solve_and_derivative(*args, P=prob.P, mode="direct", solve_method="Clarabel")
     other = solve_and_derivative(*args, P=prob.P, mode=mode, solve_method="Clarabel")
@@ -118,7 +112,7 @@ def test_exact_modes_agree_with_direct(mode, name):
 def test_lpgd_modes_approach_the_exact_derivative(mode):
     prob, _ = family("qp", seed=7)
     rng = np.random.default_rng(8)
-    d = perturbation(prob, rng)
+    d = random_perturbation(prob, rng)
     args = (prob.A, prob.b, prob.c, prob.cone_dict)
     exact = solve_and_derivative(*args, P=prob.P, solve_method="Clarabel", **TIGHT_CLARABEL)
     lpgd = solve_and_derivative(*args, P=prob.P, mode=mode, solve_method="Clarabel",

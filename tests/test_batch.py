@@ -25,7 +25,13 @@ from diffqcp_np import (
     solve_and_derivative_batch,
     solve_only_batch,
 )
-from problems import Problem, known_solution_problem, random_like, relative_error
+from problems import (
+    Problem,
+    known_solution_problem,
+    random_like,
+    random_perturbations,
+    relative_error,
+)
 
 SCS = dict(solve_method="SCS", eps=1e-9, max_iters=20000)
 TOL = 1e-10
@@ -79,19 +85,6 @@ def tiny_args(bs):
                 Ps=[p["P"] for p in probs])
 
 
-def perturbations(probs, seed=0):
-    rng = np.random.default_rng(seed)
-    out = []
-    for p in probs:
-        dP = None
-        if p.P is not None:
-            R = random_like(p.P, rng)
-            dP = R if abs(sp.tril(p.P, -1)).sum() == 0 else ((R + R.T) * 0.5).tocsc()
-        out.append((random_like(p.A, rng), rng.standard_normal(p.m), rng.standard_normal(p.n),
-                    dP))
-    return out
-
-
 def cotangents(probs, seed=1):
     rng = np.random.default_rng(seed)
     return [(rng.standard_normal(p.n), rng.standard_normal(p.m), rng.standard_normal(p.m))
@@ -104,7 +97,7 @@ def dense(a):
 
 def assert_agrees_with_single_solves(probs, out, mode="direct", **kwargs):
     xs, ys, ss, D_batch, DT_batch = out
-    perts, cots = perturbations(probs), cotangents(probs)
+    perts, cots = random_perturbations(probs), cotangents(probs)
     dxs, dys, dss = D_batch(*[[d[k] for d in perts] for k in range(3)],
                             dPs=[d[3] for d in perts])
     grads = DT_batch(*[[g[k] for g in cots] for k in range(3)], return_dP=True)

@@ -497,7 +497,14 @@ def test_cvxpy_eps_overrides_cvxpy_default_tolerances(as_diffcp):
 def test_adjoint_ignores_options_like_diffcp():
     A, b, c, K = diffqcp_np.utils.least_squares_eq_scs_data(12, 3, seed=0)
     x, y, s, D, DT = diffqcp_np.solve_and_derivative(A, b, c, K)
-    DT(c, np.zeros(y.size), np.zeros(y.size), atol=1e-10, btol=1e-10)
+    zeros = np.zeros(y.size)
+    with_options = DT(c, zeros, zeros, atol=1e-10, btol=1e-10)
+    plain = DT(c, zeros, zeros)
+    np.testing.assert_array_equal(with_options[0].toarray(), plain[0].toarray())
+    for got, want in zip(with_options[1:], plain[1:]):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        DT(c, zeros, zeros, atoll=1e-10)  # a typo is not silently ignored
 
 
 def test_install_restores_real_diffcp_and_is_idempotent(real_diffcp):

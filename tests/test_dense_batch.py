@@ -16,7 +16,13 @@ import scipy.sparse as sp
 import diffqcp_np._batch_structure as batch_structure
 import diffqcp_np._dense_batch as dense_batch
 from diffqcp_np import NonDifferentiableWarning, solve_and_derivative, solve_and_derivative_batch
-from problems import Problem, known_solution_problem, random_like, relative_error
+from problems import (
+    Problem,
+    known_solution_problem,
+    random_like,
+    random_perturbations,
+    relative_error,
+)
 
 SCS = dict(solve_method="SCS", eps=1e-9, max_iters=20000)
 TOL = 1e-10
@@ -55,23 +61,10 @@ def batch_args(probs):
                 cone_dicts=[p.cone_dict for p in probs], Ps=[p.P for p in probs])
 
 
-def perturbations(probs, seed=0):
-    rng = np.random.default_rng(seed)
-    out = []
-    for p in probs:
-        dP = None
-        if p.P is not None:
-            R = random_like(p.P, rng)
-            dP = R if abs(sp.tril(p.P, -1)).sum() == 0 else ((R + R.T) * 0.5).tocsc()
-        out.append((random_like(p.A, rng), rng.standard_normal(p.m), rng.standard_normal(p.n),
-                    dP))
-    return out
-
-
 def check_against_single_solves(probs, out, mode="direct", skip=(), **kwargs):
     xs, ys, ss, D_batch, DT_batch = out
     rng = np.random.default_rng(1)
-    perts = perturbations(probs)
+    perts = random_perturbations(probs)
     cots = [(rng.standard_normal(p.n), rng.standard_normal(p.m), rng.standard_normal(p.m))
             for p in probs]
     dxs, dys, dss = D_batch(*[[d[k] for d in perts] for k in range(3)],

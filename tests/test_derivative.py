@@ -9,7 +9,13 @@ import pytest
 import scipy.sparse as sp
 
 from diffqcp_np import NonDifferentiableWarning, derivative
-from problems import inner, known_solution_problem, random_like, relative_error
+from problems import (
+    inner,
+    known_solution_problem,
+    random_like,
+    random_perturbation,
+    relative_error,
+)
 
 CONE_FAMILIES = {
     "lp": ({"z": 2, "l": 12}, 6, False),
@@ -29,17 +35,6 @@ def family(name: str, seed: int = 0):
     return known_solution_problem(cones, n, seed=seed, quadratic=quadratic)
 
 
-def random_data_perturbation(prob, rng):
-    dA = random_like(prob.A, rng)
-    db = rng.standard_normal(prob.m)
-    dc = rng.standard_normal(prob.n)
-    dP = None if prob.P is None else random_like(prob.P, rng)
-    if dP is not None:
-        dP = ((dP + dP.T) * 0.5).tocsc()
-        dP = sp.csc_matrix(dP.multiply(prob.P != 0))
-    return dA, db, dc, dP
-
-
 pytestmark = pytest.mark.filterwarnings(
     "error::diffqcp_np.NonDifferentiableWarning",
     "error::diffqcp_np.InaccurateDerivativeWarning",
@@ -54,7 +49,7 @@ def test_adjoint_dot_product(name, mode, tol):
     rng = np.random.default_rng(1)
     D, DT = derivative(prob.A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s,
                        P=prob.P, mode=mode)
-    dA, db, dc, dP = random_data_perturbation(prob, rng)
+    dA, db, dc, dP = random_perturbation(prob, rng)
     dx, dy, ds = D(dA, db, dc, dP=dP)
     gx, gy, gs = (rng.standard_normal(k) for k in (prob.n, prob.m, prob.m))
     out = DT(gx, gy, gs, return_dP=True)
@@ -93,7 +88,7 @@ def active_set_reference(prob, dA, db, dc, dP):
 def test_jvp_matches_active_set_reference(name, mode):
     prob = family(name, seed=3)
     rng = np.random.default_rng(4)
-    dA, db, dc, dP = random_data_perturbation(prob, rng)
+    dA, db, dc, dP = random_perturbation(prob, rng)
     D, _ = derivative(prob.A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s, P=prob.P,
                       mode=mode)
     got = D(dA, db, dc, dP=dP)
@@ -139,7 +134,7 @@ def residual_map_reference(prob, dA, db, dc, dP, eps=1e-6):
 def test_jvp_matches_residual_map_reference(name):
     prob = family(name, seed=5)
     rng = np.random.default_rng(6)
-    dA, db, dc, dP = random_data_perturbation(prob, rng)
+    dA, db, dc, dP = random_perturbation(prob, rng)
     D, _ = derivative(prob.A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s, P=prob.P)
     got = D(dA, db, dc, dP=dP)
     want = residual_map_reference(prob, dA, db, dc, dP)

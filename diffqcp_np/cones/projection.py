@@ -30,25 +30,28 @@ def _soc_offsets(spec: ConeSpec) -> np.ndarray:
     return np.concatenate(([0], np.cumsum(spec.soc, dtype=np.int64))).astype(np.int64)
 
 
-def _project_dual_of(project, v: np.ndarray, *args) -> np.ndarray:
-    """Projection onto the dual of a cone whose primal projection is ``project``."""
-    return v + project(-v, *args)
+def _moreau_project(project, v: np.ndarray, args: tuple, use_dual: bool) -> np.ndarray:
+    """Project with a primal kernel, or onto the dual cone: ``Π_{K*}(v) = v + Π_K(−v)``."""
+    if use_dual:
+        return v + project(np.ascontiguousarray(-v), *args)
+    return project(np.ascontiguousarray(v), *args)
 
 
-def _project_power_signed(v: np.ndarray, alphas: np.ndarray, dual: bool) -> np.ndarray:
-    """Project onto the product of power cones ``K_α`` (α > 0) and ``K_|α|*`` (α < 0)."""
-    out = np.empty_like(v)
-    blocks = v.reshape(-1, 3)
-    out_blocks = out.reshape(-1, 3)
+def _moreau_jacobian(jacobian, v: np.ndarray, args: tuple, use_dual: bool) -> np.ndarray:
+    """(k, 3, 3) Jacobians from a primal kernel, or ``DΠ_{K*}(v) = I − DΠ_K(−v)``."""
+    if v.size == 0:
+        return np.zeros((0, 3, 3))
+    if use_dual:
+        return np.eye(3) - jacobian(np.ascontiguousarray(-v), *args)
+    return jacobian(np.ascontiguousarray(v), *args)
+
+
+def _power_groups(alphas: np.ndarray, dual: bool) -> list[tuple[np.ndarray, tuple, bool]]:
+    """``(mask, (|α|,), use_dual)`` for the power cones the kernel projects onto directly
+    and for those reached through Moreau (``K_α`` for α > 0, ``K_|α|*`` for α < 0)."""
     primal = (alphas > 0) != dual
-    for mask, use_dual in ((primal, False), (~primal, True)):
-        if not mask.any():
-            continue
-        vi = np.ascontiguousarray(blocks[mask]).ravel()
-        ai = np.ascontiguousarray(np.abs(alphas[mask]))
-        proj = _project_dual_of(project_power, vi, ai) if use_dual else project_power(vi, ai)
-        out_blocks[mask] = proj.reshape(-1, 3)
-    return out
+    return [(mask, (np.ascontiguousarray(np.abs(alphas[mask])),), use_dual)
+            for mask, use_dual in ((primal, False), (~primal, True)) if mask.any()]
 
 
 def pi(x: np.ndarray, cones: ConeLike, dual: bool = False) -> np.ndarray:
@@ -80,44 +83,28 @@ def pi(x: np.ndarray, cones: ConeLike, dual: bool = False) -> np.ndarray:
     out[sl["l"]] = soc.project_nonneg(x[sl["l"]])
     out[sl["q"]] = soc.project_soc(x[sl["q"]], _soc_offsets(spec))
     out[sl["s"]] = project_psd(x[sl["s"]], spec.psd)
-    exp_primal, exp_dual = (x[sl["ep"]], x[sl["ed"]])
-    if dual:
-        out[sl["ep"]] = _project_dual_of(project_exp, exp_primal)
-        out[sl["ed"]] = project_exp(exp_dual)
-    else:
-        out[sl["ep"]] = project_exp(exp_primal)
-        out[sl["ed"]] = _project_dual_of(project_exp, exp_dual)
-    out[sl["p"]] = _project_power_signed(x[sl["p"]], np.asarray(spec.power, float), dual)
+    out[sl["ep"]] = _moreau_project(project_exp, x[sl["ep"]], (), dual)
+    out[sl["ed"]] = _moreau_project(project_exp, x[sl["ed"]], (), not dual)
+    blocks, out_blocks = x[sl["p"]].reshape(-1, 3), out[sl["p"]].reshape(-1, 3)
+    for mask, args, use_dual in _power_groups(np.asarray(spec.power, float), dual):
+        out_blocks[mask] = _moreau_project(project_power, blocks[mask].ravel(), args,
+                                           use_dual).reshape(-1, 3)
     return out
 
 
 def _three_by_three_jacobians(x: np.ndarray, spec: ConeSpec, dual: bool) -> np.ndarray:
     """Stacked (k, 3, 3) Jacobians of the exponential, dual exponential and power cones."""
     sl = spec.slices()
-    eye = np.eye(3)
-
-    def primal_or_dual(jac, v, args, use_dual):
-        if v.size == 0:
-            return np.zeros((0, 3, 3))
-        if use_dual:
-            return eye - jac(np.ascontiguousarray(-v), *args)
-        return jac(np.ascontiguousarray(v), *args)
-
-    parts = [
-        primal_or_dual(jacobian_exp, x[sl["ep"]], (), dual),
-        primal_or_dual(jacobian_exp, x[sl["ed"]], (), not dual),
-    ]
     alphas = np.asarray(spec.power, float)
     power = np.zeros((alphas.size, 3, 3))
     blocks = x[sl["p"]].reshape(-1, 3)
-    primal = (alphas > 0) != dual
-    for mask, use_dual in ((primal, False), (~primal, True)):
-        if mask.any():
-            vi = np.ascontiguousarray(blocks[mask]).ravel()
-            ai = np.ascontiguousarray(np.abs(alphas[mask]))
-            power[mask] = primal_or_dual(jacobian_power, vi, (ai,), use_dual)
-    parts.append(power)
-    return np.concatenate(parts, axis=0)
+    for mask, args, use_dual in _power_groups(alphas, dual):
+        power[mask] = _moreau_jacobian(jacobian_power, blocks[mask].ravel(), args, use_dual)
+    return np.concatenate([
+        _moreau_jacobian(jacobian_exp, x[sl["ep"]], (), dual),
+        _moreau_jacobian(jacobian_exp, x[sl["ed"]], (), not dual),
+        power,
+    ], axis=0)
 
 
 class ConeJacobian:

@@ -82,19 +82,40 @@ class KKTSolver:
         """Solve ``K' z = r``."""
         return self._checked(r, transpose=True)
 
+    def _matvec(self, z: np.ndarray, transpose: bool) -> np.ndarray:
+        """``K z`` or ``K' z``: one sparse product when K is assembled, else the operator."""
+        if self.K is not None:
+            return self.K.T @ z if transpose else self.K @ z
+        return self.operator.rmatvec(z) if transpose else self.operator.matvec(z)
+
+    def _relative_residual(self, z: np.ndarray, r: np.ndarray, transpose: bool) -> float:
+        return _relative_residual(lambda v: self._matvec(v, transpose), z, r)
+
+    def _check_pivots(self, pivots: np.ndarray) -> None:
+        """Mark K singular (and warn) when its LU pivots are zero, non-finite or tiny."""
+        pivots = np.abs(pivots)
+        ratio = pivots.min() / pivots.max() if pivots.size and pivots.max() > 0 else 0.0
+        if not np.isfinite(ratio) or ratio < SINGULAR_PIVOT_RATIO:
+            self.singular = True
+            _warn_singular(f"pivot ratio {ratio:.2e}")
+
+    def _least_squares(self, r: np.ndarray, transpose: bool) -> np.ndarray:
+        """A least-squares answer where K is singular (LSMR on the operator)."""
+        return _least_squares(self.operator.T if transpose else self.operator, r)
+
     def _checked(self, r: np.ndarray, transpose: bool) -> np.ndarray:
         if not np.any(r):
             self.last_residual = 0.0
             return np.zeros_like(r)
-        op = self.operator.T if transpose else self.operator
         if self.singular:
-            z = _least_squares(op, r)
+            z = self._least_squares(r, transpose)
+            self.last_residual = self._relative_residual(z, r, transpose)
         else:
-            z = self._solve(r, transpose)
-        self.last_residual = _relative_residual(op.matvec, z, r)
+            z, self.last_residual = self._solve(r, transpose)
         return z
 
-    def _solve(self, r: np.ndarray, transpose: bool) -> np.ndarray:
+    def _solve(self, r: np.ndarray, transpose: bool) -> tuple[np.ndarray, float]:
+        """The solution and its relative residual."""
         raise NotImplementedError
 
 
@@ -114,20 +135,17 @@ class DirectSolver(KKTSolver):
             self.singular = True
             _warn_singular(str(err))
             return
-        pivots = np.abs(self._lu.U.diagonal())
-        ratio = pivots.min() / pivots.max() if pivots.size and pivots.max() > 0 else 0.0
-        if not np.isfinite(ratio) or ratio < SINGULAR_PIVOT_RATIO:
-            self.singular = True
-            _warn_singular(f"pivot ratio {ratio:.2e}")
+        self._check_pivots(self._lu.U.diagonal())
 
     def _solve(self, r, transpose):
         trans = "T" if transpose else "N"
         z = self._lu.solve(r, trans=trans)
-        op = self.operator.T if transpose else self.operator
-        residual = r - op.matvec(z)
-        if np.linalg.norm(residual) > 1e-12 * np.linalg.norm(r):
+        norm_r = np.linalg.norm(r)
+        residual = r - self._matvec(z, transpose)
+        if np.linalg.norm(residual) > 1e-12 * norm_r:
             z = z + self._lu.solve(residual, trans=trans)
-        return z
+            residual = r - self._matvec(z, transpose)
+        return z, float(np.linalg.norm(residual) / norm_r)
 
 
 class DenseSolver(KKTSolver):
@@ -137,27 +155,18 @@ class DenseSolver(KKTSolver):
 
     def __init__(self, K, operator, **options):
         super().__init__(K, operator, **options)
-        dense = K.toarray() if sp.issparse(K) else np.asarray(K)
-        self._dense = dense
+        self._dense = K.toarray() if sp.issparse(K) else np.asarray(K)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", la.LinAlgWarning)
-            self._lu = la.lu_factor(dense, check_finite=False)
-        pivots = np.abs(np.diag(self._lu[0]))
-        ratio = pivots.min() / pivots.max() if pivots.size and pivots.max() > 0 else 0.0
-        if not np.isfinite(ratio) or ratio < SINGULAR_PIVOT_RATIO:
-            self.singular = True
-            _warn_singular(f"pivot ratio {ratio:.2e}")
+            self._lu = la.lu_factor(self._dense, check_finite=False)
+        self._check_pivots(np.diag(self._lu[0]))
 
-    def _checked(self, r, transpose):
-        if self.singular and np.any(r):
-            mat = self._dense.T if transpose else self._dense
-            z = la.lstsq(mat, r, check_finite=False)[0]
-            self.last_residual = _relative_residual(lambda v: mat @ v, z, r)
-            return z
-        return super()._checked(r, transpose)
+    def _least_squares(self, r, transpose):
+        return la.lstsq(self._dense.T if transpose else self._dense, r, check_finite=False)[0]
 
     def _solve(self, r, transpose):
-        return la.lu_solve(self._lu, r, trans=1 if transpose else 0, check_finite=False)
+        z = la.lu_solve(self._lu, r, trans=1 if transpose else 0, check_finite=False)
+        return z, self._relative_residual(z, r, transpose)
 
 
 class IterativeSolver(KKTSolver):
@@ -188,7 +197,7 @@ class IterativeSolver(KKTSolver):
         else:
             out = spla.lsmr(op, r, atol=self.atol, btol=self.btol, maxiter=self.maxiter)
         z, self.last_iterations = out[0], out[2]
-        residual = _relative_residual(op.matvec, z, r)
+        residual = self._relative_residual(z, r, transpose)
         if residual > RESIDUAL_WARN:
             warnings.warn(
                 f"{self.method} stopped after {self.last_iterations} iterations with relative "
@@ -197,7 +206,7 @@ class IterativeSolver(KKTSolver):
                 InaccurateDerivativeWarning,
                 stacklevel=4,
             )
-        return z
+        return z, residual
 
 
 def make_solver(mode: str, K: sp.spmatrix | None, operator: spla.LinearOperator,

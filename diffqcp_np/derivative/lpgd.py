@@ -16,20 +16,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._validation import ProblemData, as_vector
-from ..cones.spec import ConeSpec
+from ..cones.spec import as_cone_spec
+from ..utils import embed_problem, regularize_P
 from .patterns import MatrixPattern, QuadraticTerm
 
 LPGD_MODES = ("lpgd", "lpgd_right", "lpgd_left")
 
 #: A forward solve: (A, b, c, cones, P, warm_start) -> (x, y, s).
 ForwardSolve = Callable[..., tuple]
-
-
-def _regularized(P: sp.csc_matrix | None, rho: float, n: int) -> sp.csc_matrix | None:
-    if rho <= 0:
-        return P
-    reg = rho * sp.identity(n, format="csc")
-    return reg if P is None else (P + reg).tocsc()
 
 
 def _check_tau_rho(tau: float | None, rho: float) -> None:
@@ -54,10 +48,13 @@ class LPGDDerivative:
         Default perturbation strength (may also be given per call).
     rho : float, default 0
         Default proximal regularisation strength.
+    quadratic : QuadraticTerm, optional
+        The quadratic term of ``data.P``, if the caller has built it already.
     """
 
     def __init__(self, data: ProblemData, x, y, s, mode: str, forward: ForwardSolve,
-                 tau: float | None = None, rho: float = 0.0) -> None:
+                 tau: float | None = None, rho: float = 0.0, *,
+                 quadratic: QuadraticTerm | None = None) -> None:
         if mode not in LPGD_MODES:
             raise ValueError(f"mode must be one of {LPGD_MODES}, got {mode!r}")
         self.mode = mode
@@ -68,7 +65,7 @@ class LPGDDerivative:
         self.forward = forward
         self.tau, self.rho = tau, rho
         self.A_pattern = MatrixPattern(data.A, "A")
-        self.quadratic = QuadraticTerm(data.P, data.n)
+        self.quadratic = QuadraticTerm(data.P, data.n) if quadratic is None else quadratic
 
     def _sides(self, tau: float) -> list[tuple[float, bool]]:
         """(signed tau, is the base point) pairs of the finite difference."""
@@ -102,7 +99,7 @@ class LPGDDerivative:
             P_t = P_full if dP_full is None else (P_full + t * dP_full).tocsc()
             sols.append(self.forward(
                 (d.A + t * dA).tocsc(), d.b + t * db, d.c + t * dc - rho * self.x, d.cones,
-                _regularized(P_t, rho, d.n), (self.x, self.y, self.s),
+                regularize_P(P_t, rho, d.n), (self.x, self.y, self.s),
             ))
         (x1, y1, s1), (x0, y0, s0) = sols
         div = self._divisor(tau)
@@ -116,21 +113,17 @@ class LPGDDerivative:
         if not np.any(gs):
             x, y, _ = self.forward(
                 d.A, d.b - t * gy, d.c + t * gx - rho * self.x, d.cones,
-                _regularized(P_full, rho, d.n), warm,
+                regularize_P(P_full, rho, d.n), warm,
             )
             return x, y
         # Cost on s: add variables x' = s with rows [A, I; 0, -I] and zero cone first.
         m, n = d.m, d.n
-        A_emb = sp.bmat([[d.A, sp.identity(m)], [None, -sp.identity(m)]], format="csc")
-        b_emb = np.concatenate([d.b - t * gy, np.zeros(m)])
-        c_emb = np.concatenate([d.c + t * gx, t * gs]) - rho * np.concatenate([self.x, self.s])
-        P_emb = None if P_full is None else sp.block_diag([P_full, sp.csc_matrix((m, m))],
-                                                          format="csc")
-        c = d.cones
-        cones = ConeSpec(zero=c.zero + m, nonneg=c.nonneg, soc=c.soc, psd=c.psd, exp=c.exp,
-                         exp_dual=c.exp_dual, power=c.power)
+        A_emb, b_emb, c_emb, P_emb, cones_emb = embed_problem(
+            d.A, d.b - t * gy, d.c + t * gx, P_full, d.cones.to_dict())
+        c_emb[n:] = t * gs
+        c_emb -= rho * np.concatenate([self.x, self.s])
         x_emb, y_emb, _ = self.forward(
-            A_emb, b_emb, c_emb, cones, _regularized(P_emb, rho, n + m), None
+            A_emb, b_emb, c_emb, as_cone_spec(cones_emb), regularize_P(P_emb, rho, n + m), None
         )
         # The first m rows are the original constraints, now equalities: their
         # multipliers are the original problem's y.

@@ -64,6 +64,8 @@ class MatrixPattern:
         self.indices = matrix.indices.copy()
         self.rows = self.indices.astype(np.int64)
         self.cols = _column_indices(matrix)
+        # column-major keys of the stored entries: sorted, since the CSC is canonical
+        self._keys = self.cols * self.shape[0] + self.rows
 
     @property
     def nnz(self) -> int:
@@ -87,10 +89,10 @@ class MatrixPattern:
         d = as_csc(d, argname, self.shape)
         d.eliminate_zeros()
         if d.nnz:
-            key_pattern = self.cols * self.shape[0] + self.rows
             d_cols = _column_indices(d)
             key_d = d_cols * self.shape[0] + d.indices.astype(np.int64)
-            outside = ~np.isin(key_d, key_pattern, assume_unique=True)
+            pos = np.minimum(np.searchsorted(self._keys, key_d), max(self.nnz - 1, 0))
+            outside = (self._keys[pos] != key_d) if self.nnz else np.ones(key_d.size, bool)
             if outside.any():
                 i, j = int(d.indices[outside][0]), int(d_cols[outside][0])
                 raise ValueError(

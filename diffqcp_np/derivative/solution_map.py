@@ -54,13 +54,22 @@ class SolutionDerivative:
     x, y, s : ndarray
         Primal solution, dual solution and slack.
     mode : {"direct", "dense", "lsqr", "lsmr"}
+    quadratic : QuadraticTerm, optional
+        The quadratic term of ``data.P`` when the caller has it already (the forward
+        solve builds it); built here otherwise.
+    A_pattern : MatrixPattern, optional
+        The stored pattern of ``data.A`` (shared across a same-structure batch).
+    AT : scipy.sparse.csc_matrix, optional
+        ``data.A.T`` in CSC form, if already computed.
     **solver_options
         Options of the linear solver: ``permc_spec`` (direct); ``atol``, ``btol``,
         ``maxiter`` (lsqr, lsmr).
     """
 
     def __init__(self, data: ProblemData, x: np.ndarray, y: np.ndarray, s: np.ndarray,
-                 mode: str = "direct", **solver_options: Any) -> None:
+                 mode: str = "direct", *, quadratic: QuadraticTerm | None = None,
+                 A_pattern: MatrixPattern | None = None, AT: sp.csc_matrix | None = None,
+                 **solver_options: Any) -> None:
         if mode not in EXACT_MODES:
             raise ValueError(f"mode must be one of {EXACT_MODES}, got {mode!r}")
         self.mode = mode
@@ -70,9 +79,9 @@ class SolutionDerivative:
         self.y = as_vector(y, "y", m)
         self.s = as_vector(s, "s", m)
         self.A = data.A
-        self.AT = data.A.T.tocsc()
-        self.A_pattern = MatrixPattern(data.A, "A")
-        self.quadratic = QuadraticTerm(data.P, n)
+        self.AT = data.A.T.tocsc() if AT is None else AT
+        self.A_pattern = MatrixPattern(data.A, "A") if A_pattern is None else A_pattern
+        self.quadratic = QuadraticTerm(data.P, n) if quadratic is None else quadratic
         self.cone_jacobian = ConeJacobian(self.y - self.s, data.cones, dual=True)
         K = self._assemble() if mode in ("direct", "dense") else None
         self.solver: KKTSolver = make_solver(mode, K, self._operator(), **solver_options)

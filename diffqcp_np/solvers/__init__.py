@@ -61,6 +61,8 @@ def _check_warm_start(warm_start: tuple, n: int, m: int) -> None:
             raise ValueError(
                 f"warm_start {name} has shape {np.shape(value)}, expected ({size},)"
             )
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"warm_start {name} contains NaN or Inf")
 
 
 def solve_cone_program(
