@@ -192,3 +192,86 @@ def soc_jacobian_triplets(
                     vals[pos] = val
                     pos += 1
     return rows, cols, vals
+
+
+@numba.njit(nogil=True, cache=True)
+def soc_reduced_triplets(
+    offsets: np.ndarray, codes: np.ndarray, ratios: np.ndarray, units: np.ndarray,
+    lift_above: int,
+):
+    """Triplets of ``D``, ``E = D(I − D) + Π₀`` and ``Π₀`` for the SOC blocks.
+
+    ``Π₀`` projects onto the null space of ``D``. Interior cones: ``D = I``, ``E = 0``;
+    polar cones: ``D = 0``, ``E = Π₀ = I``. A boundary cone (``t/||z|| = a``, unit
+    ``u = z/||z||``) has ``D = ½(1+a) I + U C U'`` with ``U = [e₀, (0, u)]``, eigenvalue
+    1 along ``(e₀ + u)/√2``, 0 along ``q = (e₀ − u)/√2`` and ``½(1+a)`` elsewhere, so
+    ``E = ½(1+a)·½(1−a)(I − UU') + qq'`` and ``Π₀ = qq'``. Boundary cones of dimension
+    above ``lift_above`` give only their diagonal parts (``D: ½(1+a)``,
+    ``E: ¼(1−a²)``, ``Π₀: 0``); the rank-two rest is lifted by the caller.
+
+    Returns
+    -------
+    rows, cols : ndarray of int64
+    d_vals, e_vals, null_vals : ndarray of float64
+    """
+    k = offsets.shape[0] - 1
+    nnz = 0
+    for i in range(k):
+        dim = offsets[i + 1] - offsets[i]
+        if codes[i] == SOC_BOUNDARY and dim <= lift_above:
+            nnz += dim * dim
+        else:
+            nnz += dim
+    rows = np.empty(nnz, dtype=np.int64)
+    cols = np.empty(nnz, dtype=np.int64)
+    d_vals = np.zeros(nnz)
+    e_vals = np.zeros(nnz)
+    null_vals = np.zeros(nnz)
+    pos = 0
+    for i in range(k):
+        start, stop = offsets[i], offsets[i + 1]
+        code = codes[i]
+        half_plus = 0.5 * (1.0 + ratios[i])
+        mid = half_plus * (1.0 - half_plus)
+        if code == SOC_BOUNDARY and stop - start <= lift_above:
+            for r in range(start, stop):
+                ur = 1.0 if r == start else -units[r]  # q = (e0 - u)/sqrt2, times sqrt2
+                for c in range(start, stop):
+                    uc = 1.0 if c == start else -units[c]
+                    # D: the dense boundary block; UU' restricted to the tail is u u'.
+                    if r == start and c == start:
+                        dv = 0.5
+                        proj = 1.0
+                    elif r == start:
+                        dv = 0.5 * units[c]
+                        proj = 0.0
+                    elif c == start:
+                        dv = 0.5 * units[r]
+                        proj = 0.0
+                    else:
+                        dv = -0.5 * ratios[i] * units[r] * units[c]
+                        proj = units[r] * units[c]
+                        if r == c:
+                            dv += half_plus
+                    identity = 1.0 if r == c else 0.0
+                    null = 0.5 * ur * uc
+                    rows[pos] = r
+                    cols[pos] = c
+                    d_vals[pos] = dv
+                    e_vals[pos] = mid * (identity - proj) + null
+                    null_vals[pos] = null
+                    pos += 1
+        else:
+            for j in range(start, stop):
+                rows[pos] = j
+                cols[pos] = j
+                if code == SOC_INTERIOR:
+                    d_vals[pos] = 1.0
+                elif code == SOC_POLAR:
+                    e_vals[pos] = 1.0
+                    null_vals[pos] = 1.0
+                else:
+                    d_vals[pos] = half_plus
+                    e_vals[pos] = mid
+                pos += 1
+    return rows, cols, d_vals, e_vals, null_vals

@@ -14,7 +14,7 @@ of equal side are handled together as a stack (batched ``eigh`` and ``matmul``).
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -217,12 +217,19 @@ class PSDJacobian:
             out[index] = _vec_stack(Q @ inner @ Qt)
         return out
 
-    def dense_blocks(self) -> list[np.ndarray]:
+    def dense_blocks(self, spectral_map: Callable[[np.ndarray], np.ndarray] | None = None
+                     ) -> list[np.ndarray]:
         """Dense Jacobian of each block in vec coordinates, in block order.
 
         The block Jacobian is ``T' diag(vec-positions of B) T`` where ``T`` is the
         orthogonal matrix of ``x -> vec(Q' unvec(x) Q)``, so it is symmetric with
         eigenvalues in ``[0, 1]`` up to rounding.
+
+        Parameters
+        ----------
+        spectral_map : callable, optional
+            Applied elementwise to the eigenvalues ``B`` before assembly, giving the
+            matrix function ``f(J)`` instead of ``J`` (e.g. ``J(I − J)``).
 
         Returns
         -------
@@ -237,6 +244,8 @@ class PSDJacobian:
             T = self._congruence_matrix(Q)
             rows, cols, _ = _tri(k)
             weights = B[:, rows, cols]
+            if spectral_map is not None:
+                weights = spectral_map(weights)
             J = np.swapaxes(T, -1, -2) @ (weights[:, :, None] * T)
             J = 0.5 * (J + np.swapaxes(J, -1, -2))
             for i, block in zip(position[k], J):

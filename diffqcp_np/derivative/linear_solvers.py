@@ -1,6 +1,8 @@
 """Solvers for the derivative system ``K z = r`` and its transpose ``K' z = r``.
 
-``direct`` factors the sparse K once (SuperLU) and reuses the factors for every solve;
+``direct`` factors the symmetric reduced system once (LDLᵀ, see
+:mod:`~diffqcp_np.derivative.reduced_system`), refines every answer against the exact K,
+and falls back to a sparse LU of K itself (SuperLU) when refinement stalls;
 ``dense`` does the same with a dense LU (tiny problems); ``lsqr`` and ``lsmr`` run
 matrix-free on K with forwarded tolerances and check the true residual. Where K is
 singular or numerically so (the solution map is not differentiable there), every
@@ -148,6 +150,85 @@ class DirectSolver(KKTSolver):
         return z, float(np.linalg.norm(residual) / norm_r)
 
 
+class ReducedDirectSolver(KKTSolver):
+    """LDLᵀ of the reduced symmetric system, refined against K; LU of K as a fallback.
+
+    Each answer is refined (at most ``MAX_REFINEMENT`` steps) until its residual with K
+    is below ``REFINED``. If the reduced system looks singular when factored, or
+    refinement stalls above ``ACCEPTED``, the solver switches for good to
+    :class:`DirectSolver` on the assembled K, whose pivot check decides whether the
+    point is non-differentiable.
+
+    Parameters
+    ----------
+    reduced : ReducedSystem
+        Approximate K and K' solves and a singularity estimate.
+    assemble : callable
+        Returns the sparse K (called only for the fallback).
+    operator : LinearOperator
+        K as an operator.
+    permc_spec : str, default "COLAMD"
+        Column ordering of the fallback LU.
+    """
+
+    name = "direct"
+    MAX_REFINEMENT = 10
+    REFINED = 1e-13
+    ACCEPTED = 1e-10
+
+    def __init__(self, reduced, assemble: Callable[[], sp.spmatrix],
+                 operator: spla.LinearOperator, permc_spec: str = "COLAMD", **options):
+        super().__init__(None, operator, **options)
+        self._reduced = reduced
+        self._assemble = assemble
+        self._permc_spec = permc_spec
+        self._fallback: DirectSolver | None = None
+        if reduced.nearly_singular():
+            self._switch_to_lu()
+
+    @property
+    def uses_fallback(self) -> bool:
+        """Whether refinement stalled and the LU of K took over."""
+        return self._fallback is not None
+
+    def _refined(self, r: np.ndarray, transpose: bool) -> tuple[np.ndarray, float]:
+        approx = self._reduced.solve_transpose if transpose else self._reduced.solve
+        norm_r = np.linalg.norm(r)
+        z = approx(r)
+        residual = r - self._matvec(z, transpose)
+        norm_res = np.linalg.norm(residual)
+        for _ in range(self.MAX_REFINEMENT):
+            if not norm_res > self.REFINED * norm_r:  # also stops on NaN
+                break
+            candidate = z + approx(residual)
+            new_residual = r - self._matvec(candidate, transpose)
+            new_norm = np.linalg.norm(new_residual)
+            if not new_norm < norm_res:
+                break
+            z, residual, improved = candidate, new_residual, new_norm < 0.5 * norm_res
+            norm_res = new_norm
+            if not improved:
+                break
+        return z, float(norm_res / norm_r)
+
+    def _switch_to_lu(self) -> None:
+        self._fallback = DirectSolver(self._assemble(), self.operator,
+                                      permc_spec=self._permc_spec)
+        self.K = self._fallback.K
+        self.singular = self._fallback.singular
+
+    def _solve(self, r, transpose):
+        if self._fallback is None:
+            z, residual = self._refined(r, transpose)
+            if residual <= self.ACCEPTED:
+                return z, residual
+            self._switch_to_lu()
+        if self.singular:
+            z = self._least_squares(r, transpose)
+            return z, self._relative_residual(z, r, transpose)
+        return self._fallback._solve(r, transpose)
+
+
 class DenseSolver(KKTSolver):
     """Dense LU of K, for small problems."""
 
@@ -209,13 +290,34 @@ class IterativeSolver(KKTSolver):
         return z, residual
 
 
-def make_solver(mode: str, K: sp.spmatrix | None, operator: spla.LinearOperator,
-                **options: Any) -> KKTSolver:
-    """Build the solver of the derivative system for ``mode``."""
+def make_solver(mode: str, assemble: Callable[[], sp.spmatrix],
+                operator: spla.LinearOperator, reduced: Callable[[], Any] | None = None,
+                factorization: str = "ldl", **options: Any) -> KKTSolver:
+    """Build the solver of the derivative system for ``mode``.
+
+    Parameters
+    ----------
+    mode : {"direct", "dense", "lsqr", "lsmr"}
+    assemble : callable
+        Returns the sparse K (direct and dense modes; called only when needed).
+    operator : LinearOperator
+        K as an operator.
+    reduced : callable, optional
+        Returns the reduced symmetric system (direct mode with ``factorization="ldl"``).
+    factorization : {"ldl", "lu"}, default "ldl"
+        Direct mode: LDLᵀ of the reduced symmetric system (refined, with LU of K as a
+        fallback), or LU of K from the start.
+    **options
+        Options of the chosen solver.
+    """
     if mode == "direct":
-        return DirectSolver(K, operator, **options)
+        if factorization == "lu":
+            return DirectSolver(assemble(), operator, **options)
+        if factorization != "ldl":
+            raise ValueError(f"factorization must be 'ldl' or 'lu', got {factorization!r}")
+        return ReducedDirectSolver(reduced(), assemble, operator, **options)
     if mode == "dense":
-        return DenseSolver(K, operator, **options)
+        return DenseSolver(assemble(), operator, **options)
     if mode in ("lsqr", "lsmr"):
-        return IterativeSolver(K, operator, method=mode, **options)
+        return IterativeSolver(None, operator, method=mode, **options)
     raise ValueError(f"no linear solver for mode {mode!r}")

@@ -26,6 +26,7 @@ from .._validation import ProblemData, as_vector
 from ..cones.projection import ConeJacobian
 from .linear_solvers import KKTSolver, make_solver
 from .patterns import MatrixPattern, QuadraticTerm, gradient_A
+from .reduced_system import ReducedSystem
 
 EXACT_MODES = ("direct", "dense", "lsqr", "lsmr")
 
@@ -62,8 +63,9 @@ class SolutionDerivative:
     AT : scipy.sparse.csc_matrix, optional
         ``data.A.T`` in CSC form, if already computed.
     **solver_options
-        Options of the linear solver: ``permc_spec`` (direct); ``atol``, ``btol``,
-        ``maxiter`` (lsqr, lsmr).
+        Options of the linear solver: ``factorization`` ("ldl", the default: LDLᵀ of
+        the reduced symmetric system, or "lu": LU of K) and ``permc_spec`` (LU column
+        ordering) in direct mode; ``atol``, ``btol``, ``maxiter`` (lsqr, lsmr).
     """
 
     def __init__(self, data: ProblemData, x: np.ndarray, y: np.ndarray, s: np.ndarray,
@@ -83,8 +85,8 @@ class SolutionDerivative:
         self.A_pattern = MatrixPattern(data.A, "A") if A_pattern is None else A_pattern
         self.quadratic = QuadraticTerm(data.P, n) if quadratic is None else quadratic
         self.cone_jacobian = ConeJacobian(self.y - self.s, data.cones, dual=True)
-        K = self._assemble() if mode in ("direct", "dense") else None
-        self.solver: KKTSolver = make_solver(mode, K, self._operator(), **solver_options)
+        self.solver: KKTSolver = make_solver(mode, self._assemble, self._operator(),
+                                             reduced=self._reduced, **solver_options)
 
     # -- the system -------------------------------------------------------------------
     def _assemble(self) -> sp.csc_matrix:
@@ -94,6 +96,9 @@ class SolutionDerivative:
         return sp.bmat(
             [[P, self.AT @ D], [-self.A, sp.identity(m, format="csc") - D]], format="csc"
         )
+
+    def _reduced(self) -> ReducedSystem:
+        return ReducedSystem(self.quadratic.full, self.A, self.AT, self.cone_jacobian)
 
     def _operator(self) -> spla.LinearOperator:
         m, n = self.data.m, self.data.n

@@ -1,0 +1,202 @@
+"""A cone Jacobian split into the pieces of the symmetric reduced derivative system.
+
+For a cone Jacobian ``D`` (symmetric, eigenvalues in [0, 1]) the reduced derivative
+system needs ``D`` itself, ``E = D(I − D) + Π₀`` and ``Π₀``, the orthogonal projector
+onto the null space of ``D``. All three are block diagonal with the blocks of ``D``.
+Large second-order cones on the boundary region would make them dense inside the
+block; such a block is split into a diagonal part here and a rank-two remainder,
+:class:`LiftedSOC`, that the derivative system handles by a low-rank update instead
+of densifying.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._soc_numba import SOC_BOUNDARY, soc_reduced_triplets
+from .projection import ConeJacobian
+
+#: Boundary SOC blocks of larger dimension than this are lifted instead of densified.
+LIFT_SOC_ABOVE = 32
+#: Eigenvalues of numerically computed blocks (PSD, exponential, power) below this
+#: count as null; the error this makes is removed by iterative refinement.
+NULL_EIGENVALUE = 1e-6
+
+
+@dataclass(frozen=True)
+class LiftedSOC:
+    """Boundary second-order cones whose rank-two part is kept out of the sparse matrices.
+
+    A lifted block at rows ``start:stop`` with ratio ``a = t/||z||`` and unit tail
+    ``u`` has ``D = ½(1+a) I + U C U'``, ``E = ¼(1−a²) I + U F U'`` and ``Π₀ = qq'``
+    with ``U = [e₀, (0, u)]``, ``C = [[−a/2, ½], [½, −a/2]]``,
+    ``F = q̂q̂' − ¼(1−a²) I₂``, ``q̂ = (1, −1)/√2`` and ``q = U q̂``.
+
+    Attributes
+    ----------
+    starts, stops : ndarray of int64
+        Row ranges of the lifted blocks.
+    ratios : ndarray
+        ``a`` of each block.
+    units : ndarray, shape (m,)
+        The unit tails at their rows (zero elsewhere).
+    m : int
+        Number of rows of the whole Jacobian.
+    """
+
+    starts: np.ndarray
+    stops: np.ndarray
+    ratios: np.ndarray
+    units: np.ndarray
+    m: int
+
+    @property
+    def count(self) -> int:
+        """Number of lifted blocks."""
+        return int(self.starts.size)
+
+    @cached_property
+    def basis(self) -> sp.csc_matrix:
+        """``[U₁, U₂, ...]`` as an ``m × 2r`` sparse matrix (columns ``e₀``, ``(0, u)``)."""
+        rows, cols, vals = [], [], []
+        for j, (start, stop) in enumerate(zip(self.starts, self.stops)):
+            rows += [np.array([start]), np.arange(start + 1, stop)]
+            cols += [np.array([2 * j]), np.full(stop - start - 1, 2 * j + 1)]
+            vals += [np.ones(1), self.units[start + 1:stop]]
+        return sp.csc_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(self.m, 2 * self.count),
+        )
+
+    @cached_property
+    def null_vectors(self) -> sp.csc_matrix:
+        """``[q₁, q₂, ...]``: unit null vectors of ``D`` in the lifted blocks (``m × r``)."""
+        U = self.basis
+        combine = sp.kron(sp.identity(self.count), np.array([[1.0], [-1.0]]) / np.sqrt(2))
+        return (U @ combine).tocsc()
+
+    def couplings(self) -> tuple[np.ndarray, np.ndarray]:
+        """Stacked 2×2 matrices ``C`` and ``F`` of the blocks, shape (r, 2, 2) each."""
+        a = self.ratios
+        C = np.empty((a.size, 2, 2))
+        C[:, 0, 0] = C[:, 1, 1] = -0.5 * a
+        C[:, 0, 1] = C[:, 1, 0] = 0.5
+        mid = 0.25 * (1.0 - a * a)
+        q_hat = np.array([1.0, -1.0]) / np.sqrt(2)
+        F = np.outer(q_hat, q_hat)[None, :, :] - mid[:, None, None] * np.eye(2)[None]
+        return C, F
+
+
+@dataclass(frozen=True)
+class ReducedParts:
+    """``D``, ``E = D(I − D) + Π₀`` and ``Π₀`` as sparse matrices, plus lifted SOC blocks.
+
+    Inside lifted blocks the matrices hold only the diagonal parts
+    (``½(1+a)``, ``¼(1−a²)`` and 0); ``lifted`` holds the rest.
+    """
+
+    D: sp.csc_matrix
+    E: sp.csc_matrix
+    null: sp.csc_matrix
+    lifted: LiftedSOC
+
+    def project_null(self, v: np.ndarray) -> np.ndarray:
+        """``Π₀ v``."""
+        out = self.null @ v
+        if self.lifted.count:
+            Q = self.lifted.null_vectors
+            out += Q @ (Q.T @ v)
+        return out
+
+
+def _spectral_blocks(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``E`` and ``Π₀`` of stacked small symmetric blocks, via their eigenvalues."""
+    lam, V = np.linalg.eigh(blocks)
+    null = lam < NULL_EIGENVALUE
+    e_weights = np.where(null, 1.0, lam * (1.0 - lam))
+    Vt = np.swapaxes(V, -1, -2)
+    E = V @ (e_weights[..., None] * Vt)
+    N = V @ (null[..., None] * Vt)
+    return E, N
+
+
+def _psd_spectral(weights: np.ndarray, kind: str) -> np.ndarray:
+    null = weights < NULL_EIGENVALUE
+    if kind == "null":
+        return null.astype(float)
+    return np.where(null, 1.0, weights * (1.0 - weights))
+
+
+def reduced_parts(jac: ConeJacobian, lift_above: int = LIFT_SOC_ABOVE) -> ReducedParts:
+    """Split a cone Jacobian into the pieces of the reduced derivative system.
+
+    Parameters
+    ----------
+    jac : ConeJacobian
+    lift_above : int, default LIFT_SOC_ABOVE
+        Boundary SOC blocks of larger dimension are lifted (rank two) instead of
+        densified.
+
+    Returns
+    -------
+    ReducedParts
+    """
+    spec, sl = jac.spec, jac._slices
+    m = jac.shape[0]
+    rows, cols, d_parts, e_parts, n_parts = [], [], [], [], []
+
+    def add(r, c, d, e, n, offset):
+        rows.append(np.asarray(r, np.int64) + offset)
+        cols.append(np.asarray(c, np.int64) + offset)
+        d_parts.append(np.asarray(d, float))
+        e_parts.append(np.asarray(e, float))
+        n_parts.append(np.asarray(n, float))
+
+    diagonal = np.concatenate([np.full(spec.zero, 1.0 if jac.dual else 0.0), jac._nonneg])
+    idx = np.arange(diagonal.size)
+    is_null = (diagonal == 0.0).astype(float)
+    add(idx, idx, diagonal, diagonal * (1.0 - diagonal) + is_null, is_null, 0)
+
+    offsets = jac._soc_offsets
+    codes, ratios, units = jac._soc
+    add(*soc_reduced_triplets(offsets, codes, ratios, units, lift_above), sl["q"].start)
+    dims = np.diff(offsets)
+    lift = (codes == SOC_BOUNDARY) & (dims > lift_above)
+    lifted_units = np.zeros(m)
+    lifted_units[sl["q"]] = units
+    lifted = LiftedSOC(offsets[:-1][lift] + sl["q"].start, offsets[1:][lift] + sl["q"].start,
+                       ratios[lift].copy(), lifted_units, m)
+
+    offset = sl["s"].start
+    for d_block, e_block, n_block in zip(
+        jac._psd.dense_blocks(),
+        jac._psd.dense_blocks(lambda w: _psd_spectral(w, "e")),
+        jac._psd.dense_blocks(lambda w: _psd_spectral(w, "null")),
+    ):
+        k = d_block.shape[0]
+        r, c = np.tile(np.arange(k), k), np.repeat(np.arange(k), k)
+        add(r, c, d_block.ravel(order="F"), e_block.ravel(order="F"),
+            n_block.ravel(order="F"), offset)
+        offset += k
+
+    small = jac._small
+    if small.shape[0]:
+        E, N = _spectral_blocks(small)
+        k = small.shape[0]
+        base = np.arange(k)[:, None, None] * 3
+        r = np.broadcast_to(base + np.arange(3)[None, :, None], (k, 3, 3))
+        c = np.broadcast_to(base + np.arange(3)[None, None, :], (k, 3, 3))
+        add(r.ravel(), c.ravel(), small.ravel(), E.ravel(), N.ravel(), jac._small_start)
+
+    row, col = np.concatenate(rows), np.concatenate(cols)
+
+    def matrix(parts):
+        mat = sp.csc_matrix((np.concatenate(parts), (row, col)), shape=(m, m))
+        mat.eliminate_zeros()
+        return mat
+
+    return ReducedParts(matrix(d_parts), matrix(e_parts), matrix(n_parts), lifted)

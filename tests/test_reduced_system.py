@@ -1,0 +1,164 @@
+"""The symmetric reduced derivative system (direct mode's LDLᵀ path) against dense oracles.
+
+Oracles: dense eigendecompositions of the cone Jacobian (for ``E = D(I−D) + Π₀`` and
+``Π₀``), dense solves of the assembled K, and the LU-of-K path of direct mode.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.linalg as la
+
+from diffqcp_np import solve_and_derivative
+from diffqcp_np._validation import check_problem
+from diffqcp_np.cones import ConeJacobian
+from diffqcp_np.cones.reduced import LIFT_SOC_ABOVE, reduced_parts
+from diffqcp_np.derivative.linear_solvers import NonDifferentiableWarning
+from diffqcp_np.derivative.solution_map import SolutionDerivative
+from problems import known_solution_problem, random_perturbation, relative_error
+
+LARGE_SOC = LIFT_SOC_ABOVE + 8
+MIXED = {"z": 2, "l": 6, "q": [3, 5, LARGE_SOC, LARGE_SOC + 3], "s": [3], "ep": 2, "ed": 1,
+         "p": [0.3, -0.6]}
+
+
+def _jacobian(cone_dict: dict, seed: int) -> ConeJacobian:
+    """The dual cone Jacobian at a random point (SOC blocks on their boundary region)."""
+    from diffqcp_np.cones import as_cone_spec
+
+    v = np.random.default_rng(seed).standard_normal(as_cone_spec(cone_dict).dim)
+    return ConeJacobian(v, cone_dict, dual=True)
+
+FAMILIES = {
+    "lp": ({"z": 2, "l": 12}, False),
+    "qp": ({"z": 2, "l": 12}, True),
+    "large_soc": ({"l": 3, "q": [LARGE_SOC, LARGE_SOC + 5]}, False),
+    "large_soc_qp": ({"l": 3, "q": [LARGE_SOC]}, True),
+    "sdp": ({"l": 2, "s": [4]}, False),
+    "exp": ({"l": 2, "ep": 2, "ed": 1}, True),
+    "power": ({"l": 2, "p": [0.4, -0.7]}, True),
+    "mixed": ({"z": 1, "l": 4, "q": [3, LARGE_SOC], "s": [2], "ep": 1, "p": [0.4]}, True),
+}
+
+
+def _dense_parts(jac: ConeJacobian):
+    """``D``, ``E`` and ``Π₀`` from a dense eigendecomposition of the Jacobian."""
+    D = jac.to_sparse().toarray()
+    lam, V = np.linalg.eigh(D)
+    null = lam < 1e-9
+    Pi0 = (V[:, null]) @ V[:, null].T
+    return D, D @ (np.eye(D.shape[0]) - D) + Pi0, Pi0
+
+
+def _reassembled_parts(parts):
+    """Dense ``D``, ``E``, ``Π₀`` from the sparse parts plus the lifted rank-two terms."""
+    D, E, N = (mat.toarray() for mat in (parts.D, parts.E, parts.null))
+    lifted = parts.lifted
+    if lifted.count:
+        U = lifted.basis.toarray()
+        C, F = lifted.couplings()
+        D += U @ la.block_diag(*C) @ U.T
+        E += U @ la.block_diag(*F) @ U.T
+        Q = lifted.null_vectors.toarray()
+        N += Q @ Q.T
+    return D, E, N
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_parts_match_a_dense_eigendecomposition(seed):
+    jac = _jacobian(MIXED, seed)
+    parts = reduced_parts(jac)
+    assert parts.lifted.count >= 1  # the large boundary cones are lifted, not densified
+    for got, want in zip(_reassembled_parts(parts), _dense_parts(jac)):
+        np.testing.assert_allclose(got, want, atol=1e-9)
+
+
+def test_null_projector_is_an_orthogonal_projector_onto_the_null_space_of_D():
+    jac = _jacobian(MIXED, 7)
+    D, _, N = _reassembled_parts(reduced_parts(jac))
+    np.testing.assert_allclose(N @ N, N, atol=1e-10)
+    np.testing.assert_allclose(D @ N, 0.0, atol=1e-10)
+    assert round(np.trace(N)) == int(np.sum(np.linalg.eigvalsh(D) < 1e-9))
+
+
+def _dense_K(sd: SolutionDerivative) -> np.ndarray:
+    return sd._assemble().toarray()
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_direct_solves_match_a_dense_solve_of_K(name):
+    cone_dict, quadratic = FAMILIES[name]
+    prob = known_solution_problem(cone_dict, seed=3, quadratic=quadratic)
+    data = check_problem(prob.A, prob.b, prob.c, prob.cone_dict, prob.P)
+    sd = SolutionDerivative(data, prob.x, prob.y, prob.s, mode="direct")
+    assert not sd.solver.uses_fallback
+    K = _dense_K(sd)
+    rng = np.random.default_rng(0)
+    r = rng.standard_normal(K.shape[0])
+    np.testing.assert_allclose(sd.solver.solve(r), np.linalg.solve(K, r), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(sd.solver.solve_transpose(r), np.linalg.solve(K.T, r),
+                               rtol=0, atol=1e-9)
+    assert sd.last_residual < 1e-12
+    # the unrefined reduced solve is already close: the regularisation is small
+    approx = sd.solver._reduced.solve(r)
+    assert relative_error(approx, np.linalg.solve(K, r)) < 1e-5
+
+
+@pytest.mark.parametrize("name", ["qp", "large_soc", "mixed"])
+def test_ldl_and_lu_factorizations_agree_through_the_api(name):
+    cone_dict, quadratic = FAMILIES[name]
+    prob = known_solution_problem(cone_dict, seed=5, quadratic=quadratic)
+    rng = np.random.default_rng(1)
+    dA, db, dc, dP = random_perturbation(prob, rng)
+    gx, gy = rng.standard_normal(prob.n), rng.standard_normal(prob.m)
+    results = []
+    for factorization in ("ldl", "lu"):
+        _, _, _, D, DT = solve_and_derivative(
+            prob.A, prob.b, prob.c, prob.cone_dict, P=prob.P, solve_method="CLARABEL",
+            derivative_kwargs={"factorization": factorization})
+        results.append((D(dA, db, dc, dP=dP), DT(gx, gy, None, return_dP=True)))
+    (jvp_ldl, vjp_ldl), (jvp_lu, vjp_lu) = results
+    for got, want in zip(jvp_ldl, jvp_lu):
+        assert relative_error(got, want) < 1e-10
+    for got, want in zip(vjp_ldl, vjp_lu):
+        got, want = (v.toarray() if hasattr(v, "toarray") else v for v in (got, want))
+        assert relative_error(got, want) < 1e-10
+
+
+def test_singular_system_falls_back_to_lu_and_warns():
+    # Two identical active rows: the dual is not unique, K is singular.
+    import scipy.sparse as sp
+
+    A = sp.csc_matrix(np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]]))
+    x, y = np.array([1.0, 1.0]), np.array([1.0, 1.0, 2.0, 0.0])
+    s = np.array([0.0, 0.0, 0.0, 1.0])
+    data = check_problem(A, A @ x + s, -(A.T @ y), {"l": 4}, None)
+    with pytest.warns(NonDifferentiableWarning):
+        sd = SolutionDerivative(data, x, y, s, mode="direct")
+    assert sd.solver.uses_fallback and sd.solver.singular
+
+
+def test_unknown_factorization_is_rejected():
+    prob = known_solution_problem({"l": 4}, seed=0)
+    data = check_problem(prob.A, prob.b, prob.c, prob.cone_dict, prob.P)
+    with pytest.raises(ValueError, match="factorization"):
+        SolutionDerivative(data, prob.x, prob.y, prob.s, factorization="cholesky")
+
+
+def test_ill_conditioned_but_nonsingular_stays_exact():
+    """A badly scaled (but nonsingular) problem: LDLᵀ may hand over to LU, never warns."""
+    prob = known_solution_problem({"z": 1, "l": 8}, seed=2, quadratic=True)
+    scale = np.ones(prob.m)
+    scale[0] = 1e-6
+    A = (prob.A.multiply(scale[:, None])).tocsc()
+    data = check_problem(A, prob.b * scale, prob.c, prob.cone_dict, prob.P)
+    y = prob.y / scale
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NonDifferentiableWarning)
+        sd = SolutionDerivative(data, prob.x, y, prob.s * scale, mode="direct")
+    K = _dense_K(sd)
+    r = np.random.default_rng(0).standard_normal(K.shape[0])
+    assert relative_error(sd.solver.solve(r), np.linalg.solve(K, r)) < 1e-8
