@@ -11,10 +11,11 @@ import warnings
 import numpy as np
 import pytest
 import scipy.linalg as la
+import scipy.sparse as sp
 
 from diffqcp_np import solve_and_derivative
 from diffqcp_np._validation import check_problem
-from diffqcp_np.cones import ConeJacobian
+from diffqcp_np.cones import ConeJacobian, as_cone_spec
 from diffqcp_np.cones.reduced import LIFT_SOC_ABOVE, reduced_parts
 from diffqcp_np.derivative.linear_solvers import NonDifferentiableWarning
 from diffqcp_np.derivative.solution_map import SolutionDerivative
@@ -27,8 +28,6 @@ MIXED = {"z": 2, "l": 6, "q": [3, 5, LARGE_SOC, LARGE_SOC + 3], "s": [3], "ep": 
 
 def _jacobian(cone_dict: dict, seed: int) -> ConeJacobian:
     """The dual cone Jacobian at a random point (SOC blocks on their boundary region)."""
-    from diffqcp_np.cones import as_cone_spec
-
     v = np.random.default_rng(seed).standard_normal(as_cone_spec(cone_dict).dim)
     return ConeJacobian(v, cone_dict, dual=True)
 
@@ -130,8 +129,6 @@ def test_ldl_and_lu_factorizations_agree_through_the_api(name):
 
 def test_singular_system_falls_back_to_lu_and_warns():
     # Two identical active rows: the dual is not unique, K is singular.
-    import scipy.sparse as sp
-
     A = sp.csc_matrix(np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]]))
     x, y = np.array([1.0, 1.0]), np.array([1.0, 1.0, 2.0, 0.0])
     s = np.array([0.0, 0.0, 0.0, 1.0])
@@ -162,3 +159,16 @@ def test_ill_conditioned_but_nonsingular_stays_exact():
     K = _dense_K(sd)
     r = np.random.default_rng(0).standard_normal(K.shape[0])
     assert relative_error(sd.solver.solve(r), np.linalg.solve(K, r)) < 1e-8
+
+
+def test_zero_pivot_at_every_regularization_hands_over_to_lu(monkeypatch):
+    from diffqcp_np.derivative import reduced_system
+
+    monkeypatch.setattr(reduced_system, "REGULARIZATIONS", ())
+    prob = known_solution_problem({"z": 1, "l": 8}, seed=4, quadratic=True)
+    data = check_problem(prob.A, prob.b, prob.c, prob.cone_dict, prob.P)
+    sd = SolutionDerivative(data, prob.x, prob.y, prob.s, mode="direct")
+    assert sd.solver.uses_fallback and not sd.solver.singular
+    K = _dense_K(sd)
+    r = np.random.default_rng(0).standard_normal(K.shape[0])
+    assert relative_error(sd.solver.solve_transpose(r), np.linalg.solve(K.T, r)) < 1e-10

@@ -19,6 +19,8 @@ import scipy.linalg as la
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from .reduced_system import FactorizationError
+
 #: Pivot ratio below which a factorisation is treated as singular.
 SINGULAR_PIVOT_RATIO = 1e-13
 #: Relative residual above which an answer is reported as inaccurate.
@@ -161,8 +163,9 @@ class ReducedDirectSolver(KKTSolver):
 
     Parameters
     ----------
-    reduced : ReducedSystem
-        Approximate K and K' solves and a singularity estimate.
+    reduced : callable
+        Builds (and factors) the :class:`ReducedSystem`: approximate K and K' solves and
+        a singularity estimate.
     assemble : callable
         Returns the sparse K (called only for the fallback).
     operator : LinearOperator
@@ -176,14 +179,18 @@ class ReducedDirectSolver(KKTSolver):
     REFINED = 1e-13
     ACCEPTED = 1e-10
 
-    def __init__(self, reduced, assemble: Callable[[], sp.spmatrix],
+    def __init__(self, reduced: Callable[[], Any], assemble: Callable[[], sp.spmatrix],
                  operator: spla.LinearOperator, permc_spec: str = "COLAMD", **options):
         super().__init__(None, operator, **options)
-        self._reduced = reduced
         self._assemble = assemble
         self._permc_spec = permc_spec
         self._fallback: DirectSolver | None = None
-        if reduced.nearly_singular():
+        try:
+            self._reduced = reduced()
+        except FactorizationError:
+            self._switch_to_lu()
+            return
+        if self._reduced.nearly_singular():
             self._switch_to_lu()
 
     @property
@@ -315,7 +322,7 @@ def make_solver(mode: str, assemble: Callable[[], sp.spmatrix],
             return DirectSolver(assemble(), operator, **options)
         if factorization != "ldl":
             raise ValueError(f"factorization must be 'ldl' or 'lu', got {factorization!r}")
-        return ReducedDirectSolver(reduced(), assemble, operator, **options)
+        return ReducedDirectSolver(reduced, assemble, operator, **options)
     if mode == "dense":
         return DenseSolver(assemble(), operator, **options)
     if mode in ("lsqr", "lsmr"):

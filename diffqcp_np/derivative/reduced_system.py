@@ -27,13 +27,18 @@ import numpy as np
 import qdldl
 import scipy.linalg as la
 import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 
 from ..cones.projection import ConeJacobian
 from ..cones.reduced import LiftedSOC, ReducedParts, reduced_parts
 
-#: Static regularisation of M, relative to its largest entry (at least 1).
-REGULARIZATION = 1e-9
+#: Static regularisations of M tried in turn, relative to its largest entry (at least 1).
+#: M is quasi-definite once regularised, but rounding can still produce a zero pivot
+#: in QDLDL (which does not pivot) when P is singular, as in LPs; a larger value cures it.
+REGULARIZATIONS = (1e-8, 1e-7, 1e-6)
+
+
+class FactorizationError(RuntimeError):
+    """QDLDL met a zero pivot at every regularisation tried."""
 
 
 def _two_by_two_inverse(C: np.ndarray) -> np.ndarray:
@@ -82,11 +87,11 @@ class ReducedSystem:
         # Rows where D vanishes are in D's null space: decoupled from M (their part of
         # the answer comes from Π₀), so M keeps only the others.
         self.kept = np.flatnonzero(np.diff(self.parts.D.indptr))
-        self._ldl = self._factor(self._upper_matrix(P))
+        self._ldl = self._factor(P)
         self._woodbury = self._woodbury_terms() if self.parts.lifted.count else None
 
-    def _upper_matrix(self, P: sp.csc_matrix | None) -> sp.csc_matrix:
-        """The upper triangle of the regularised M."""
+    def _upper_matrix(self, P: sp.csc_matrix | None, regularization: float) -> sp.csc_matrix:
+        """The upper triangle of M, regularised by ``±regularization · max|M_ij|``."""
         n = self.n
         top = sp.csc_matrix((n, n)) if P is None else sp.triu(P, format="csc")
         D_kept = self.parts.D[:, self.kept]
@@ -95,22 +100,26 @@ class ReducedSystem:
         k = self.kept.size
         scale = max([1.0] + [float(np.abs(mat.data).max()) for mat in (top, coupling, bottom)
                              if mat.nnz])
-        self.regularization = delta = REGULARIZATION * scale
+        self.regularization = delta = regularization * scale
         upper = sp.bmat([[top + delta * sp.identity(n, format="csc"), coupling],
                          [None, -bottom - delta * sp.identity(k, format="csc")]], format="csc")
         upper.sum_duplicates()  # QDLDL needs canonical CSC (sorted, no duplicates)
         return upper
 
-    @staticmethod
-    def _factor(upper: sp.csc_matrix):
-        """QDLDL of M (no pivoting, fast), or SuperLU with threshold pivoting where QDLDL
-        meets a zero pivot (possible without a positive definite P, e.g. for LPs)."""
-        try:
-            return qdldl.Solver(upper, upper=True)
-        except RuntimeError:
-            full = (upper + sp.triu(upper, k=1, format="csc").T).tocsc()
-            return spla.splu(full, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.1,
-                             options={"SymmetricMode": True})
+    def _factor(self, P: sp.csc_matrix | None) -> qdldl.Solver:
+        """QDLDL of the regularised M, with the smallest regularisation that works.
+
+        Raises
+        ------
+        FactorizationError
+            If every regularisation in ``REGULARIZATIONS`` meets a zero pivot.
+        """
+        for regularization in REGULARIZATIONS:
+            try:
+                return qdldl.Solver(self._upper_matrix(P, regularization), upper=True)
+            except RuntimeError:
+                continue
+        raise FactorizationError("QDLDL met a zero pivot in the reduced system")
 
     def _woodbury_terms(self) -> tuple[sp.csc_matrix, np.ndarray, tuple]:
         """``W``, ``M₀⁻¹ W`` and the LU factors of the capacitance ``S⁻¹ + W' M₀⁻¹ W``."""
