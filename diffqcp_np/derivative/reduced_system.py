@@ -34,7 +34,7 @@ from ..cones.reduced import LiftedSOC, ReducedParts, reduced_parts
 #: Static regularisations of M tried in turn, relative to its largest entry (at least 1).
 #: M is quasi-definite once regularised, but rounding can still produce a zero pivot
 #: in QDLDL (which does not pivot) when P is singular, as in LPs; a larger value cures it.
-REGULARIZATIONS = (1e-8, 1e-7, 1e-6)
+REGULARIZATIONS = (1e-9, 1e-7, 1e-5)
 
 
 class FactorizationError(RuntimeError):
