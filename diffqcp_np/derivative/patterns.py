@@ -14,6 +14,8 @@ with upper storage an off-diagonal gradient entry is twice the symmetric gradien
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numba
 import numpy as np
 import scipy.sparse as sp
@@ -43,7 +45,7 @@ def _sym_outer_on_pattern(rows, cols, w, x, off_diagonal_scale):
 
 
 def _column_indices(mat: sp.csc_matrix) -> np.ndarray:
-    return np.repeat(np.arange(mat.shape[1], dtype=np.int64), np.diff(mat.indptr))
+    return mat.tocoo(copy=False).col.astype(np.int64, copy=False)
 
 
 class MatrixPattern:
@@ -64,8 +66,11 @@ class MatrixPattern:
         self.indices = matrix.indices.copy()
         self.rows = self.indices.astype(np.int64)
         self.cols = _column_indices(matrix)
-        # column-major keys of the stored entries: sorted, since the CSC is canonical
-        self._keys = self.cols * self.shape[0] + self.rows
+
+    @cached_property
+    def _keys(self) -> np.ndarray:
+        """Column-major keys of the stored entries: sorted, since the CSC is canonical."""
+        return self.cols * self.shape[0] + self.rows
 
     @property
     def nnz(self) -> int:
@@ -144,18 +149,31 @@ class QuadraticTerm:
                 "or its upper triangle"
             )
         if lower.any():
-            asym = abs(P - P.T).max() if P.nnz else 0.0
-            scale = max(abs(P).max(), 1.0)
-            if asym > sym_tol * scale:
-                raise ValueError(
-                    f"P is not symmetric (max |P - P'| = {asym:.3g}); pass the full symmetric "
-                    "matrix or its upper triangle"
-                )
             self.storage = "full"
-            self.full = ((P + P.T) * 0.5).tocsc()
+            self.full = self._symmetrized(P, sym_tol)
         else:
             self.storage = "upper"
             self.full = self._expand_upper(P)
+
+    @staticmethod
+    def _symmetrized(P: sp.csc_matrix, sym_tol: float) -> sp.csc_matrix:
+        """``(P + P')/2`` after checking that ``P`` is symmetric to ``sym_tol`` (relative)."""
+        PT = P.T.tocsc()  # canonical: the transpose of a canonical CSC is sorted
+        if np.array_equal(PT.indptr, P.indptr) and np.array_equal(PT.indices, P.indices):
+            difference = P.data - PT.data  # same pattern: compare entry by entry
+            full = sp.csc_matrix(((P.data + PT.data) * 0.5, P.indices.copy(),
+                                  P.indptr.copy()), shape=P.shape)
+        else:
+            difference = (P - PT).data
+            full = ((P + PT) * 0.5).tocsc()
+        asym = float(np.abs(difference).max()) if difference.size else 0.0
+        scale = max(float(np.abs(P.data).max()) if P.nnz else 0.0, 1.0)
+        if asym > sym_tol * scale:
+            raise ValueError(
+                f"P is not symmetric (max |P - P'| = {asym:.3g}); pass the full symmetric "
+                "matrix or its upper triangle"
+            )
+        return full
 
     @staticmethod
     def _expand_upper(U: sp.csc_matrix) -> sp.csc_matrix:
