@@ -19,6 +19,7 @@ import scipy.linalg as la
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from .norms import vector_norm
 from .reduced_system import FactorizationError
 
 #: Pivot ratio below which a factorisation is treated as singular.
@@ -36,8 +37,8 @@ class InaccurateDerivativeWarning(RuntimeWarning):
 
 
 def _relative_residual(matvec: Callable, z: np.ndarray, r: np.ndarray) -> float:
-    norm_r = np.linalg.norm(r)
-    return float(np.linalg.norm(matvec(z) - r) / max(norm_r, np.finfo(float).tiny))
+    norm_r = vector_norm(r)
+    return float(vector_norm(matvec(z) - r) / max(norm_r, np.finfo(float).tiny))
 
 
 def _least_squares(op: spla.LinearOperator, r: np.ndarray) -> np.ndarray:
@@ -144,12 +145,12 @@ class DirectSolver(KKTSolver):
     def _solve(self, r, transpose):
         trans = "T" if transpose else "N"
         z = self._lu.solve(r, trans=trans)
-        norm_r = np.linalg.norm(r)
+        norm_r = vector_norm(r)
         residual = r - self._matvec(z, transpose)
-        if np.linalg.norm(residual) > 1e-12 * norm_r:
+        if vector_norm(residual) > 1e-12 * norm_r:
             z = z + self._lu.solve(residual, trans=trans)
             residual = r - self._matvec(z, transpose)
-        return z, float(np.linalg.norm(residual) / norm_r)
+        return z, float(vector_norm(residual) / norm_r)
 
 
 class ReducedDirectSolver(KKTSolver):
@@ -200,16 +201,16 @@ class ReducedDirectSolver(KKTSolver):
 
     def _refined(self, r: np.ndarray, transpose: bool) -> tuple[np.ndarray, float]:
         approx = self._reduced.solve_transpose if transpose else self._reduced.solve
-        norm_r = np.linalg.norm(r)
+        norm_r = vector_norm(r)
         z = approx(r)
         residual = r - self._matvec(z, transpose)
-        norm_res = np.linalg.norm(residual)
+        norm_res = vector_norm(residual)
         for _ in range(self.MAX_REFINEMENT):
             if not norm_res > self.REFINED * norm_r:  # also stops on NaN
                 break
             candidate = z + approx(residual)
             new_residual = r - self._matvec(candidate, transpose)
-            new_norm = np.linalg.norm(new_residual)
+            new_norm = vector_norm(new_residual)
             if not new_norm < norm_res:
                 break
             z, residual, improved = candidate, new_residual, new_norm < 0.5 * norm_res

@@ -30,6 +30,7 @@ import scipy.sparse as sp
 
 from ..cones.projection import ConeJacobian
 from ..cones.reduced import LiftedSOC, ReducedParts, reduced_parts
+from .norms import vector_norm
 
 #: Static regularisations of M tried in turn, relative to its largest entry (at least 1).
 #: M is quasi-definite once regularised, but rounding can still produce a zero pivot
@@ -148,7 +149,7 @@ class ReducedSystem:
         then decides with a pivoting LU of K).
         """
         z = np.random.default_rng(seed).standard_normal(self.n + self.kept.size)
-        growth = np.linalg.norm(self.solve_symmetric(z / np.linalg.norm(z)))
+        growth = vector_norm(self.solve_symmetric(z / vector_norm(z)))
         return not growth < 1e-4 / self.regularization
 
     def _expand(self, kept_values: np.ndarray) -> np.ndarray:
