@@ -17,7 +17,11 @@ from diffqcp_np import solve_and_derivative
 from diffqcp_np._validation import check_problem
 from diffqcp_np.cones import ConeJacobian, as_cone_spec
 from diffqcp_np.cones.reduced import LIFT_SOC_ABOVE, reduced_parts
-from diffqcp_np.derivative.linear_solvers import NonDifferentiableWarning
+from diffqcp_np.derivative.linear_solvers import (
+    DirectSolver,
+    NonDifferentiableWarning,
+    ReducedDirectSolver,
+)
 from diffqcp_np.derivative.solution_map import SolutionDerivative
 from problems import known_solution_problem, random_perturbation, relative_error
 
@@ -92,7 +96,8 @@ def test_direct_solves_match_a_dense_solve_of_K(name):
     cone_dict, quadratic = FAMILIES[name]
     prob = known_solution_problem(cone_dict, seed=3, quadratic=quadratic)
     data = check_problem(prob.A, prob.b, prob.c, prob.cone_dict, prob.P)
-    sd = SolutionDerivative(data, prob.x, prob.y, prob.s, mode="direct")
+    sd = SolutionDerivative(data, prob.x, prob.y, prob.s, mode="direct",
+                            factorization="ldl")
     assert not sd.solver.uses_fallback
     K = _dense_K(sd)
     rng = np.random.default_rng(0)
@@ -167,8 +172,17 @@ def test_zero_pivot_at_every_regularization_hands_over_to_lu(monkeypatch):
     monkeypatch.setattr(reduced_system, "REGULARIZATIONS", ())
     prob = known_solution_problem({"z": 1, "l": 8}, seed=4, quadratic=True)
     data = check_problem(prob.A, prob.b, prob.c, prob.cone_dict, prob.P)
-    sd = SolutionDerivative(data, prob.x, prob.y, prob.s, mode="direct")
+    sd = SolutionDerivative(data, prob.x, prob.y, prob.s, mode="direct", factorization="ldl")
     assert sd.solver.uses_fallback and not sd.solver.singular
     K = _dense_K(sd)
     r = np.random.default_rng(0).standard_normal(K.shape[0])
     assert relative_error(sd.solver.solve_transpose(r), np.linalg.solve(K.T, r)) < 1e-10
+
+
+@pytest.mark.parametrize("cone_dict, expected", [({"l": 2, "s": [3]}, DirectSolver),
+                                                 ({"l": 2, "q": [4]}, ReducedDirectSolver)])
+def test_auto_factorization_uses_lu_with_psd_cones_only(cone_dict, expected):
+    prob = known_solution_problem(cone_dict, seed=1)
+    data = check_problem(prob.A, prob.b, prob.c, prob.cone_dict, prob.P)
+    sd = SolutionDerivative(data, prob.x, prob.y, prob.s)
+    assert type(sd.solver) is expected

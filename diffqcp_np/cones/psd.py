@@ -217,8 +217,8 @@ class PSDJacobian:
             out[index] = _vec_stack(Q @ inner @ Qt)
         return out
 
-    def dense_blocks(self, spectral_map: Callable[[np.ndarray], np.ndarray] | None = None
-                     ) -> list[np.ndarray]:
+    def dense_blocks(self, *spectral_maps: Callable[[np.ndarray], np.ndarray] | None
+                     ) -> list[np.ndarray] | list[tuple[np.ndarray, ...]]:
         """Dense Jacobian of each block in vec coordinates, in block order.
 
         The block Jacobian is ``T' diag(vec-positions of B) T`` where ``T`` is the
@@ -227,16 +227,19 @@ class PSDJacobian:
 
         Parameters
         ----------
-        spectral_map : callable, optional
-            Applied elementwise to the eigenvalues ``B`` before assembly, giving the
-            matrix function ``f(J)`` instead of ``J`` (e.g. ``J(I − J)``).
+        *spectral_maps : callable or None
+            Each is applied elementwise to the eigenvalues ``B`` before assembly, giving
+            the matrix function ``f(J)`` (e.g. ``J(I − J)``); ``None`` gives ``J``.
+            ``T`` is built once for all of them.
 
         Returns
         -------
         list of ndarray, each of shape (k (k + 1) / 2, k (k + 1) / 2)
-            Exactly symmetric float64 matrices.
+            Exactly symmetric float64 matrices (without ``spectral_maps``); with them, a
+            tuple of such matrices per block, one per map.
         """
-        blocks: list[np.ndarray | None] = [None] * len(self._sides)
+        maps = spectral_maps or (None,)
+        blocks: list[tuple[np.ndarray, ...] | None] = [None] * len(self._sides)
         position = {}
         for i, k in enumerate(self._sides):
             position.setdefault(k, []).append(i)
@@ -244,12 +247,15 @@ class PSDJacobian:
             T = self._congruence_matrix(Q)
             rows, cols, _ = _tri(k)
             weights = B[:, rows, cols]
-            if spectral_map is not None:
-                weights = spectral_map(weights)
-            J = np.swapaxes(T, -1, -2) @ (weights[:, :, None] * T)
-            J = 0.5 * (J + np.swapaxes(J, -1, -2))
-            for i, block in zip(position[k], J):
-                blocks[i] = np.ascontiguousarray(block)
+            per_map = []
+            for spectral_map in maps:
+                w = weights if spectral_map is None else spectral_map(weights)
+                J = np.swapaxes(T, -1, -2) @ (w[:, :, None] * T)
+                per_map.append(0.5 * (J + np.swapaxes(J, -1, -2)))
+            for j, i in enumerate(position[k]):
+                blocks[i] = tuple(np.ascontiguousarray(J[j]) for J in per_map)
+        if not spectral_maps:
+            return [block[0] for block in blocks]
         return blocks
 
     @staticmethod

@@ -172,10 +172,8 @@ def reduced_parts(jac: ConeJacobian, lift_above: int = LIFT_SOC_ABOVE) -> Reduce
                        ratios[lift].copy(), lifted_units, m)
 
     offset = sl["s"].start
-    for d_block, e_block, n_block in zip(
-        jac._psd.dense_blocks(),
-        jac._psd.dense_blocks(lambda w: _psd_spectral(w, "e")),
-        jac._psd.dense_blocks(lambda w: _psd_spectral(w, "null")),
+    for d_block, e_block, n_block in jac._psd.dense_blocks(
+        None, lambda w: _psd_spectral(w, "e"), lambda w: _psd_spectral(w, "null")
     ):
         k = d_block.shape[0]
         r, c = np.tile(np.arange(k), k), np.repeat(np.arange(k), k)

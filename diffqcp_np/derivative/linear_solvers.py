@@ -300,7 +300,8 @@ class IterativeSolver(KKTSolver):
 
 def make_solver(mode: str, assemble: Callable[[], sp.spmatrix],
                 operator: spla.LinearOperator, reduced: Callable[[], Any] | None = None,
-                factorization: str = "ldl", **options: Any) -> KKTSolver:
+                factorization: str = "auto", has_psd: bool = False,
+                **options: Any) -> KKTSolver:
     """Build the solver of the derivative system for ``mode``.
 
     Parameters
@@ -312,17 +313,24 @@ def make_solver(mode: str, assemble: Callable[[], sp.spmatrix],
         K as an operator.
     reduced : callable, optional
         Returns the reduced symmetric system (direct mode with ``factorization="ldl"``).
-    factorization : {"ldl", "lu"}, default "ldl"
+    factorization : {"auto", "ldl", "lu"}, default "auto"
         Direct mode: LDLᵀ of the reduced symmetric system (refined, with LU of K as a
-        fallback), or LU of K from the start.
+        fallback), or LU of K from the start. ``"auto"`` is ``"lu"`` when the cones
+        include PSD blocks (their dense blocks in the reduced system cost three dense
+        products each, more than the LU saves) and ``"ldl"`` otherwise.
+    has_psd : bool, default False
+        Whether the cones include PSD blocks (for ``"auto"``).
     **options
         Options of the chosen solver.
     """
     if mode == "direct":
+        if factorization == "auto":
+            factorization = "lu" if has_psd else "ldl"
         if factorization == "lu":
             return DirectSolver(assemble(), operator, **options)
         if factorization != "ldl":
-            raise ValueError(f"factorization must be 'ldl' or 'lu', got {factorization!r}")
+            raise ValueError(
+                f"factorization must be 'auto', 'ldl' or 'lu', got {factorization!r}")
         return ReducedDirectSolver(reduced, assemble, operator, **options)
     if mode == "dense":
         return DenseSolver(assemble(), operator, **options)

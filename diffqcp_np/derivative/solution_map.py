@@ -63,9 +63,10 @@ class SolutionDerivative:
     AT : scipy.sparse.csc_matrix, optional
         ``data.A.T`` in CSC form, if already computed.
     **solver_options
-        Options of the linear solver: ``factorization`` ("ldl", the default: LDLᵀ of
-        the reduced symmetric system, or "lu": LU of K) and ``permc_spec`` (LU column
-        ordering) in direct mode; ``atol``, ``btol``, ``maxiter`` (lsqr, lsmr).
+        Options of the linear solver: ``factorization`` ("auto", the default: "lu" with
+        PSD cones, else "ldl"; "ldl": LDLᵀ of the reduced symmetric system; "lu": LU of
+        K) and ``permc_spec`` (LU column ordering) in direct mode; ``atol``, ``btol``,
+        ``maxiter`` (lsqr, lsmr).
     """
 
     def __init__(self, data: ProblemData, x: np.ndarray, y: np.ndarray, s: np.ndarray,
@@ -86,7 +87,8 @@ class SolutionDerivative:
         self.quadratic = QuadraticTerm(data.P, n) if quadratic is None else quadratic
         self.cone_jacobian = ConeJacobian(self.y - self.s, data.cones, dual=True)
         self.solver: KKTSolver = make_solver(mode, self._assemble, self._operator(),
-                                             reduced=self._reduced, **solver_options)
+                                             reduced=self._reduced,
+                                             has_psd=bool(data.cones.psd), **solver_options)
 
     # -- the system -------------------------------------------------------------------
     def _assemble(self) -> sp.csc_matrix:
