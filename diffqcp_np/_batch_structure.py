@@ -9,7 +9,9 @@ such a batch :class:`BatchStructure` does once what only depends on the structur
   case, :meth:`BatchStructure.problems`; the copies share the pattern's read-only index
   arrays and are built without SciPy's per-matrix checks, :class:`CSCFactory`);
 * the transposition map of ``A`` and the map from the stored values of ``P`` to the
-  symmetric matrix the objective sees (with the symmetry check as one vector operation);
+  symmetric matrix the objective sees (with the symmetry check as one vector operation),
+  and to its upper triangle as the forward solvers read it (:attr:`BatchStructure.patterns`,
+  for :class:`~diffqcp_np.solvers.BatchSolver`);
 * a template of the derivative system ``K = [[P, A'D], [−A, I−D]]`` on a fixed superset
   pattern (``D`` with full cone blocks), with index maps that fill ``K``'s values from a
   problem's ``P``, ``A`` and cone Jacobian without sparse-matrix algebra (the zeros of
@@ -34,6 +36,8 @@ from ._validation import ProblemData, as_vector
 from .cones.projection import ConeJacobian
 from .cones.spec import ConeSpec, as_cone_spec, vec_psd_dim
 from .derivative import MatrixPattern, QuadraticTerm, SolutionDerivative
+from .solvers import SharedPatterns
+from .solvers.base import CSCFactory
 
 #: Largest cone block whose Jacobian is read by probing (one matvec per column of the
 #: largest block); beyond it the Jacobian is read from ``ConeJacobian.to_sparse``.
@@ -52,69 +56,6 @@ def _csc(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray,
     out = sp.csc_matrix((data, indices, indptr), shape=shape, copy=False)
     out.has_canonical_format = True
     return out
-
-
-# -- cheap CSC matrices ------------------------------------------------------------------------
-class CSCFactory:
-    """CSC matrices on one canonical pattern, built without the constructor's checks.
-
-    The constructor validates the pattern of every matrix (about 13 µs each); here the
-    instance state is copied from a template built by the constructor, with the given
-    ``data``, ``indices`` and ``indptr``. If a matrix built this way disagrees with the
-    constructor's (another SciPy), the constructor is used.
-    """
-
-    def __init__(self, indices: np.ndarray, indptr: np.ndarray, shape: tuple[int, int]):
-        self.indices = np.asarray(indices)
-        self.indptr = np.asarray(indptr)
-        self.shape = shape
-        template = sp.csc_matrix((np.zeros(self.indices.size), self.indices.copy(),
-                                  self.indptr.copy()), shape=shape)
-        template.has_canonical_format = True
-        self._state = dict(template.__dict__)
-        self.fast = {"data", "indices", "indptr"} <= self._state.keys()
-        if self.fast:
-            values = np.arange(1.0, self.indices.size + 1)
-            probe = self._build_fast(values[None], self.indices[None], self.indptr[None])[0]
-            want = sp.csc_matrix((values, self.indices, self.indptr), shape=shape)
-            try:
-                self.fast = bool(probe.shape == want.shape and probe.nnz == want.nnz
-                                 and probe.has_canonical_format
-                                 and (probe != want).nnz == 0)
-            except Exception:  # noqa: BLE001 - any failure: use the constructor
-                self.fast = False
-
-    def _build_fast(self, data, indices, indptr) -> list[sp.csc_matrix]:
-        new, cls, state = object.__new__, sp.csc_matrix, self._state
-        out = []
-        for d_row, i_row, p_row in zip(data, indices, indptr):
-            mat = new(cls)
-            d = state.copy()
-            d["data"], d["indices"], d["indptr"] = d_row, i_row, p_row
-            mat.__dict__ = d
-            out.append(mat)
-        return out
-
-    def build(self, data: np.ndarray) -> list[sp.csc_matrix]:
-        """One matrix per row of ``data`` (shape ``(count, nnz)``), each with its own
-        (writable) rows of batch-wide ``data``, ``indices`` and ``indptr`` arrays."""
-        count = data.shape[0]
-        return self._make(data, np.tile(self.indices, (count, 1)),
-                          np.tile(self.indptr, (count, 1)))
-
-    def shared(self, data: np.ndarray) -> list[sp.csc_matrix]:
-        """One matrix per row of ``data``, all sharing the factory's (read-only) index
-        arrays: for internal copies that are never modified in place."""
-        count = data.shape[0]
-        indices = np.broadcast_to(self.indices, (count, self.indices.size))
-        indptr = np.broadcast_to(self.indptr, (count, self.indptr.size))
-        return self._make(data, indices, indptr)
-
-    def _make(self, data, indices, indptr) -> list[sp.csc_matrix]:
-        if self.fast:
-            return self._build_fast(data, indices, indptr)
-        return [sp.csc_matrix((d, i, p), shape=self.shape, copy=False)
-                for d, i, p in zip(data, indices, indptr)]
 
 
 def _stacked(arrays: Sequence, size: int) -> np.ndarray | None:
@@ -275,6 +216,14 @@ class _QuadraticMap:
             self._a[lower] = rows.size
             self._b[~lower] = rows.size
         self._weight = 0.5 if storage == "full" else 1.0
+        # As QuadraticTerm: a full P on a symmetric pattern is symmetrised entry by entry
+        # (its zeros stay stored); otherwise through sparse sums, which drop zeros.
+        self.drops_zeros = not (storage == "full" and union.nnz == rows.size)
+        upper = u_rows <= u_cols  # the union's upper triangle, as the solvers read it
+        self.upper_indices = _read_only(union.indices[upper])
+        self.upper_indptr = _read_only(np.concatenate(
+            ([0], np.cumsum(np.bincount(u_cols[upper], minlength=n)))).astype(union.indptr.dtype))
+        self._upper_a, self._upper_b = self._a[upper], self._b[upper]
 
     @staticmethod
     def _lookup(stored: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -314,10 +263,20 @@ class _QuadraticMap:
                 return None
         return self._weight * (a + b)
 
+    def upper_values(self, data: np.ndarray) -> np.ndarray:
+        """Entries of the symmetric ``P``'s upper triangle on ``upper_indices`` /
+        ``upper_indptr``, from the stored values (rows of ``data`` for a 2-D array).
+
+        The same numbers as :meth:`union_values` there (no symmetry check).
+        """
+        ext = np.concatenate([data, np.zeros(data.shape[:-1] + (1,))], axis=-1)
+        return self._weight * (ext[..., self._upper_a] + ext[..., self._upper_b])
+
     def quadratic(self, union_values: np.ndarray, n: int) -> _SharedQuadratic:
         full = sp.csc_matrix((union_values, self.indices.copy(), self.indptr.copy()),
                              shape=(n, n))
-        full.eliminate_zeros()  # as QuadraticTerm's sparse sums do
+        if self.drops_zeros:
+            full.eliminate_zeros()
         return _SharedQuadratic(n, self.storage, self.pattern, full)
 
 
@@ -472,7 +431,8 @@ class BatchStructure:
             return None
         Ps_out = self._P_factory.shared(P_vals)
         fulls = self._full_factory.shared(union)
-        zeros = ~np.all(union != 0.0, axis=1)  # such rows drop their zeros, as problem()
+        # rows whose zeros are dropped (as problem() does) get their own pattern
+        zeros = ~np.all(union != 0.0, axis=1) & q.drops_zeros
         out = []
         for k in range(count):
             full = q.quadratic(union[k], n).full if zeros[k] else fulls[k]
@@ -480,6 +440,22 @@ class BatchStructure:
                                     P=Ps_out[k]),
                         _SharedQuadratic(n, q.storage, q.pattern, full)))
         return out
+
+    @cached_property
+    def patterns(self) -> SharedPatterns:
+        """The patterns the forward solver reads: ``A``'s and the upper triangle of ``P``'s."""
+        q = self._quadratic
+        if q is None:
+            return SharedPatterns(self.shape, self.A_indices, self.A_indptr)
+        return SharedPatterns(self.shape, self.A_indices, self.A_indptr, q.upper_indices,
+                              q.upper_indptr, q.drops_zeros)
+
+    def upper_P(self, P_data: np.ndarray | None) -> np.ndarray | None:
+        """The symmetric ``P``'s upper triangle on :attr:`patterns`, from ``P``'s stored
+        values (the rows of a 2-D array: one problem each); None without ``P``."""
+        if self._quadratic is None or P_data is None:
+            return None
+        return self._quadratic.upper_values(P_data)
 
     def transpose(self, A: sp.csc_matrix) -> sp.csc_matrix:
         """``A'`` as CSC (``A`` on the shared pattern)."""

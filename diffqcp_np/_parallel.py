@@ -196,21 +196,26 @@ def run_chunk(fn: Callable, job: Any, chunk: Sequence, pin_blas: bool,
     list of (result, warnings)
         ``warnings`` is a list of ``(category, message)`` when ``record_warnings``.
     """
-    out = []
     with BLAS_PIN if pin_blas else nullcontext():
-        for item in chunk:
-            try:
-                if record_warnings:
-                    with warnings.catch_warnings(record=True) as caught:
-                        warnings.simplefilter("always")
-                        result = fn(job, item)
-                    out.append((result, [(w.category, str(w.message)) for w in caught]))
-                else:
-                    out.append((fn(job, item), []))
-            except Exception as err:
-                _tag(err, item.index)
-                raise
-    return out
+        if not record_warnings:
+            return [(_run_item(fn, job, item), []) for item in chunk]
+        out = []
+        with warnings.catch_warnings(record=True) as caught:  # once per chunk: it is slow
+            warnings.simplefilter("always")
+            for item in chunk:
+                first = len(caught)
+                result = _run_item(fn, job, item)
+                out.append((result, [(w.category, str(w.message)) for w in caught[first:]]))
+        return out
+
+
+def _run_item(fn: Callable, job: Any, item: Any) -> Any:
+    """``fn(job, item)``; an exception it raises is tagged with the item's problem index."""
+    try:
+        return fn(job, item)
+    except Exception as err:
+        _tag(err, item.index)
+        raise
 
 
 def describe(indices: Sequence[int], limit: int = 8) -> str:
@@ -268,6 +273,15 @@ class Runner:
         return self.kind in ("serial", "threads") or isinstance(self.executor,
                                                                  ThreadPoolExecutor)
 
+    def local(self) -> Runner:
+        """This runner if it runs in this process, else threads with as many workers
+        (at most the cores of this process) and the same chunks and progress report."""
+        if self.in_process:
+            return self
+        n_jobs = min(self.n_jobs, resolve_n_jobs(-1, "n_jobs"))
+        return Runner("threads" if n_jobs > 1 else "serial", n_jobs, None, self.chunksize,
+                      self.progress)
+
     def progress_reporter(self, total: int, desc: str) -> _Progress:
         """This runner's progress report (``update(count)``, ``close()``) for a pass."""
         return _Progress(self.progress, total, desc)
@@ -292,14 +306,15 @@ class Runner:
         job : object
             Settings shared by every item (pickled once per task).
         items : sequence
-            Objects with an ``index`` attribute (the problem's index in the batch).
+            Objects with an ``index`` attribute (the problem's index in the batch); a
+            slice of it (a chunk) is what a task receives.
         desc : str
             Label of the progress bar.
         on_result : callable, optional
             Called with each result as its task completes (in the calling thread); an
             exception it raises cancels the remaining tasks and propagates.
         """
-        chunks = self._chunks(list(items))
+        chunks = self._chunks(items)
         results: list[list | None] = [None] * len(chunks)
         progress = _Progress(self.progress, len(items), desc)
         try:

@@ -5,13 +5,15 @@ and return values (keyword names included: cvxpylayers passes ``As=``, ``bs=``, 
 ``cone_dicts=``), plus keyword-only options:
 
 Back ends
-    ``backend="threads"`` (the default; the solvers and Numba kernels release the GIL),
-    ``"processes"`` (a ``ProcessPoolExecutor`` started with ``forkserver`` or ``spawn``,
-    created on first use and reused), ``"serial"``, or ``executor=`` any
-    ``concurrent.futures.Executor``, e.g. Dask's ``distributed.Client.get_executor()``.
-    ``n_jobs_* = -1`` means all cores, ``1`` runs serially in the calling thread. Problems
-    are sent in chunks (``chunksize``, default about four tasks per worker); BLAS is
-    pinned to one thread per worker. Results always come back in input order.
+    ``backend="threads"`` (the default), ``"processes"`` (a ``ProcessPoolExecutor``
+    started with ``forkserver`` or ``spawn``, created on first use and reused),
+    ``"serial"``, or ``executor=`` any ``concurrent.futures.Executor``, e.g. Dask's
+    ``distributed.Client.get_executor()``. ``n_jobs_* = -1`` means all cores, ``1`` runs
+    serially in the calling thread. Problems are sent in chunks (``chunksize``, default
+    about four tasks per worker); BLAS is pinned to one thread per worker. Results always
+    come back in input order. The solvers (SCS, Clarabel), SuperLU and the Numba kernels
+    release the GIL; the per-problem Python work around them holds it, which for small
+    problems can make ``"processes"`` the faster back end.
 
 Where the backward pass runs
     With the serial and thread back ends each problem's derivative is set up in the
@@ -24,7 +26,10 @@ Where the backward pass runs
     whose workers set up the derivative, apply it and return the result. That is one
     factorisation per problem per call: the same cost as factoring in the forward pass
     when, as in training loops, each batch is differentiated once, and the backward
-    pass is spread over the workers (over several machines with Dask).
+    pass is spread over the workers (over several machines with Dask). The exception
+    is the batched dense derivative of small same-structure batches (below): it is set
+    up in this process after the forward pass, whatever the back end, since it costs
+    less than sending the problems away.
 
 Failures
     A problem without a solution (infeasible, unbounded, solver failure) raises
@@ -43,11 +48,14 @@ Same-structure batches
     When every ``A`` shares one canonical CSC pattern, every ``P`` another (or all are
     None) and every cone dict is equal (the cvxpylayers case), the cone dict is parsed
     and the patterns analysed once (:mod:`diffqcp_np._batch_structure`): only the values
-    are validated (for the whole batch at once), and the derivative system is filled
+    are validated (for the whole batch at once), the forward solver is set up once
+    (:class:`~diffqcp_np.solvers.BatchSolver`: its cones, settings and index arrays; the
+    solutions are exactly those of single solves) and takes each problem as values (sent
+    to processes as stacked arrays, a few per task), and the derivative system is filled
     through precomputed index maps instead of sparse-matrix algebra. When, in addition,
-    the derivative system is small (``N = n + m ≤ 200``), the mode is ``direct`` or
-    ``dense`` and the back end runs in this process (serial, threads), the derivatives
-    are set up for the whole batch at once after the forward pass
+    the derivative system is small (``N = n + m ≤ 200``) and the mode is ``direct`` or
+    ``dense``, the derivatives are set up for the whole batch at once after the forward
+    pass
     (:mod:`diffqcp_np._dense_batch`: one cone Jacobian call per block of problems, dense
     systems factored by LAPACK in a compiled loop, one compiled pass per
     ``D_batch``/``DT_batch`` call); a member whose system is singular falls back to its
@@ -60,10 +68,10 @@ Inputs are never modified.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -84,7 +92,7 @@ from .cone_program import (
 from .cones.spec import as_cone_spec
 from .derivative import EXACT_MODES, QuadraticTerm
 from .derivative.solution_map import _check_unused_kwargs
-from .solvers import SolverError
+from .solvers import BatchSolver, SolverError, SolverResult
 
 __all__ = ["solve_and_derivative_batch", "solve_only_batch"]
 
@@ -99,6 +107,7 @@ class _Settings:
     mode: str | None = None
     derivative_kwargs: dict = field(default_factory=dict)
     structure: BatchStructure | None = None
+    solver: BatchSolver | None = None  # the forward solver of a same-structure batch
 
 
 @dataclass
@@ -109,6 +118,51 @@ class _Problem:
     data: ProblemData
     quadratic: QuadraticTerm
     warm_start: Any = None
+
+
+@dataclass
+class _Values:
+    """One problem of a same-structure batch as values (a forward work item sent to
+    other processes: see :class:`~diffqcp_np.solvers.BatchSolver`)."""
+
+    index: int
+    A: np.ndarray
+    b: np.ndarray
+    c: np.ndarray
+    P: np.ndarray | None  # the upper triangle of the symmetric P, on the shared pattern
+    warm_start: Any = None
+
+
+class _ValuesBlock(Sequence):
+    """Problems of a same-structure batch as stacked values: a sequence of :class:`_Values`
+    (what the Runner slices into tasks) that pickles as a few arrays.
+
+    Parameters
+    ----------
+    indices : ndarray
+        Batch indices of the rows.
+    A, b, c : ndarray
+        One row per problem: ``A``'s values, ``b``, ``c``.
+    P : ndarray or None
+        One row per problem: the upper triangle of the symmetric ``P`` (shared pattern).
+    warm_starts : list
+    """
+
+    def __init__(self, indices: np.ndarray, A: np.ndarray, b: np.ndarray, c: np.ndarray,
+                 P: np.ndarray | None, warm_starts: list) -> None:
+        self.indices, self.A, self.b, self.c, self.P = indices, A, b, c, P
+        self.warm_starts = warm_starts
+
+    def __len__(self) -> int:
+        return self.indices.size
+
+    def __getitem__(self, k):
+        P = None if self.P is None else self.P[k]
+        if isinstance(k, slice):
+            return _ValuesBlock(self.indices[k], self.A[k], self.b[k], self.c[k], P,
+                                self.warm_starts[k])
+        return _Values(int(self.indices[k]), self.A[k], self.b[k], self.c[k], P,
+                       self.warm_starts[k])
 
 
 @dataclass
@@ -175,27 +229,44 @@ class _ForwardJob:
 
 
 @dataclass(frozen=True)
+class _ValuesJob:
+    solver: BatchSolver
+
+
+@dataclass(frozen=True)
 class _BackwardJob:
     method: str  # "jvp" or "vjp"
     kwargs: dict
 
 
 # -- worker functions (module level: they are pickled) --------------------------------------
+def _solved(index: int, result: SolverResult, n: int, m: int) -> _Solved:
+    if not result.ok:
+        nan_m = np.full(m, np.nan)
+        return _Solved(index, np.full(n, np.nan), nan_m, nan_m.copy(), result.info,
+                       result.status, False)
+    return _Solved(index, result.x, result.y, result.s, result.info, result.status, True)
+
+
 def _forward(job: _ForwardJob, problem: _Problem) -> _Solved:
     st = job.settings
     data = problem.data
-    result = _solve(data, problem.quadratic, st.solve_method, problem.warm_start, False,
-                    st.solver_kwargs)
-    if not result.ok:
-        nan_m = np.full(data.m, np.nan)
-        return _Solved(problem.index, np.full(data.n, np.nan), nan_m, nan_m.copy(),
-                       result.info, result.status, False)
-    solved = _Solved(problem.index, result.x, result.y, result.s, result.info, result.status,
-                     True)
-    if job.set_up_derivative:
+    if st.solver is not None:
+        P = None if data.P is None else st.structure.upper_P(data.P.data)
+        result = st.solver.solve(data.A.data, data.b, data.c, P, problem.warm_start)
+    else:
+        result = _solve(data, problem.quadratic, st.solve_method, problem.warm_start, False,
+                        st.solver_kwargs)
+    solved = _solved(problem.index, result, data.n, data.m)
+    if solved.ok and job.set_up_derivative:
         solved.derivative = _Derivative(st, problem, result.x, result.y, result.s)
         solved.derivative.get()
     return solved
+
+
+def _forward_values(job: _ValuesJob, item: _Values) -> _Solved:
+    result = job.solver.solve(item.A, item.b, item.c, item.P, item.warm_start)
+    return _solved(item.index, result, item.c.size, item.b.size)
 
 
 def _apply(job: _BackwardJob, item: _Application):
@@ -271,8 +342,22 @@ def _forward_pass(runner: Runner, settings: _Settings, problems: list[_Problem],
                 f"({solved.status})"
             )
 
+    if settings.solver is not None and not runner.in_process:
+        return runner.map(_forward_values, _ValuesJob(settings.solver),
+                          _value_items(settings.structure, problems), "solve", on_result=check)
     return runner.map(_forward, _ForwardJob(settings, set_up_derivative), problems,
                       "solve", on_result=check)
+
+
+def _value_items(structure: BatchStructure, problems: list[_Problem]) -> _ValuesBlock:
+    """The problems of a same-structure batch as values (light to send to processes)."""
+    datas = [p.data for p in problems]
+    P = None
+    if structure.patterns.P_indices is not None:
+        P = structure.upper_P(np.stack([d.P.data for d in datas]))
+    return _ValuesBlock(np.array([p.index for p in problems]),
+                        np.stack([d.A.data for d in datas]), np.stack([d.b for d in datas]),
+                        np.stack([d.c for d in datas]), P, [p.warm_start for p in problems])
 
 
 def _prepare(As, bs, cs, cone_dicts, warm_starts, Ps, settings_kwargs: dict):
@@ -281,7 +366,11 @@ def _prepare(As, bs, cs, cone_dicts, warm_starts, Ps, settings_kwargs: dict):
     validated, structure = _validate(As, bs, cs, cone_dicts, Ps)
     problems = [_Problem(i, data, quadratic, warm)
                 for i, ((data, quadratic), warm) in enumerate(zip(validated, warm_starts))]
-    return problems, _Settings(structure=structure, **settings_kwargs)
+    solver = None
+    if structure is not None:
+        solver = BatchSolver(settings_kwargs["solve_method"], structure.cones,
+                             structure.patterns, **settings_kwargs["solver_kwargs"])
+    return problems, _Settings(structure=structure, solver=solver, **settings_kwargs)
 
 
 def _outputs(solved: list[_Solved], return_info: bool, extra: tuple = ()) -> tuple:
@@ -479,13 +568,15 @@ def solve_and_derivative_batch(As: Sequence, bs: Sequence, cs: Sequence, cone_di
                            chunksize, progress)
     in_process = forward.in_process and backward.in_process
     options = {k: v for k, v in derivative_kwargs.items() if k not in _LPGD_OPTIONS}
-    use_dense = in_process and _dense_batch.applies(settings.structure, mode, options, size)
+    use_dense = _dense_batch.applies(settings.structure, mode, options, size)
     # Set up derivatives where they are found only when they stay in this process (the
-    # batched dense derivative sets them up after the forward pass, all at once).
+    # batched dense derivative sets them up after the forward pass, all at once, in this
+    # process whatever the back end: it costs less than sending the problems away).
     solved = _forward_pass(forward, settings, problems, in_process and not use_dense,
                            raise_on_error)
     dense = None
     if use_dense:
+        backward = backward.local()
         derivatives = [None] * size  # the batched derivative covers every solved problem
         members = [i for i, r in enumerate(solved) if r.ok]
         if members:

@@ -10,6 +10,7 @@ point, with cone membership checked from the cones' definitions.
 from __future__ import annotations
 
 import functools
+import pickle
 from dataclasses import dataclass
 from typing import Optional
 
@@ -22,7 +23,9 @@ from cvxpy.reductions.solvers.conic_solvers.scs_conif import SCS as CVXPY_SCS
 
 from diffqcp_np.cones.spec import ConeSpec, as_cone_spec, vec_psd_dim
 from diffqcp_np.solvers import (
+    BatchSolver,
     InaccurateSolutionWarning,
+    SharedPatterns,
     SolverError,
     available_solvers,
     solve_cone_program,
@@ -331,6 +334,28 @@ def test_solution_matches_oracles(solver, name):
     reference = cvxpy_solution(name)
     if reference is not None:
         np.testing.assert_allclose(result.x, reference[1], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_batch_solver_equals_solve_cone_program(solver, name):
+    """The same data reach the solver: the results are identical, before and after a
+    pickle round trip (which drops the prepared state)."""
+    prob = problem(name)
+    if solver == "ECOS" and not ecos_can_solve(prob):
+        pytest.skip("ECOS has no P, PSD or power cones (tested to raise below)")
+    upper = None if prob.P is None else sp.triu(prob.P, format="csc")
+    patterns = SharedPatterns(prob.A.shape, prob.A.indices, prob.A.indptr,
+                              *((None, None) if upper is None else (upper.indices, upper.indptr)))
+    batch = BatchSolver(solver, prob.cones, patterns, **ACCURATE[solver])
+    want = solve_cone_program(prob.A, prob.b, prob.c, prob.cones, P=prob.P, solve_method=solver,
+                              **ACCURATE[solver])
+    for solver_object in (batch, pickle.loads(pickle.dumps(batch))):
+        got = solver_object.solve(prob.A.data, prob.b, prob.c,
+                                  None if upper is None else upper.data)
+        assert got.status == want.status
+        for g, w in zip((got.x, got.y, got.s), (want.x, want.y, want.s)):
+            np.testing.assert_array_equal(g, w)
 
 
 def test_clarabel_psd_order_matches_its_definition():

@@ -3,6 +3,10 @@
 One module per solver, registered only when the solver package imports. Every solver
 takes the problem in our layout (SCS row order and PSD vectorisation) and returns a
 :class:`SolverResult` in that layout, whatever its own conventions.
+
+:func:`solve_cone_program` solves one problem; :class:`BatchSolver` solves the problems
+of a batch that share their structure, set up once and given as values
+(:mod:`~diffqcp_np.solvers.prepared`).
 """
 
 from __future__ import annotations
@@ -21,12 +25,15 @@ from diffqcp_np.solvers.base import (
     SolverError,
     SolverResult,
 )
+from diffqcp_np.solvers.prepared import PreparedSolve, SharedPatterns, generic_prepare
 
 __all__ = [
     "SolverError",
     "SolverResult",
     "InaccurateSolutionWarning",
     "SCS_STYLE_STATUS",
+    "BatchSolver",
+    "SharedPatterns",
     "available_solvers",
     "solve_cone_program",
 ]
@@ -51,6 +58,23 @@ _SOLVERS = _register()
 def available_solvers() -> list[str]:
     """Names of the installed forward solvers, e.g. ``["SCS", "CLARABEL", "ECOS"]``."""
     return list(_SOLVERS)
+
+
+def _solver_module(solve_method: str) -> ModuleType:
+    """The module of an installed solver.
+
+    Raises
+    ------
+    ValueError
+        On an unknown or uninstalled solver.
+    """
+    name = str(solve_method).upper()
+    if name not in _SOLVERS:
+        reason = "is not installed" if name in KNOWN_SOLVERS else "is unknown"
+        raise ValueError(
+            f"solve_method {solve_method!r} {reason}; available solvers: {available_solvers()}"
+        )
+    return _SOLVERS[name]
 
 
 def _check_warm_start(warm_start: tuple, n: int, m: int) -> None:
@@ -126,15 +150,10 @@ def solve_cone_program(
     InaccurateSolutionWarning
         When the solution is only ``optimal_inaccurate``.
     """
-    name = str(solve_method).upper()
-    if name not in _SOLVERS:
-        reason = "is not installed" if name in KNOWN_SOLVERS else "is unknown"
-        raise ValueError(
-            f"solve_method {solve_method!r} {reason}; available solvers: {available_solvers()}"
-        )
+    module = _solver_module(solve_method)
     if warm_start is not None:
         _check_warm_start(warm_start, A.shape[1], A.shape[0])
-    return _SOLVERS[name].solve(
+    return module.solve(
         A,
         b,
         c,
@@ -145,3 +164,78 @@ def solve_cone_program(
         raise_on_error=raise_on_error,
         **solver_kwargs,
     )
+
+
+class BatchSolver:
+    """One forward solver, with its settings, for every problem of a same-structure batch.
+
+    Nothing is checked or set up until the first :meth:`solve` (so that errors are
+    raised, as for single solves, while solving a problem). It pickles without its
+    prepared state, which a worker process rebuilds on first use.
+
+    Parameters
+    ----------
+    solve_method : str
+        ``"SCS"``, ``"Clarabel"`` or ``"ECOS"``, case-insensitive.
+    cones : ConeSpec
+        The batch's cones (validated).
+    patterns : SharedPatterns
+    **solver_kwargs
+        ``verbose`` and the solver's settings, as for ``solve_cone_program``.
+    """
+
+    def __init__(self, solve_method: str, cones: ConeSpec, patterns: SharedPatterns,
+                 **solver_kwargs: Any) -> None:
+        self.solve_method = solve_method
+        self.cones = cones
+        self.patterns = patterns
+        self.solver_kwargs = solver_kwargs
+        self._prepared: Optional[PreparedSolve] = None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_prepared"] = None
+        return state
+
+    def _prepare(self) -> PreparedSolve:
+        module = _solver_module(self.solve_method)
+        settings = dict(self.solver_kwargs)
+        verbose = bool(settings.pop("verbose", False))
+        prepare = getattr(module, "prepare", None)
+        if prepare is None:
+            return generic_prepare(module, self.cones, self.patterns, verbose, settings)
+        return prepare(self.cones, self.patterns, verbose, **settings)
+
+    def solve(self, A: np.ndarray, b: np.ndarray, c: np.ndarray, P: Optional[np.ndarray],
+              warm_start: Optional[tuple] = None, raise_on_error: bool = False) -> SolverResult:
+        """Solve one problem of the batch.
+
+        Parameters
+        ----------
+        A : ndarray
+            Values of ``A`` on the shared pattern.
+        b, c : ndarray
+            Validated float64 vectors.
+        P : ndarray or None
+            Values of the upper triangle of the symmetric ``P`` on its shared pattern.
+        warm_start : tuple, optional
+            ``(x, y, s)``, checked as ``solve_cone_program`` does.
+        raise_on_error : bool, default False
+            As for ``solve_cone_program``.
+
+        Returns
+        -------
+        SolverResult
+            What ``solve_cone_program`` returns for the same problem and settings.
+
+        Raises
+        ------
+        ValueError
+            As ``solve_cone_program`` does (unknown solver or setting, bad warm start).
+        """
+        if self._prepared is None:
+            self._prepared = self._prepare()
+        if warm_start is not None:
+            m, n = self.patterns.shape
+            _check_warm_start(warm_start, n, m)
+        return self._prepared(A, b, c, P, warm_start, raise_on_error)

@@ -1,4 +1,4 @@
-"""Result type, errors, status mapping and row changes shared by the forward solvers.
+"""Result type, errors, status mapping, row changes and matrices shared by the solvers.
 
 Every solver module maps its own status to one of the canonical statuses below and
 returns a :class:`SolverResult` through :func:`finish`, which raises
@@ -247,3 +247,80 @@ def upper_triangle(P: sp.csc_matrix) -> sp.csc_matrix:
     counts = np.bincount(cols[keep], minlength=P.shape[1])
     indptr = np.concatenate(([0], np.cumsum(counts))).astype(P.indptr.dtype)
     return sp.csc_matrix((P.data[keep], P.indices[keep], indptr), shape=P.shape)
+
+
+def drop_zeros(data: np.ndarray, indices: np.ndarray,
+               indptr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The CSC arrays without the explicit zeros (as ``eliminate_zeros`` leaves them)."""
+    keep = data != 0.0
+    cols = np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
+    counts = np.bincount(cols[keep], minlength=indptr.size - 1)
+    new_indptr = np.concatenate(([0], np.cumsum(counts))).astype(indptr.dtype)
+    return data[keep], indices[keep], new_indptr
+
+
+class CSCFactory:
+    """CSC matrices on one canonical pattern, built without the constructor's checks.
+
+    The constructor validates the pattern of every matrix (about 13 µs each); here the
+    instance state is copied from a template built by the constructor, with the given
+    ``data``, ``indices`` and ``indptr``. If a matrix built this way disagrees with the
+    constructor's (another SciPy), the constructor is used.
+    """
+
+    def __init__(self, indices: np.ndarray, indptr: np.ndarray, shape: tuple[int, int]):
+        self.indices = np.asarray(indices)
+        self.indptr = np.asarray(indptr)
+        self.shape = shape
+        template = sp.csc_matrix((np.zeros(self.indices.size), self.indices.copy(),
+                                  self.indptr.copy()), shape=shape)
+        template.has_canonical_format = True
+        self._state = dict(template.__dict__)
+        self.fast = {"data", "indices", "indptr"} <= self._state.keys()
+        if self.fast:
+            values = np.arange(1.0, self.indices.size + 1)
+            probe = self._build_fast(values[None], self.indices[None], self.indptr[None])[0]
+            want = sp.csc_matrix((values, self.indices, self.indptr), shape=shape)
+            try:
+                self.fast = bool(probe.shape == want.shape and probe.nnz == want.nnz
+                                 and probe.has_canonical_format
+                                 and (probe != want).nnz == 0)
+            except Exception:  # noqa: BLE001 - any failure: use the constructor
+                self.fast = False
+
+    def _build_fast(self, data, indices, indptr) -> list[sp.csc_matrix]:
+        new, cls, state = object.__new__, sp.csc_matrix, self._state
+        out = []
+        for d_row, i_row, p_row in zip(data, indices, indptr):
+            mat = new(cls)
+            d = state.copy()
+            d["data"], d["indices"], d["indptr"] = d_row, i_row, p_row
+            mat.__dict__ = d
+            out.append(mat)
+        return out
+
+    def one(self, data: np.ndarray) -> sp.csc_matrix:
+        """One matrix with values ``data``, sharing the factory's index arrays (for
+        matrices that are never modified in place)."""
+        return self._make((data,), (self.indices,), (self.indptr,))[0]
+
+    def build(self, data: np.ndarray) -> list[sp.csc_matrix]:
+        """One matrix per row of ``data`` (shape ``(count, nnz)``), each with its own
+        (writable) rows of batch-wide ``data``, ``indices`` and ``indptr`` arrays."""
+        count = data.shape[0]
+        return self._make(data, np.tile(self.indices, (count, 1)),
+                          np.tile(self.indptr, (count, 1)))
+
+    def shared(self, data: np.ndarray) -> list[sp.csc_matrix]:
+        """One matrix per row of ``data``, all sharing the factory's (read-only) index
+        arrays: for internal copies that are never modified in place."""
+        count = data.shape[0]
+        indices = np.broadcast_to(self.indices, (count, self.indices.size))
+        indptr = np.broadcast_to(self.indptr, (count, self.indptr.size))
+        return self._make(data, indices, indptr)
+
+    def _make(self, data, indices, indptr) -> list[sp.csc_matrix]:
+        if self.fast:
+            return self._build_fast(data, indices, indptr)
+        return [sp.csc_matrix((d, i, p), shape=self.shape, copy=False)
+                for d, i, p in zip(data, indices, indptr)]

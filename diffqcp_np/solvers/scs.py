@@ -5,6 +5,8 @@ vectorisation, dual exponential cones (``ed``) and dual power cones (negative
 ``alpha``). ``info`` is SCS's own information dictionary (``status``, ``status_val``,
 ``iter``, ``pobj``, ``dobj``, ``solve_time`` and ``setup_time`` in milliseconds, ...),
 plus ``canonical_status``, ``solver`` and ``solver_status``.
+
+:func:`prepare` sets the solver up once for the problems of a same-structure batch.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from diffqcp_np.solvers.base import (
     finish,
     upper_triangle,
 )
+from diffqcp_np.solvers.prepared import PreparedSolve, SharedMatrices, SharedPatterns
 
 NAME = "SCS"
 
@@ -96,18 +99,21 @@ def solve(
     -------
     SolverResult
     """
-    m, n = A.shape
     data = {
         "A": A,
         "b": np.array(b, dtype=np.float64),
         "c": np.array(c, dtype=np.float64),
         "P": None if P is None else upper_triangle(P),
     }
+    return _solve(data, cones.to_dict(), _settings(verbose, kwargs), warm_start, raise_on_error)
+
+
+def _solve(data: dict, cone_dict: dict, settings: dict, warm_start: Optional[tuple],
+           raise_on_error: bool) -> SolverResult:
+    """Solve (and retry an inaccurate solve without acceleration, as diffcp does)."""
+    m, n = data["A"].shape
     if warm_start is not None:
         warm_start = tuple(np.array(v, dtype=np.float64) for v in warm_start)
-    settings = _settings(verbose, kwargs)
-    cone_dict = cones.to_dict()
-
     result = _run(data, cone_dict, settings, warm_start)
     if result["info"]["status_val"] == 2 and "acceleration_lookback" not in settings:
         result = _run(data, cone_dict, {**settings, "acceleration_lookback": 0}, warm_start)
@@ -124,3 +130,19 @@ def solve(
         info,
         raise_on_error,
     )
+
+
+def prepare(cones: ConeSpec, patterns: SharedPatterns, verbose: bool = False,
+            **kwargs: Any) -> PreparedSolve:
+    """:func:`solve` set up once for a same-structure batch (see :mod:`.prepared`): the
+    cone dict and settings are built once, ``A`` and ``P`` on the shared patterns."""
+    cone_dict = cones.to_dict()
+    settings = _settings(verbose, kwargs)
+    matrices = SharedMatrices(patterns)
+
+    def solve_values(A, b, c, P, warm_start, raise_on_error) -> SolverResult:
+        data = {"A": matrices.A(A), "b": np.array(b, dtype=np.float64),
+                "c": np.array(c, dtype=np.float64), "P": matrices.P(P)}
+        return _solve(data, cone_dict, settings, warm_start, raise_on_error)
+
+    return solve_values
