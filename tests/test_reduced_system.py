@@ -169,11 +169,21 @@ def test_ill_conditioned_but_nonsingular_stays_exact():
 def test_zero_pivot_at_every_regularization_hands_over_to_lu(monkeypatch):
     from diffqcp_np.derivative import reduced_system
 
-    monkeypatch.setattr(reduced_system, "REGULARIZATIONS", ())
+    attempts = []
+
+    def zero_pivot(matrix, **_):
+        attempts.append(matrix.diagonal().copy())
+        raise RuntimeError("Input matrix is not quasi-definite")
+
+    monkeypatch.setattr(reduced_system.qdldl, "Solver", zero_pivot)
     prob = known_solution_problem({"z": 1, "l": 8}, seed=4, quadratic=True)
     data = check_problem(prob.A, prob.b, prob.c, prob.cone_dict, prob.P)
     sd = SolutionDerivative(data, prob.x, prob.y, prob.s, mode="direct", factorization="ldl")
     assert sd.solver.uses_fallback and not sd.solver.singular
+    # every regularisation was tried, each a larger shift of the diagonal (+ on x, − below)
+    assert len(attempts) == len(reduced_system.REGULARIZATIONS)
+    shifts = [a - attempts[0] for a in attempts[1:]]
+    assert all(np.all(d[:prob.n] > 0) and np.all(d[prob.n:] < 0) for d in shifts)
     K = _dense_K(sd)
     r = np.random.default_rng(0).standard_normal(K.shape[0])
     assert relative_error(sd.solver.solve_transpose(r), np.linalg.solve(K.T, r)) < 1e-10

@@ -116,19 +116,18 @@ class ReducedParts:
 def _spectral_blocks(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``E`` and ``Π₀`` of stacked small symmetric blocks, via their eigenvalues."""
     lam, V = np.linalg.eigh(blocks)
-    null = lam < NULL_EIGENVALUE
-    e_weights = np.where(null, 1.0, lam * (1.0 - lam))
     Vt = np.swapaxes(V, -1, -2)
-    E = V @ (e_weights[..., None] * Vt)
-    N = V @ (null[..., None] * Vt)
-    return E, N
+    return V @ (_e_weights(lam)[..., None] * Vt), V @ (_null_weights(lam)[..., None] * Vt)
 
 
-def _psd_spectral(weights: np.ndarray, kind: str) -> np.ndarray:
-    null = weights < NULL_EIGENVALUE
-    if kind == "null":
-        return null.astype(float)
-    return np.where(null, 1.0, weights * (1.0 - weights))
+def _e_weights(lam: np.ndarray) -> np.ndarray:
+    """Eigenvalues of ``E = D(I − D) + Π₀`` from those of ``D``."""
+    return np.where(lam < NULL_EIGENVALUE, 1.0, lam * (1.0 - lam))
+
+
+def _null_weights(lam: np.ndarray) -> np.ndarray:
+    """Eigenvalues of ``Π₀`` from those of ``D``."""
+    return (lam < NULL_EIGENVALUE).astype(float)
 
 
 def reduced_parts(jac: ConeJacobian, lift_above: int = LIFT_SOC_ABOVE) -> ReducedParts:
@@ -172,9 +171,7 @@ def reduced_parts(jac: ConeJacobian, lift_above: int = LIFT_SOC_ABOVE) -> Reduce
                        ratios[lift].copy(), lifted_units, m)
 
     offset = sl["s"].start
-    for d_block, e_block, n_block in jac._psd.dense_blocks(
-        None, lambda w: _psd_spectral(w, "e"), lambda w: _psd_spectral(w, "null")
-    ):
+    for d_block, e_block, n_block in jac._psd.dense_blocks(None, _e_weights, _null_weights):
         k = d_block.shape[0]
         r, c = np.tile(np.arange(k), k), np.repeat(np.arange(k), k)
         add(r, c, d_block.ravel(order="F"), e_block.ravel(order="F"),
@@ -190,10 +187,14 @@ def reduced_parts(jac: ConeJacobian, lift_above: int = LIFT_SOC_ABOVE) -> Reduce
         c = np.broadcast_to(base + np.arange(3)[None, None, :], (k, 3, 3))
         add(r.ravel(), c.ravel(), small.ravel(), E.ravel(), N.ravel(), jac._small_start)
 
-    row, col = np.concatenate(rows), np.concatenate(cols)
+    # The blocks are disjoint: one conversion to CSC orders the entries of all three.
+    numbered = sp.csc_matrix((np.arange(1.0, sum(r.size for r in rows) + 1),
+                              (np.concatenate(rows), np.concatenate(cols))), shape=(m, m))
+    order = numbered.data.astype(np.int64) - 1
 
     def matrix(parts):
-        mat = sp.csc_matrix((np.concatenate(parts), (row, col)), shape=(m, m))
+        mat = sp.csc_matrix((np.concatenate(parts)[order], numbered.indices.copy(),
+                             numbered.indptr.copy()), shape=(m, m))
         mat.eliminate_zeros()
         return mat
 

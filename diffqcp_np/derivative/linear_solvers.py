@@ -96,6 +96,35 @@ class KKTSolver:
     def _relative_residual(self, z: np.ndarray, r: np.ndarray, transpose: bool) -> float:
         return _relative_residual(lambda v: self._matvec(v, transpose), z, r)
 
+    #: Iterative refinement: at most this many steps, stopping below this relative residual.
+    MAX_REFINEMENT = 1
+    REFINED = 1e-12
+
+    def _refined(self, approx: Callable[[np.ndarray], np.ndarray], r: np.ndarray,
+                 transpose: bool) -> tuple[np.ndarray, float]:
+        """``approx(r)`` refined against the exact K (or K'), and its relative residual.
+
+        A step is kept only if it lowers the residual; refinement stops after
+        ``MAX_REFINEMENT`` steps, below ``REFINED``, or once a step gains less than half.
+        """
+        norm_r = vector_norm(r)
+        z = approx(r)
+        residual = r - self._matvec(z, transpose)
+        norm_res = vector_norm(residual)
+        for _ in range(self.MAX_REFINEMENT):
+            if not norm_res > self.REFINED * norm_r:  # also stops on NaN
+                break
+            candidate = z + approx(residual)
+            new_residual = r - self._matvec(candidate, transpose)
+            new_norm = vector_norm(new_residual)
+            if not new_norm < norm_res:
+                break
+            z, residual, improved = candidate, new_residual, new_norm < 0.5 * norm_res
+            norm_res = new_norm
+            if not improved:
+                break
+        return z, float(norm_res / norm_r)
+
     def _check_pivots(self, pivots: np.ndarray) -> None:
         """Mark K singular (and warn) when its LU pivots are zero, non-finite or tiny."""
         pivots = np.abs(pivots)
@@ -144,13 +173,7 @@ class DirectSolver(KKTSolver):
 
     def _solve(self, r, transpose):
         trans = "T" if transpose else "N"
-        z = self._lu.solve(r, trans=trans)
-        norm_r = vector_norm(r)
-        residual = r - self._matvec(z, transpose)
-        if vector_norm(residual) > 1e-12 * norm_r:
-            z = z + self._lu.solve(residual, trans=trans)
-            residual = r - self._matvec(z, transpose)
-        return z, float(vector_norm(residual) / norm_r)
+        return self._refined(lambda v: self._lu.solve(v, trans=trans), r, transpose)
 
 
 class ReducedDirectSolver(KKTSolver):
@@ -196,28 +219,9 @@ class ReducedDirectSolver(KKTSolver):
 
     @property
     def uses_fallback(self) -> bool:
-        """Whether refinement stalled and the LU of K took over."""
+        """Whether the LU of K took over (zero pivots, a nearly singular reduced system,
+        or stalled refinement)."""
         return self._fallback is not None
-
-    def _refined(self, r: np.ndarray, transpose: bool) -> tuple[np.ndarray, float]:
-        approx = self._reduced.solve_transpose if transpose else self._reduced.solve
-        norm_r = vector_norm(r)
-        z = approx(r)
-        residual = r - self._matvec(z, transpose)
-        norm_res = vector_norm(residual)
-        for _ in range(self.MAX_REFINEMENT):
-            if not norm_res > self.REFINED * norm_r:  # also stops on NaN
-                break
-            candidate = z + approx(residual)
-            new_residual = r - self._matvec(candidate, transpose)
-            new_norm = vector_norm(new_residual)
-            if not new_norm < norm_res:
-                break
-            z, residual, improved = candidate, new_residual, new_norm < 0.5 * norm_res
-            norm_res = new_norm
-            if not improved:
-                break
-        return z, float(norm_res / norm_r)
 
     def _switch_to_lu(self) -> None:
         self._fallback = DirectSolver(self._assemble(), self.operator,
@@ -227,7 +231,8 @@ class ReducedDirectSolver(KKTSolver):
 
     def _solve(self, r, transpose):
         if self._fallback is None:
-            z, residual = self._refined(r, transpose)
+            approx = self._reduced.solve_transpose if transpose else self._reduced.solve
+            z, residual = self._refined(approx, r, transpose)
             if residual <= self.ACCEPTED:
                 return z, residual
             self._switch_to_lu()

@@ -91,33 +91,40 @@ class ReducedSystem:
         self._ldl = self._factor(P)
         self._woodbury = self._woodbury_terms() if self.parts.lifted.count else None
 
-    def _upper_matrix(self, P: sp.csc_matrix | None, regularization: float) -> sp.csc_matrix:
-        """The upper triangle of M, regularised by ``±regularization · max|M_ij|``."""
-        n = self.n
+    def _upper_matrix(self, P: sp.csc_matrix | None, delta: float) -> sp.csc_matrix:
+        """The upper triangle of M regularised by ``±delta`` (``+`` on the ``x`` block),
+        canonical, with every diagonal entry stored (last in its column)."""
+        n, k = self.n, self.kept.size
         top = sp.csc_matrix((n, n)) if P is None else sp.triu(P, format="csc")
-        D_kept = self.parts.D[:, self.kept]
-        coupling = (self.AT @ D_kept).tocsc()
+        coupling = (self.AT @ self.parts.D[:, self.kept]).tocsc()
         bottom = sp.triu(self.parts.E[self.kept][:, self.kept], format="csc")
-        k = self.kept.size
-        scale = max([1.0] + [float(np.abs(mat.data).max()) for mat in (top, coupling, bottom)
-                             if mat.nnz])
-        self.regularization = delta = regularization * scale
         upper = sp.bmat([[top + delta * sp.identity(n, format="csc"), coupling],
                          [None, -bottom - delta * sp.identity(k, format="csc")]], format="csc")
         upper.sum_duplicates()  # QDLDL needs canonical CSC (sorted, no duplicates)
         return upper
 
     def _factor(self, P: sp.csc_matrix | None) -> qdldl.Solver:
-        """QDLDL of the regularised M, with the smallest regularisation that works.
+        """QDLDL of M regularised by ``±δ``, ``δ = REGULARIZATIONS[i] · max(1, max|M_ij|)``,
+        with the smallest one that meets no zero pivot.
 
         Raises
         ------
         FactorizationError
             If every regularisation in ``REGULARIZATIONS`` meets a zero pivot.
         """
+        first = REGULARIZATIONS[0]
+        upper = self._upper_matrix(P, first)
+        diagonal = upper.indptr[1:] - 1
+        signs = np.concatenate([np.ones(self.n), -np.ones(self.kept.size)])
+        unregularized = upper.data[diagonal] - signs * first
+        upper.data[diagonal] = unregularized
+        scale = max(1.0, float(np.abs(upper.data).max()))
         for regularization in REGULARIZATIONS:
+            # Only the diagonal changes between attempts.
+            self.regularization = regularization * scale
+            upper.data[diagonal] = unregularized + signs * self.regularization
             try:
-                return qdldl.Solver(self._upper_matrix(P, regularization), upper=True)
+                return qdldl.Solver(upper, upper=True)
             except RuntimeError:
                 continue
         raise FactorizationError("QDLDL met a zero pivot in the reduced system")
