@@ -96,13 +96,17 @@ class ReducedParts:
     """``D``, ``E = D(I − D) + Π₀`` and ``Π₀`` as sparse matrices, plus lifted SOC blocks.
 
     Inside lifted blocks the matrices hold only the diagonal parts
-    (``½(1+a)``, ``¼(1−a²)`` and 0); ``lifted`` holds the rest.
+    (``½(1+a)``, ``¼(1−a²)`` and 0); ``lifted`` holds the rest. ``exact`` is False when
+    some block's null space was found from numerically computed eigenvalues (PSD,
+    exponential and power cones), whose cut-off ``NULL_EIGENVALUE`` makes the parts
+    approximate.
     """
 
     D: sp.csc_matrix
     E: sp.csc_matrix
     null: sp.csc_matrix
     lifted: LiftedSOC
+    exact: bool
 
     def project_null(self, v: np.ndarray) -> np.ndarray:
         """``Π₀ v``."""
@@ -198,4 +202,5 @@ def reduced_parts(jac: ConeJacobian, lift_above: int = LIFT_SOC_ABOVE) -> Reduce
         mat.eliminate_zeros()
         return mat
 
-    return ReducedParts(matrix(d_parts), matrix(e_parts), matrix(n_parts), lifted)
+    exact = not spec.psd and small.shape[0] == 0
+    return ReducedParts(matrix(d_parts), matrix(e_parts), matrix(n_parts), lifted, exact)

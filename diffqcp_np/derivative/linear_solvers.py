@@ -41,6 +41,32 @@ def _relative_residual(matvec: Callable, z: np.ndarray, r: np.ndarray) -> float:
     return float(vector_norm(matvec(z) - r) / max(norm_r, np.finfo(float).tiny))
 
 
+def refine(approx: Callable[[np.ndarray], np.ndarray], matvec: Callable[[np.ndarray], np.ndarray],
+           r: np.ndarray, max_steps: int, tol: float) -> tuple[np.ndarray, float]:
+    """Iterative refinement of ``approx(r)`` against ``matvec``, and its relative residual.
+
+    A step is kept only if it lowers the residual; refinement stops after ``max_steps``
+    steps, below ``tol`` (relative to ``r``), or once a step gains less than half.
+    """
+    norm_r = max(vector_norm(r), np.finfo(float).tiny)
+    z = approx(r)
+    residual = r - matvec(z)
+    norm_res = vector_norm(residual)
+    for _ in range(max_steps):
+        if not norm_res > tol * norm_r:  # also stops on NaN
+            break
+        candidate = z + approx(residual)
+        new_residual = r - matvec(candidate)
+        new_norm = vector_norm(new_residual)
+        if not new_norm < norm_res:
+            break
+        z, residual, improved = candidate, new_residual, new_norm < 0.5 * norm_res
+        norm_res = new_norm
+        if not improved:
+            break
+    return z, float(norm_res / norm_r)
+
+
 def _least_squares(op: spla.LinearOperator, r: np.ndarray) -> np.ndarray:
     n = op.shape[1]
     return spla.lsmr(op, r, atol=1e-14, btol=1e-14, maxiter=20 * n)[0]
@@ -102,28 +128,9 @@ class KKTSolver:
 
     def _refined(self, approx: Callable[[np.ndarray], np.ndarray], r: np.ndarray,
                  transpose: bool) -> tuple[np.ndarray, float]:
-        """``approx(r)`` refined against the exact K (or K'), and its relative residual.
-
-        A step is kept only if it lowers the residual; refinement stops after
-        ``MAX_REFINEMENT`` steps, below ``REFINED``, or once a step gains less than half.
-        """
-        norm_r = vector_norm(r)
-        z = approx(r)
-        residual = r - self._matvec(z, transpose)
-        norm_res = vector_norm(residual)
-        for _ in range(self.MAX_REFINEMENT):
-            if not norm_res > self.REFINED * norm_r:  # also stops on NaN
-                break
-            candidate = z + approx(residual)
-            new_residual = r - self._matvec(candidate, transpose)
-            new_norm = vector_norm(new_residual)
-            if not new_norm < norm_res:
-                break
-            z, residual, improved = candidate, new_residual, new_norm < 0.5 * norm_res
-            norm_res = new_norm
-            if not improved:
-                break
-        return z, float(norm_res / norm_r)
+        """``approx(r)`` refined against the exact K (or K'), and its relative residual."""
+        return refine(approx, lambda v: self._matvec(v, transpose), r,
+                      self.MAX_REFINEMENT, self.REFINED)
 
     def _check_pivots(self, pivots: np.ndarray) -> None:
         """Mark K singular (and warn) when its LU pivots are zero, non-finite or tiny."""
@@ -231,8 +238,7 @@ class ReducedDirectSolver(KKTSolver):
 
     def _solve(self, r, transpose):
         if self._fallback is None:
-            approx = self._reduced.solve_transpose if transpose else self._reduced.solve
-            z, residual = self._refined(approx, r, transpose)
+            z, residual = self._reduced_solve(r, transpose)
             if residual <= self.ACCEPTED:
                 return z, residual
             self._switch_to_lu()
@@ -240,6 +246,19 @@ class ReducedDirectSolver(KKTSolver):
             z = self._least_squares(r, transpose)
             return z, self._relative_residual(z, r, transpose)
         return self._fallback._solve(r, transpose)
+
+
+    def _reduced_solve(self, r: np.ndarray, transpose: bool) -> tuple[np.ndarray, float]:
+        """Refined solve through M: refined on M itself where the reduction is exact
+        (each step one triangular solve and one product with M), else against K."""
+        reduced = self._reduced
+        if not reduced.exact:
+            approx = reduced.solve_transpose if transpose else reduced.solve
+            return self._refined(approx, r, transpose)
+        rhs, carried = reduced.reduce(r, transpose)
+        sol, residual = refine(reduced.solve_symmetric, reduced.matvec_symmetric, rhs,
+                               self.MAX_REFINEMENT, self.REFINED)
+        return reduced.recover(sol, carried, transpose), residual
 
 
 class DenseSolver(KKTSolver):

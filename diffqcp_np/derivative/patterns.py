@@ -44,6 +44,25 @@ def _sym_outer_on_pattern(rows, cols, w, x, off_diagonal_scale):
     return out
 
 
+@numba.njit(nogil=True, cache=True)
+def _transpose_positions(indptr, indices):
+    """For each stored entry ``(i, j)`` of a canonical CSC matrix, the position of the
+    stored ``(j, i)``, or −1 if there is none."""
+    out = np.empty(indices.shape[0], dtype=np.int64)
+    for j in range(indptr.shape[0] - 1):
+        for p in range(indptr[j], indptr[j + 1]):
+            i = indices[p]
+            lo, hi = indptr[i], indptr[i + 1]
+            while lo < hi:  # binary search for row j in column i
+                mid = (lo + hi) // 2
+                if indices[mid] < j:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            out[p] = lo if lo < indptr[i + 1] and indices[lo] == j else -1
+    return out
+
+
 def _column_indices(mat: sp.csc_matrix) -> np.ndarray:
     return mat.tocoo(copy=False).col.astype(np.int64, copy=False)
 
@@ -157,13 +176,16 @@ class QuadraticTerm:
 
     @staticmethod
     def _symmetrized(P: sp.csc_matrix, sym_tol: float) -> sp.csc_matrix:
-        """``(P + P')/2`` after checking that ``P`` is symmetric to ``sym_tol`` (relative)."""
-        PT = P.T.tocsc()  # canonical: the transpose of a canonical CSC is sorted
-        if np.array_equal(PT.indptr, P.indptr) and np.array_equal(PT.indices, P.indices):
-            difference = P.data - PT.data  # same pattern: compare entry by entry
-            full = sp.csc_matrix(((P.data + PT.data) * 0.5, P.indices.copy(),
-                                  P.indptr.copy()), shape=P.shape)
+        """``(P + P')/2`` after checking that ``P`` is symmetric to ``sym_tol`` (relative);
+        ``P`` itself when it is exactly symmetric."""
+        mirror = _transpose_positions(P.indptr, P.indices)
+        if mirror.size == 0 or mirror.min() >= 0:  # symmetric pattern: compare entrywise
+            difference = P.data - P.data[mirror]
+            full = P if not difference.any() else sp.csc_matrix(
+                ((P.data + P.data[mirror]) * 0.5, P.indices.copy(), P.indptr.copy()),
+                shape=P.shape)
         else:
+            PT = P.T.tocsc()
             difference = (P - PT).data
             full = ((P + PT) * 0.5).tocsc()
         asym = float(np.abs(difference).max()) if difference.size else 0.0

@@ -30,6 +30,7 @@ import scipy.sparse as sp
 
 from ..cones.projection import ConeJacobian
 from ..cones.reduced import LiftedSOC, ReducedParts, reduced_parts
+from ._reduced_kernels import assemble_upper, symmetric_upper_matvec
 from .norms import vector_norm
 
 #: Static regularisations of M tried in turn, relative to its largest entry (at least 1).
@@ -49,6 +50,14 @@ def _two_by_two_inverse(C: np.ndarray) -> np.ndarray:
     inv[:, 0, 0], inv[:, 1, 1] = C[:, 1, 1] / det, C[:, 0, 0] / det
     inv[:, 0, 1], inv[:, 1, 0] = -C[:, 0, 1] / det, -C[:, 1, 0] / det
     return inv
+
+
+def _low_rank_matrix(lifted: LiftedSOC) -> np.ndarray:
+    """``S = [[0, C], [C, −F]]`` (block diagonal C, F), dense ``4r × 4r``: the lifted
+    SOC blocks add ``W S W'`` to M."""
+    C, F = lifted.couplings()
+    C_dense, F_dense = la.block_diag(*C), la.block_diag(*F)
+    return np.block([[np.zeros_like(C_dense), C_dense], [C_dense, -F_dense]])
 
 
 def _low_rank_inverse(lifted: LiftedSOC) -> np.ndarray:
@@ -89,19 +98,24 @@ class ReducedSystem:
         # the answer comes from Π₀), so M keeps only the others.
         self.kept = np.flatnonzero(np.diff(self.parts.D.indptr))
         self._ldl = self._factor(P)
-        self._woodbury = self._woodbury_terms() if self.parts.lifted.count else None
+        self._woodbury = None
+        if self.parts.lifted.count:
+            self._low_rank = _low_rank_matrix(self.parts.lifted)
+            self._woodbury = self._woodbury_terms()
 
-    def _upper_matrix(self, P: sp.csc_matrix | None, delta: float) -> sp.csc_matrix:
-        """The upper triangle of M regularised by ``±delta`` (``+`` on the ``x`` block),
-        canonical, with every diagonal entry stored (last in its column)."""
-        n, k = self.n, self.kept.size
-        top = sp.csc_matrix((n, n)) if P is None else sp.triu(P, format="csc")
-        coupling = (self.AT @ self.parts.D[:, self.kept]).tocsc()
-        bottom = sp.triu(self.parts.E[self.kept][:, self.kept], format="csc")
-        upper = sp.bmat([[top + delta * sp.identity(n, format="csc"), coupling],
-                         [None, -bottom - delta * sp.identity(k, format="csc")]], format="csc")
-        upper.sum_duplicates()  # QDLDL needs canonical CSC (sorted, no duplicates)
-        return upper
+    def _upper_matrix(self, P: sp.csc_matrix | None) -> sp.csc_matrix:
+        """The unregularised upper triangle of M, canonical, with every diagonal entry
+        stored (last in its column)."""
+        n = self.n
+        if P is None:
+            P = sp.csc_matrix((n, n))
+        parts, AT = self.parts, self.AT
+        indptr, indices, data = assemble_upper(
+            n, P.indptr, P.indices, P.data, AT.indptr, AT.indices, AT.data,
+            parts.D.indptr, parts.D.indices, parts.D.data,
+            parts.E.indptr, parts.E.indices, parts.E.data, self.kept, 0.0)
+        size = n + self.kept.size
+        return sp.csc_matrix((data, indices, indptr), shape=(size, size))
 
     def _factor(self, P: sp.csc_matrix | None) -> qdldl.Solver:
         """QDLDL of M regularised by ``±δ``, ``δ = REGULARIZATIONS[i] · max(1, max|M_ij|)``,
@@ -112,19 +126,18 @@ class ReducedSystem:
         FactorizationError
             If every regularisation in ``REGULARIZATIONS`` meets a zero pivot.
         """
-        first = REGULARIZATIONS[0]
-        upper = self._upper_matrix(P, first)
-        diagonal = upper.indptr[1:] - 1
+        self._upper = self._upper_matrix(P)
+        exact = self._upper.data
+        diagonal = self._upper.indptr[1:] - 1
         signs = np.concatenate([np.ones(self.n), -np.ones(self.kept.size)])
-        unregularized = upper.data[diagonal] - signs * first
-        upper.data[diagonal] = unregularized
-        scale = max(1.0, float(np.abs(upper.data).max()))
+        scale = max(1.0, float(np.abs(exact).max())) if exact.size else 1.0
+        regularized = self._upper.copy()
         for regularization in REGULARIZATIONS:
             # Only the diagonal changes between attempts.
             self.regularization = regularization * scale
-            upper.data[diagonal] = unregularized + signs * self.regularization
+            regularized.data[diagonal] = exact[diagonal] + signs * self.regularization
             try:
-                return qdldl.Solver(upper, upper=True)
+                return qdldl.Solver(regularized, upper=True)
             except RuntimeError:
                 continue
         raise FactorizationError("QDLDL met a zero pivot in the reduced system")
@@ -159,26 +172,53 @@ class ReducedSystem:
         growth = vector_norm(self.solve_symmetric(z / vector_norm(z)))
         return not growth < 1e-4 / self.regularization
 
+    def matvec_symmetric(self, z: np.ndarray) -> np.ndarray:
+        """``M z`` with the exact (unregularised) M."""
+        upper = self._upper
+        out = symmetric_upper_matvec(upper.indptr, upper.indices, upper.data, z)
+        if self._woodbury is not None:
+            W, S = self._woodbury[0], self._low_rank
+            out += W @ (S @ (W.T @ z))
+        return out
+
+    @property
+    def exact(self) -> bool:
+        """Whether solving M exactly solves K (no cone block's null space was estimated
+        from numerically computed eigenvalues); then refinement can run on M."""
+        return self.parts.exact
+
     def _expand(self, kept_values: np.ndarray) -> np.ndarray:
         out = np.zeros(self.m)
         out[self.kept] = kept_values
         return out
 
-    def solve(self, r: np.ndarray) -> np.ndarray:
-        """Approximately solve ``K z = r``."""
+    def reduce(self, r: np.ndarray, transpose: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The right-hand side of the M system equivalent to ``K z = r`` (or ``K' z = r``),
+        and what :meth:`recover` needs besides M's solution."""
         n = self.n
         r1, r2 = r[:n], r[n:]
-        rhs2 = -self.jacobian.matvec(r2)[self.kept]
-        sol = self.solve_symmetric(np.concatenate([r1, rhs2]))
+        if transpose:
+            null_r2 = self.parts.project_null(r2)
+            rhs = np.concatenate([r1 + self.AT @ null_r2, (r2 - null_r2)[self.kept]])
+            return rhs, null_r2
+        return np.concatenate([r1, -self.jacobian.matvec(r2)[self.kept]]), r2
+
+    def recover(self, sol: np.ndarray, carried: np.ndarray,
+                transpose: bool = False) -> np.ndarray:
+        """The solution of ``K z = r`` (or ``K' z = r``) from that of the M system."""
+        n = self.n
+        if transpose:
+            z1, u = sol[:n], self._expand(sol[n:])
+            return np.concatenate([z1, carried - self.jacobian.matvec(u)])
         dx, t = sol[:n], self._expand(sol[n:])
-        return np.concatenate([dx, t + self.parts.project_null(r2 + self.A @ dx)])
+        return np.concatenate([dx, t + self.parts.project_null(carried + self.A @ dx)])
+
+    def solve(self, r: np.ndarray) -> np.ndarray:
+        """Approximately solve ``K z = r``."""
+        rhs, carried = self.reduce(r)
+        return self.recover(self.solve_symmetric(rhs), carried)
 
     def solve_transpose(self, r: np.ndarray) -> np.ndarray:
         """Approximately solve ``K' z = r``."""
-        n = self.n
-        r1, r2 = r[:n], r[n:]
-        null_r2 = self.parts.project_null(r2)
-        rhs2 = (r2 - null_r2)[self.kept]
-        sol = self.solve_symmetric(np.concatenate([r1 + self.AT @ null_r2, rhs2]))
-        z1, u = sol[:n], self._expand(sol[n:])
-        return np.concatenate([z1, null_r2 - self.jacobian.matvec(u)])
+        rhs, carried = self.reduce(r, transpose=True)
+        return self.recover(self.solve_symmetric(rhs), carried, transpose=True)

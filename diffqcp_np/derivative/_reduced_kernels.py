@@ -1,0 +1,168 @@
+"""Numba kernels of the reduced derivative system: assembly of M's upper triangle and
+products with it.
+
+``M = [[P, A'D], [DA, −E]]`` restricted to the kept rows is assembled in one pass over
+the CSC arrays of ``P``, ``A'``, ``D`` and ``E`` (SciPy's sparse products, slicing and
+``bmat`` cost milliseconds of fixed overhead at the sizes where the factorisation itself
+takes a fraction of one).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(nogil=True, cache=True)
+def _coupling_rows(AT_indptr, AT_indices, D_indptr, D_indices, column, marker, stamp, rows):
+    """Distinct rows of ``(A'D)[:, column]`` into ``rows``; returns their count.
+
+    ``marker[i] == stamp`` flags row ``i`` as seen (callers pass a new stamp per column).
+    """
+    count = 0
+    for p in range(D_indptr[column], D_indptr[column + 1]):
+        i = D_indices[p]
+        for q in range(AT_indptr[i], AT_indptr[i + 1]):
+            row = AT_indices[q]
+            if marker[row] != stamp:
+                marker[row] = stamp
+                rows[count] = row
+                count += 1
+    return count
+
+
+@numba.njit(nogil=True, cache=True)
+def _sort_segment(indices, data, start, stop):
+    """Sort ``indices[start:stop]`` (and ``data`` alongside) in place, if not sorted."""
+    ordered = True
+    for p in range(start + 1, stop):
+        if indices[p] < indices[p - 1]:
+            ordered = False
+            break
+    if ordered:
+        return
+    order = np.argsort(indices[start:stop])
+    indices[start:stop] = indices[start:stop][order]
+    data[start:stop] = data[start:stop][order]
+
+
+@numba.njit(nogil=True, cache=True)
+def assemble_upper(n, P_indptr, P_indices, P_data, AT_indptr, AT_indices, AT_data,
+                   D_indptr, D_indices, D_data, E_indptr, E_indices, E_data, kept, delta):
+    """Upper triangle of ``M = [[P + δI, A'D[:, kept]], [·, −E[kept, kept] − δI]]``.
+
+    Parameters
+    ----------
+    n : int
+        Number of variables.
+    P_indptr, P_indices, P_data : ndarray
+        The full symmetric ``P`` (``n × n`` CSC; only entries with row ≤ column are read;
+        empty arrays with ``P_indptr`` all zero for no ``P``).
+    AT_indptr, AT_indices, AT_data : ndarray
+        ``A'`` (``n × m`` CSC).
+    D_indptr, D_indices, D_data, E_indptr, E_indices, E_data : ndarray
+        ``D`` and ``E`` (``m × m`` CSC, rows sorted within each column).
+    kept : ndarray of int64
+        The rows of ``D`` kept in ``M``, increasing.
+    delta : float
+        Regularisation added to the first ``n`` diagonal entries and subtracted from
+        the others.
+
+    Returns
+    -------
+    indptr, indices, data : ndarray
+        Canonical CSC of the upper triangle (``(n + k) × (n + k)``, ``k = kept.size``),
+        every diagonal entry stored, last in its column.
+    """
+    k = kept.shape[0]
+    m = D_indptr.shape[0] - 1
+    position = np.full(m, -1, dtype=np.int64)
+    for t in range(k):
+        position[kept[t]] = t
+    marker = np.full(n, -1, dtype=np.int64)
+    rows = np.empty(n, dtype=np.int64)
+    work = np.zeros(n)
+
+    # Pass 1: entries per column.
+    indptr = np.zeros(n + k + 1, dtype=np.int64)
+    for j in range(n):
+        count = 1  # the diagonal
+        for p in range(P_indptr[j], P_indptr[j + 1]):
+            if P_indices[p] < j:
+                count += 1
+        indptr[j + 1] = count
+    for t in range(k):
+        column = kept[t]
+        count = _coupling_rows(AT_indptr, AT_indices, D_indptr, D_indices, column,
+                               marker, t, rows) + 1
+        for p in range(E_indptr[column], E_indptr[column + 1]):
+            u = position[E_indices[p]]
+            if u >= 0 and u < t:
+                count += 1
+        indptr[n + t + 1] = count
+    for j in range(n + k):
+        indptr[j + 1] += indptr[j]
+
+    # Pass 2: values, rows in increasing order, diagonal last.
+    indices = np.empty(indptr[n + k], dtype=np.int64)
+    data = np.empty(indptr[n + k])
+    for j in range(n):
+        out = indptr[j]
+        diagonal = delta
+        for p in range(P_indptr[j], P_indptr[j + 1]):
+            i = P_indices[p]
+            if i < j:
+                indices[out] = i
+                data[out] = P_data[p]
+                out += 1
+            elif i == j:
+                diagonal += P_data[p]
+        _sort_segment(indices, data, indptr[j], out)
+        indices[out] = j
+        data[out] = diagonal
+    marker[:] = -1
+    for t in range(k):
+        column = kept[t]
+        count = _coupling_rows(AT_indptr, AT_indices, D_indptr, D_indices, column,
+                               marker, t, rows)
+        for p in range(D_indptr[column], D_indptr[column + 1]):
+            i, d = D_indices[p], D_data[p]
+            for q in range(AT_indptr[i], AT_indptr[i + 1]):
+                work[AT_indices[q]] += AT_data[q] * d
+        out = indptr[n + t]
+        for c in range(count):
+            row = rows[c]
+            indices[out] = row
+            data[out] = work[row]
+            work[row] = 0.0
+            out += 1
+        _sort_segment(indices, data, indptr[n + t], out)
+        diagonal = -delta
+        for p in range(E_indptr[column], E_indptr[column + 1]):
+            u = position[E_indices[p]]
+            if u >= 0 and u < t:
+                indices[out] = n + u
+                data[out] = -E_data[p]
+                out += 1
+            elif u == t:
+                diagonal -= E_data[p]
+        indices[out] = n + t
+        data[out] = diagonal
+    return indptr, indices, data
+
+
+@numba.njit(nogil=True, cache=True)
+def symmetric_upper_matvec(indptr, indices, data, x):
+    """``M x`` for a symmetric ``M`` given by its upper triangle in CSC form."""
+    out = np.zeros(x.shape[0])
+    for j in range(x.shape[0]):
+        xj = x[j]
+        acc = 0.0
+        for p in range(indptr[j], indptr[j + 1]):
+            i = indices[p]
+            v = data[p]
+            out[i] += v * xj
+            if i != j:
+                acc += v * x[i]
+        out[j] += acc
+    return out
