@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 
@@ -134,6 +135,29 @@ def _null_weights(lam: np.ndarray) -> np.ndarray:
     return (lam < NULL_EIGENVALUE).astype(float)
 
 
+@numba.njit(nogil=True, cache=True)
+def _diagonal_arrays(values):
+    """CSC arrays of ``diag(values)`` without stored zeros."""
+    size = values.shape[0]
+    indptr = np.empty(size + 1, dtype=np.int32)
+    rows = np.empty(size, dtype=np.int32)
+    data = np.empty(size)
+    count = 0
+    indptr[0] = 0
+    for i in range(size):
+        if values[i] != 0.0:
+            rows[count] = i
+            data[count] = values[i]
+            count += 1
+        indptr[i + 1] = count
+    return data[:count], rows[:count], indptr
+
+
+def _diagonal(values: np.ndarray) -> sp.csc_matrix:
+    """``diag(values)`` as CSC, zeros not stored."""
+    return sp.csc_matrix(_diagonal_arrays(values), shape=(values.size, values.size))
+
+
 def reduced_parts(jac: ConeJacobian, lift_above: int = LIFT_SOC_ABOVE) -> ReducedParts:
     """Split a cone Jacobian into the pieces of the reduced derivative system.
 
@@ -162,7 +186,13 @@ def reduced_parts(jac: ConeJacobian, lift_above: int = LIFT_SOC_ABOVE) -> Reduce
     diagonal = np.concatenate([np.full(spec.zero, 1.0 if jac.dual else 0.0), jac._nonneg])
     idx = np.arange(diagonal.size)
     is_null = (diagonal == 0.0).astype(float)
-    add(idx, idx, diagonal, diagonal * (1.0 - diagonal) + is_null, is_null, 0)
+    diagonal_e = diagonal * (1.0 - diagonal) + is_null
+    no_lift = LiftedSOC(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0),
+                        np.zeros(m), m)
+    if diagonal.size == m:  # zero and orthant cones only: diagonal matrices
+        return ReducedParts(_diagonal(diagonal), _diagonal(diagonal_e), _diagonal(is_null),
+                            no_lift, True)
+    add(idx, idx, diagonal, diagonal_e, is_null, 0)
 
     offsets = jac._soc_offsets
     codes, ratios, units = jac._soc

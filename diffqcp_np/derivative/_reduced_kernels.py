@@ -13,7 +13,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, inline="always")
 def _coupling_rows(AT_indptr, AT_indices, D_indptr, D_indices, column, marker, stamp, rows):
     """Distinct rows of ``(A'D)[:, column]`` into ``rows``; returns their count.
 
@@ -33,14 +33,7 @@ def _coupling_rows(AT_indptr, AT_indices, D_indptr, D_indices, column, marker, s
 
 @numba.njit(nogil=True, cache=True)
 def _sort_segment(indices, data, start, stop):
-    """Sort ``indices[start:stop]`` (and ``data`` alongside) in place, if not sorted."""
-    ordered = True
-    for p in range(start + 1, stop):
-        if indices[p] < indices[p - 1]:
-            ordered = False
-            break
-    if ordered:
-        return
+    """Sort ``indices[start:stop]`` (and ``data`` alongside) in place."""
     order = np.argsort(indices[start:stop])
     indices[start:stop] = indices[start:stop][order]
     data[start:stop] = data[start:stop][order]
@@ -109,15 +102,19 @@ def assemble_upper(n, P_indptr, P_indices, P_data, AT_indptr, AT_indices, AT_dat
     for j in range(n):
         out = indptr[j]
         diagonal = delta
+        ordered = True
         for p in range(P_indptr[j], P_indptr[j + 1]):
             i = P_indices[p]
             if i < j:
+                if out > indptr[j] and i < indices[out - 1]:
+                    ordered = False
                 indices[out] = i
                 data[out] = P_data[p]
                 out += 1
             elif i == j:
                 diagonal += P_data[p]
-        _sort_segment(indices, data, indptr[j], out)
+        if not ordered:
+            _sort_segment(indices, data, indptr[j], out)
         indices[out] = j
         data[out] = diagonal
     marker[:] = -1
@@ -130,13 +127,17 @@ def assemble_upper(n, P_indptr, P_indices, P_data, AT_indptr, AT_indices, AT_dat
             for q in range(AT_indptr[i], AT_indptr[i + 1]):
                 work[AT_indices[q]] += AT_data[q] * d
         out = indptr[n + t]
+        ordered = True
         for c in range(count):
             row = rows[c]
+            if c > 0 and row < rows[c - 1]:
+                ordered = False
             indices[out] = row
             data[out] = work[row]
             work[row] = 0.0
             out += 1
-        _sort_segment(indices, data, indptr[n + t], out)
+        if not ordered:
+            _sort_segment(indices, data, indptr[n + t], out)
         diagonal = -delta
         for p in range(E_indptr[column], E_indptr[column + 1]):
             u = position[E_indices[p]]

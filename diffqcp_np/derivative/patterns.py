@@ -24,24 +24,41 @@ from .._validation import as_csc
 
 
 @numba.njit(nogil=True, cache=True)
-def _outer_difference_on_pattern(rows, cols, y, w1, w2, x):
-    """``y[i] w1[j] − w2[i] x[j]`` for each stored (i, j)."""
-    out = np.empty(rows.shape[0])
-    for k in range(rows.shape[0]):
-        i, j = rows[k], cols[k]
-        out[k] = y[i] * w1[j] - w2[i] * x[j]
+def _outer_difference_on_pattern(indptr, indices, y, w1, w2, x):
+    """``y[i] w1[j] − w2[i] x[j]`` for each stored (i, j) of a CSC pattern."""
+    out = np.empty(indices.shape[0])
+    for j in range(indptr.shape[0] - 1):
+        w1j, xj = w1[j], x[j]
+        for k in range(indptr[j], indptr[j + 1]):
+            i = indices[k]
+            out[k] = y[i] * w1j - w2[i] * xj
     return out
 
 
 @numba.njit(nogil=True, cache=True)
-def _sym_outer_on_pattern(rows, cols, w, x, off_diagonal_scale):
-    """``scale · ½(w[i] x[j] + x[i] w[j])`` for each stored (i, j); scale is 1 on the diagonal."""
-    out = np.empty(rows.shape[0])
-    for k in range(rows.shape[0]):
-        i, j = rows[k], cols[k]
-        val = 0.5 * (w[i] * x[j] + x[i] * w[j])
-        out[k] = val if i == j else off_diagonal_scale * val
+def _sym_outer_on_pattern(indptr, indices, w, x, off_diagonal_scale):
+    """``scale · ½(w[i] x[j] + x[i] w[j])`` for each stored (i, j) of a CSC pattern;
+    scale is 1 on the diagonal."""
+    out = np.empty(indices.shape[0])
+    for j in range(indptr.shape[0] - 1):
+        for k in range(indptr[j], indptr[j + 1]):
+            i = indices[k]
+            val = 0.5 * (w[i] * x[j] + x[i] * w[j])
+            out[k] = val if i == j else off_diagonal_scale * val
     return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _triangles_stored(indptr, indices):
+    """Whether a CSC pattern stores entries below and above the diagonal."""
+    lower = upper = False
+    for j in range(indptr.shape[0] - 1):
+        for k in range(indptr[j], indptr[j + 1]):
+            if indices[k] > j:
+                lower = True
+            elif indices[k] < j:
+                upper = True
+    return lower, upper
 
 
 @numba.njit(nogil=True, cache=True)
@@ -51,20 +68,40 @@ def _transpose_positions(indptr, indices):
     out = np.empty(indices.shape[0], dtype=np.int64)
     for j in range(indptr.shape[0] - 1):
         for p in range(indptr[j], indptr[j + 1]):
-            i = indices[p]
-            lo, hi = indptr[i], indptr[i + 1]
-            while lo < hi:  # binary search for row j in column i
-                mid = (lo + hi) // 2
-                if indices[mid] < j:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            out[p] = lo if lo < indptr[i + 1] and indices[lo] == j else -1
+            out[p] = _find(indptr, indices, indices[p], j)
     return out
 
 
-def _column_indices(mat: sp.csc_matrix) -> np.ndarray:
-    return mat.tocoo(copy=False).col.astype(np.int64, copy=False)
+@numba.njit(nogil=True, cache=True)
+def _find(indptr, indices, column, row):
+    """Position of the stored ``(row, column)`` of a canonical CSC matrix, or −1."""
+    lo, hi = indptr[column], indptr[column + 1]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if indices[mid] < row:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo if lo < indptr[column + 1] and indices[lo] == row else -1
+
+
+@numba.njit(nogil=True, cache=True)
+def _symmetry_defect(indptr, indices, data):
+    """``max |P_ij − P_ji|`` over the stored entries of a canonical CSC matrix, or −1 if
+    some stored ``(i, j)`` has no stored ``(j, i)``."""
+    defect = 0.0
+    for j in range(indptr.shape[0] - 1):
+        for p in range(indptr[j], indptr[j + 1]):
+            mirror = _find(indptr, indices, indices[p], j)
+            if mirror < 0:
+                return -1.0
+            defect = max(defect, abs(data[p] - data[mirror]))
+    return defect
+
+
+def _column_indices(indptr: np.ndarray) -> np.ndarray:
+    """Column index (int64) of each stored entry of a CSC matrix."""
+    return np.repeat(np.arange(indptr.size - 1, dtype=np.int64), np.diff(indptr))
 
 
 class MatrixPattern:
@@ -83,8 +120,16 @@ class MatrixPattern:
         self.shape = matrix.shape
         self.indptr = matrix.indptr.copy()
         self.indices = matrix.indices.copy()
-        self.rows = self.indices.astype(np.int64)
-        self.cols = _column_indices(matrix)
+
+    @cached_property
+    def rows(self) -> np.ndarray:
+        """Row index of each stored entry (int64)."""
+        return self.indices.astype(np.int64)
+
+    @cached_property
+    def cols(self) -> np.ndarray:
+        """Column index of each stored entry (int64)."""
+        return _column_indices(self.indptr)
 
     @cached_property
     def _keys(self) -> np.ndarray:
@@ -93,7 +138,7 @@ class MatrixPattern:
 
     @property
     def nnz(self) -> int:
-        return self.rows.size
+        return self.indices.size
 
     def with_values(self, values: np.ndarray) -> sp.csc_matrix:
         """A CSC matrix on exactly this pattern with the given data."""
@@ -113,7 +158,7 @@ class MatrixPattern:
         d = as_csc(d, argname, self.shape)
         d.eliminate_zeros()
         if d.nnz:
-            d_cols = _column_indices(d)
+            d_cols = _column_indices(d.indptr)
             key_d = d_cols * self.shape[0] + d.indices.astype(np.int64)
             pos = np.minimum(np.searchsorted(self._keys, key_d), max(self.nnz - 1, 0))
             outside = (self._keys[pos] != key_d) if self.nnz else np.ones(key_d.size, bool)
@@ -129,7 +174,7 @@ class MatrixPattern:
 
 def gradient_A(pattern: MatrixPattern, y, w1, w2, x) -> sp.csc_matrix:
     """``dA_ij = y_i w1_j − w2_i x_j`` on A's stored pattern."""
-    values = _outer_difference_on_pattern(pattern.rows, pattern.cols, y, w1, w2, x)
+    values = _outer_difference_on_pattern(pattern.indptr, pattern.indices, y, w1, w2, x)
     return pattern.with_values(values)
 
 
@@ -160,14 +205,13 @@ class QuadraticTerm:
             self.full = None
             return
         self.pattern = MatrixPattern(P, "P")
-        lower = self.pattern.rows > self.pattern.cols
-        upper = self.pattern.rows < self.pattern.cols
-        if lower.any() and not upper.any():
+        lower, upper = _triangles_stored(P.indptr, P.indices)
+        if lower and not upper:
             raise ValueError(
                 "P stores entries only below the diagonal: pass the full symmetric matrix "
                 "or its upper triangle"
             )
-        if lower.any():
+        if lower:
             self.storage = "full"
             self.full = self._symmetrized(P, sym_tol)
         else:
@@ -178,17 +222,18 @@ class QuadraticTerm:
     def _symmetrized(P: sp.csc_matrix, sym_tol: float) -> sp.csc_matrix:
         """``(P + P')/2`` after checking that ``P`` is symmetric to ``sym_tol`` (relative);
         ``P`` itself when it is exactly symmetric."""
-        mirror = _transpose_positions(P.indptr, P.indices)
-        if mirror.size == 0 or mirror.min() >= 0:  # symmetric pattern: compare entrywise
-            difference = P.data - P.data[mirror]
-            full = P if not difference.any() else sp.csc_matrix(
-                ((P.data + P.data[mirror]) * 0.5, P.indices.copy(), P.indptr.copy()),
-                shape=P.shape)
+        asym = _symmetry_defect(P.indptr, P.indices, P.data)
+        if asym == 0.0:
+            full = P
+        elif asym > 0.0:  # symmetric pattern: average entry by entry, pattern kept
+            mirror = _transpose_positions(P.indptr, P.indices)
+            full = sp.csc_matrix(((P.data + P.data[mirror]) * 0.5, P.indices.copy(),
+                                  P.indptr.copy()), shape=P.shape)
         else:
             PT = P.T.tocsc()
-            difference = (P - PT).data
             full = ((P + PT) * 0.5).tocsc()
-        asym = float(np.abs(difference).max()) if difference.size else 0.0
+            difference = (P - PT).data
+            asym = float(np.abs(difference).max()) if difference.size else 0.0
         scale = max(float(np.abs(P.data).max()) if P.nnz else 0.0, 1.0)
         if asym > sym_tol * scale:
             raise ValueError(
@@ -218,10 +263,10 @@ class QuadraticTerm:
     def gradient(self, w1: np.ndarray, x: np.ndarray) -> sp.csc_matrix:
         """Adjoint of :meth:`expand` applied to ``½(w1 x' + x w1')``, on P's stored pattern."""
         scale = 2.0 if self.storage == "upper" else 1.0
-        values = _sym_outer_on_pattern(self.pattern.rows, self.pattern.cols, w1, x, scale)
+        values = _sym_outer_on_pattern(self.pattern.indptr, self.pattern.indices, w1, x, scale)
         return self.pattern.with_values(values)
 
     def lagrangian_gradient(self, x: np.ndarray) -> np.ndarray:
         """Values of ``∂(½ x'P(θ)x)/∂θ`` on P's stored pattern (used by LPGD)."""
         scale = 2.0 if self.storage == "upper" else 1.0
-        return _sym_outer_on_pattern(self.pattern.rows, self.pattern.cols, x, x, scale) * 0.5
+        return _sym_outer_on_pattern(self.pattern.indptr, self.pattern.indices, x, x, scale) * 0.5

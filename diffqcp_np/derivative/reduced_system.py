@@ -197,6 +197,8 @@ class ReducedSystem:
         and what :meth:`recover` needs besides M's solution."""
         n = self.n
         r1, r2 = r[:n], r[n:]
+        if not r2.any():  # e.g. a cotangent of x alone
+            return np.concatenate([r1, np.zeros(self.kept.size)]), np.zeros(self.m)
         if transpose:
             null_r2 = self.parts.project_null(r2)
             rhs = np.concatenate([r1 + self.AT @ null_r2, (r2 - null_r2)[self.kept]])

@@ -184,17 +184,20 @@ class SolutionDerivative:
         """
         _check_unused_kwargs(kwargs)
         m, n = self.data.m, self.data.n
-        gx = np.zeros(n) if dx is None else as_vector(dx, "dx", n)
-        gy = np.zeros(m) if dy is None else as_vector(dy, "dy", m)
-        gs = np.zeros(m) if ds is None else as_vector(ds, "ds", m)
-        rhs = np.concatenate([gx, self.cone_jacobian.matvec(gy + gs) - gs])
-        w = self.solver.solve_transpose(-rhs)
+        rhs = np.zeros(n + m)
+        if dx is not None:
+            rhs[:n] = as_vector(dx, "dx", n)
+        if dy is not None or ds is not None:
+            gy = np.zeros(m) if dy is None else as_vector(dy, "dy", m)
+            gs = np.zeros(m) if ds is None else as_vector(ds, "ds", m)
+            rhs[n:] = self.cone_jacobian.matvec(gy + gs) - gs
+        w = self.solver.solve_transpose(np.negative(rhs, out=rhs))
         w1, w2 = w[:n], w[n:]
         dA = gradient_A(self.A_pattern, self.y, w1, w2, self.x)
         if not return_dP:
-            return dA, w2.copy(), w1.copy()
+            return dA, w2, w1
         if self.quadratic.pattern is None:
             dP = sp.csc_matrix((n, n))
         else:
             dP = self.quadratic.gradient(w1, self.x)
-        return dA, w2.copy(), w1.copy(), dP
+        return dA, w2, w1, dP
