@@ -171,11 +171,11 @@ def test_zero_pivot_at_every_regularization_hands_over_to_lu(monkeypatch):
 
     attempts = []
 
-    def zero_pivot(matrix, **_):
+    def zero_pivot(matrix):
         attempts.append(matrix.diagonal().copy())
-        raise RuntimeError("Input matrix is not quasi-definite")
+        raise reduced_system.ZeroPivotError("zero pivot")
 
-    monkeypatch.setattr(reduced_system.qdldl, "Solver", zero_pivot)
+    monkeypatch.setattr(reduced_system, "factorize", zero_pivot)
     prob = known_solution_problem({"z": 1, "l": 8}, seed=4, quadratic=True)
     data = check_problem(prob.A, prob.b, prob.c, prob.cone_dict, prob.P)
     sd = SolutionDerivative(data, prob.x, prob.y, prob.s, mode="direct", factorization="ldl")

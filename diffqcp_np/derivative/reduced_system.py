@@ -8,9 +8,10 @@ row says ``Π₀ dv = Π₀(r₂ + A dx)`` outright) and ``E = D(I−D) + Π₀`
 
 is symmetric, has the sparsity of an interior-point solver's KKT matrix (an active
 inequality row of A appears once, an inactive one not at all) and is quasi-definite up
-to its zero diagonal entries, so a sparse LDLᵀ with a fill-reducing ordering (QDLDL,
-AMD) and a small static regularisation factors it; iterative refinement against the
-exact K removes the regularisation's error. Both K and K' solves reduce to M solves:
+to its zero diagonal entries, so a sparse LDLᵀ with a fill-reducing ordering (QDLDL's
+algorithm, AMD; the symbolic analysis is reused for every M with the same pattern) and a
+small static regularisation factors it; iterative refinement against the exact M (or K)
+removes the regularisation's error. Both K and K' solves reduce to M solves:
 
 * ``K [dx; dv] = [r₁; r₂]``: ``M [dx; t] = [r₁; −D r₂]``, ``dv = t + Π₀(r₂ + A dx)``;
 * ``K' [z₁; z₂] = [r₁; r₂]``: ``M [z₁; u] = [r₁ + A'Π₀ r₂; r₂ − Π₀ r₂]``,
@@ -24,23 +25,23 @@ ever densified.
 from __future__ import annotations
 
 import numpy as np
-import qdldl
 import scipy.linalg as la
 import scipy.sparse as sp
 
 from ..cones.projection import ConeJacobian
 from ..cones.reduced import LiftedSOC, ReducedParts, reduced_parts
+from ._ldl import LDLFactor, QDLDLFactor, ZeroPivotError, factorize
 from ._reduced_kernels import assemble_upper, symmetric_upper_matvec
 from .norms import vector_norm
 
 #: Static regularisations of M tried in turn, relative to its largest entry (at least 1).
 #: M is quasi-definite once regularised, but rounding can still produce a zero pivot
-#: in QDLDL (which does not pivot) when P is singular, as in LPs; a larger value cures it.
+#: in the LDLᵀ (which does not pivot) when P is singular, as in LPs; a larger value cures it.
 REGULARIZATIONS = (1e-9, 1e-7, 1e-5)
 
 
 class FactorizationError(RuntimeError):
-    """QDLDL met a zero pivot at every regularisation tried."""
+    """The LDLᵀ factorisation met a zero pivot at every regularisation tried."""
 
 
 def _two_by_two_inverse(C: np.ndarray) -> np.ndarray:
@@ -117,9 +118,10 @@ class ReducedSystem:
         size = n + self.kept.size
         return sp.csc_matrix((data, indices, indptr), shape=(size, size))
 
-    def _factor(self, P: sp.csc_matrix | None) -> qdldl.Solver:
-        """QDLDL of M regularised by ``±δ``, ``δ = REGULARIZATIONS[i] · max(1, max|M_ij|)``,
-        with the smallest one that meets no zero pivot.
+    def _factor(self, P: sp.csc_matrix | None) -> LDLFactor | QDLDLFactor:
+        """LDLᵀ of M regularised by ``±δ``, ``δ = REGULARIZATIONS[i] · max(1, max|M_ij|)``,
+        with the smallest one that meets no zero pivot. The symbolic analysis (AMD
+        ordering, elimination tree) is shared by every M with the same pattern.
 
         Raises
         ------
@@ -137,10 +139,10 @@ class ReducedSystem:
             self.regularization = regularization * scale
             regularized.data[diagonal] = exact[diagonal] + signs * self.regularization
             try:
-                return qdldl.Solver(regularized, upper=True)
-            except RuntimeError:
+                return factorize(regularized)
+            except ZeroPivotError:
                 continue
-        raise FactorizationError("QDLDL met a zero pivot in the reduced system")
+        raise FactorizationError("zero pivot in the reduced system at every regularisation")
 
     def _woodbury_terms(self) -> tuple[sp.csc_matrix, np.ndarray, tuple]:
         """``W``, ``M₀⁻¹ W`` and the LU factors of the capacitance ``S⁻¹ + W' M₀⁻¹ W``."""
@@ -148,13 +150,13 @@ class ReducedSystem:
         U = lifted.basis
         W = sp.bmat([[(self.AT @ U).tocsc(), None], [None, U[self.kept]]], format="csc")
         dense_W = W.toarray()
-        Z = np.column_stack([self._ldl.solve(np.ascontiguousarray(col)) for col in dense_W.T])
+        Z = np.column_stack([self._ldl.solve(col) for col in dense_W.T])
         capacitance = _low_rank_inverse(lifted) + W.T @ Z
         return W, Z, la.lu_factor(capacitance, check_finite=False)
 
     def solve_symmetric(self, rhs: np.ndarray) -> np.ndarray:
         """Approximately solve ``M z = rhs``."""
-        z = self._ldl.solve(np.ascontiguousarray(rhs))
+        z = self._ldl.solve(rhs)
         if self._woodbury is not None:
             W, Z, lu = self._woodbury
             z = z - Z @ la.lu_solve(lu, W.T @ z, check_finite=False)
