@@ -273,3 +273,33 @@ def test_dP_of_wrong_shape_or_without_P_is_rejected():
     # without P, the gradient with respect to P is an empty matrix of the right shape
     dP = DT_lp(np.ones(lp.n), None, None, return_dP=True)[3]
     assert dP.shape == (lp.n, lp.n) and dP.nnz == 0
+
+
+@pytest.mark.parametrize("case", ["exact", "rounding", "pattern"])
+def test_full_P_is_symmetrised_against_a_dense_average(case):
+    """Exactly symmetric P is used as given; a P off by rounding, or with an explicit
+    zero mirrored by nothing, is replaced by (P + P')/2; the check names P otherwise."""
+    from diffqcp_np.derivative.patterns import QuadraticTerm
+
+    rng = np.random.default_rng(0)
+    F = rng.standard_normal((6, 6))
+    P = F @ F.T
+    if case == "rounding":
+        P[0, 1] += 1e-13
+    P = sp.csc_matrix(P)
+    if case == "pattern":  # an explicit zero at (0, 5) with nothing stored at (5, 0)
+        dense = P.toarray()
+        dense[0, 5] = dense[5, 0] = 0.0
+        rows, cols = np.nonzero(dense)
+        P = sp.csc_matrix((np.r_[dense[rows, cols], 0.0], (np.r_[rows, 0], np.r_[cols, 5])),
+                          shape=(6, 6))
+        assert P.nnz == rows.size + 1
+    quad = QuadraticTerm(P, 6)
+    dense = P.toarray()
+    np.testing.assert_allclose(quad.full.toarray(), 0.5 * (dense + dense.T), rtol=0, atol=0)
+    if case == "exact":
+        assert quad.full is P
+    bad = P.toarray()
+    bad[0, 1] += 1e-3
+    with pytest.raises(ValueError, match="P is not symmetric"):
+        QuadraticTerm(sp.csc_matrix(bad), 6)

@@ -196,3 +196,39 @@ def test_auto_factorization_uses_lu_with_psd_cones_only(cone_dict, expected):
     data = check_problem(prob.A, prob.b, prob.c, prob.cone_dict, prob.P)
     sd = SolutionDerivative(data, prob.x, prob.y, prob.s)
     assert type(sd.solver) is expected
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_assembled_M_matches_a_dense_construction(name):
+    cone_dict, quadratic = FAMILIES[name]
+    prob = known_solution_problem(cone_dict, seed=6, quadratic=quadratic)
+    data = check_problem(prob.A, prob.b, prob.c, prob.cone_dict, prob.P)
+    sd = SolutionDerivative(data, prob.x, prob.y, prob.s, mode="direct", factorization="ldl")
+    reduced = sd.solver._reduced
+    parts, kept, n = reduced.parts, reduced.kept, prob.n
+    A = prob.A.toarray()
+    P = np.zeros((n, n)) if sd.quadratic.full is None else sd.quadratic.full.toarray()
+    D, E = parts.D.toarray()[:, kept], parts.E.toarray()[np.ix_(kept, kept)]
+    want = np.block([[P, A.T @ D], [D.T @ A, -E]])
+    got = reduced._upper.toarray()
+    np.testing.assert_allclose(got, np.triu(want), atol=1e-14)
+    assert np.all(np.diff(reduced._upper.indptr) >= 1)
+    assert np.all(reduced._upper.indices[reduced._upper.indptr[1:] - 1]
+                  == np.arange(got.shape[0]))  # every diagonal stored, last in its column
+    assert parts.exact == (name in ("lp", "qp", "large_soc", "large_soc_qp"))
+
+
+@pytest.mark.parametrize("name", ["lp", "large_soc_qp"])
+def test_exact_reductions_refine_on_M_to_the_dense_answer(name, monkeypatch):
+    cone_dict, quadratic = FAMILIES[name]
+    prob = known_solution_problem(cone_dict, seed=8, quadratic=quadratic)
+    data = check_problem(prob.A, prob.b, prob.c, prob.cone_dict, prob.P)
+    sd = SolutionDerivative(data, prob.x, prob.y, prob.s, mode="direct", factorization="ldl")
+    K = _dense_K(sd)
+    # the K-space refinement must not be used where M is exact
+    monkeypatch.setattr(sd.solver, "_refined", None)
+    r = np.random.default_rng(2).standard_normal(K.shape[0])
+    for transpose, matrix in ((False, K), (True, K.T)):
+        z = sd.solver.solve_transpose(r) if transpose else sd.solver.solve(r)
+        assert relative_error(z, np.linalg.solve(matrix, r)) < 1e-11
+        assert np.linalg.norm(matrix @ z - r) / np.linalg.norm(r) < 1e-12

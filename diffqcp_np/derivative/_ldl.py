@@ -6,9 +6,9 @@ ordering costs about ten times the numeric factorisation on KKT-type matrices. H
 symbolic analysis (fill-reducing permutation, elimination tree, column counts and the
 map from the matrix's entries to the permuted upper triangle) is an object of its own,
 :class:`LDLSymbolic`, shared by every matrix with the same pattern; the numeric
-factorisation and the solves are Numba kernels that release the GIL. The ordering
-itself is AMD, taken from one QDLDL factorisation of the first matrix with a new
-pattern.
+factorisation and the solves are Numba kernels that release the GIL. A new pattern is
+factored by QDLDL itself (AMD); when the pattern comes again, the ordering is read back
+from that factor and analysed once.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import scipy.sparse as sp
 @numba.njit(nogil=True, cache=True)
 def _elimination_tree(n, Ap, Ai):
     """Elimination tree and column counts of L for an upper-triangular CSC pattern
-    (QDLDL_etree); ``counts[0] = -1`` flags an entry below the diagonal."""
+    (QDLDL_etree)."""
     work = np.full(n, -1, dtype=np.int64)
     parent = np.full(n, -1, dtype=np.int64)
     counts = np.zeros(n, dtype=np.int64)
@@ -34,9 +34,6 @@ def _elimination_tree(n, Ap, Ai):
         work[j] = j
         for p in range(Ap[j], Ap[j + 1]):
             i = Ai[p]
-            if i > j:
-                counts[0] = -1
-                return parent, counts
             while work[i] != j:
                 if parent[i] == -1:
                     parent[i] = j

@@ -1,0 +1,135 @@
+"""The LDLᵀ with reusable symbolic analysis, against dense solves and QDLDL itself."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from diffqcp_np.derivative import _ldl
+from diffqcp_np.derivative._ldl import (
+    LDLFactor,
+    LDLSymbolic,
+    QDLDLFactor,
+    SymbolicCache,
+    ZeroPivotError,
+    factorize,
+)
+from diffqcp_np.derivative._reduced_kernels import symmetric_upper_matvec
+
+
+def _quasi_definite(n: int, k: int, seed: int, density: float = 0.15) -> sp.csc_matrix:
+    """``[[H, B'], [B, −G]]`` with H, G positive definite: quasi-definite, so LDLᵀ exists
+    in every symmetric ordering. Returned as the canonical upper triangle."""
+    rng = np.random.default_rng(seed)
+    F = sp.random(n, n, density=density, random_state=rng)
+    H = F @ F.T + sp.identity(n)
+    B = sp.random(k, n, density=density, random_state=rng)
+    G = sp.diags(rng.uniform(0.1, 1.0, k))
+    M = sp.bmat([[H, B.T], [B, -G]], format="csc")
+    upper = sp.triu(M, format="csc")
+    upper.sort_indices()
+    return upper
+
+
+def _dense(upper: sp.csc_matrix) -> np.ndarray:
+    U = upper.toarray()
+    return U + np.triu(U, 1).T
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    _ldl.SYMBOLIC_CACHE.clear()
+    yield
+    _ldl.SYMBOLIC_CACHE.clear()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_numeric_factor_solves_like_a_dense_solve_in_any_ordering(seed):
+    upper = _quasi_definite(40, 25, seed)
+    size = upper.shape[0]
+    b = np.random.default_rng(seed).standard_normal(size)
+    want = np.linalg.solve(_dense(upper), b)
+    for perm in (np.arange(size), np.random.default_rng(seed).permutation(size),
+                 QDLDLFactor(upper).ordering()):
+        factor = LDLFactor(upper, LDLSymbolic.analyse(upper, perm))
+        np.testing.assert_allclose(factor.solve(b), want, rtol=1e-10, atol=1e-12)
+
+
+def test_numeric_factor_matches_qdldl_in_its_ordering():
+    upper = _quasi_definite(300, 200, 7, density=0.02)
+    reference = QDLDLFactor(upper)
+    factor = LDLFactor(upper, LDLSymbolic.analyse(upper, reference.ordering()))
+    b = np.random.default_rng(0).standard_normal(upper.shape[0])
+    np.testing.assert_allclose(factor.solve(b), reference.solve(b), rtol=1e-13, atol=1e-13)
+
+
+def test_pattern_is_factored_by_qdldl_first_then_reused_with_new_values():
+    upper = _quasi_definite(30, 20, 1)
+    b = np.random.default_rng(1).standard_normal(upper.shape[0])
+    first = factorize(upper)
+    assert isinstance(first, QDLDLFactor)
+    rescaled = upper.copy()
+    rescaled.data = rescaled.data * np.random.default_rng(2).uniform(0.5, 2.0, upper.nnz)
+    rescaled.data[rescaled.indptr[1:] - 1] = upper.data[upper.indptr[1:] - 1] * 3.0
+    for matrix in (upper, rescaled, rescaled):
+        factor = factorize(matrix)
+        assert isinstance(factor, LDLFactor)  # the pattern is known now
+        np.testing.assert_allclose(factor.solve(b), np.linalg.solve(_dense(matrix), b),
+                                   rtol=1e-10, atol=1e-12)
+
+
+def test_cache_tells_patterns_apart_and_forgets_the_oldest():
+    cache = SymbolicCache(size=2)
+    mats = [_quasi_definite(10 + i, 5, i) for i in range(3)]
+    for mat in mats:
+        cache.store(mat, LDLSymbolic.analyse(mat, np.arange(mat.shape[0])))
+    assert cache.lookup(mats[0]) is None  # evicted
+    assert cache.lookup(mats[2]).perm.size == mats[2].shape[0]
+    other = mats[2].copy()
+    other.indices = other.indices.copy()
+    other.indices[0] += 1  # same sizes, different pattern
+    assert cache.lookup(other) is None
+
+
+def test_zero_pivot_raises_in_both_factorizations():
+    # [[0, 1], [1, 0]]: a zero pivot in the natural ordering, whatever the path.
+    upper = sp.csc_matrix((np.array([0.0, 1.0, 0.0]), np.array([0, 0, 1]),
+                           np.array([0, 1, 3])), shape=(2, 2))
+    with pytest.raises(ZeroPivotError):
+        LDLFactor(upper, LDLSymbolic.analyse(upper, np.arange(2)))
+    with pytest.raises(ZeroPivotError):
+        QDLDLFactor(upper)
+
+
+def test_threads_factor_the_same_pattern_concurrently():
+    upper = _quasi_definite(60, 40, 3)
+    factorize(upper)  # seen once: the threads all take the reuse path
+    rng = np.random.default_rng(4)
+    matrices = []
+    for _ in range(8):
+        mat = upper.copy()
+        mat.data = mat.data * rng.uniform(0.8, 1.2, mat.nnz)
+        matrices.append(mat)
+    b = rng.standard_normal(upper.shape[0])
+    results = [None] * len(matrices)
+
+    def work(i):
+        results[i] = factorize(matrices[i]).solve(b)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(matrices))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for mat, got in zip(matrices, results):
+        np.testing.assert_allclose(got, np.linalg.solve(_dense(mat), b), rtol=1e-9, atol=1e-11)
+
+
+def test_symmetric_upper_matvec_matches_the_dense_product():
+    upper = _quasi_definite(25, 15, 5)
+    z = np.random.default_rng(5).standard_normal(upper.shape[0])
+    got = symmetric_upper_matvec(upper.indptr, upper.indices, upper.data, z)
+    np.testing.assert_allclose(got, _dense(upper) @ z, rtol=1e-13, atol=1e-13)
