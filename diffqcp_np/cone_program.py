@@ -6,8 +6,8 @@ Problem (SCS form), with ``P`` optional::
 
 ``solve_and_derivative`` returns ``x, y, s`` and the closures ``D`` (JVP) and ``DT``
 (VJP). The signatures and return values are diffcp 1.1.9's; the default derivative mode
-is ``"direct"`` (a sparse LU of the reduced (n+m) system, factored once and reused),
-and ``P`` is supported in every mode.
+is ``"direct"`` (a sparse LDLᵀ of the symmetric reduced system, LU where that fails,
+factored once and reused), and ``P`` is supported in every mode.
 
 ``P`` may be the full symmetric matrix or its upper triangle. Whatever pattern was given
 is the pattern of ``DT``'s ``dP``, which is the exact adjoint of ``D``'s ``dP`` argument

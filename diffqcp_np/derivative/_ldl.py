@@ -222,8 +222,8 @@ class LDLFactor:
 
 
 class QDLDLFactor:
-    """QDLDL's own factorisation (AMD ordering and numeric factors) of a matrix whose
-    pattern is new; its ordering is read back when the pattern comes again.
+    """QDLDL's own factorisation (AMD ordering and numeric factors), for a pattern not
+    analysed yet.
 
     Raises
     ------
@@ -246,9 +246,14 @@ class QDLDLFactor:
         return self._solver.solve(np.ascontiguousarray(b, dtype=np.float64))
 
 
+#: Cache entry of a pattern factored once: not analysed yet, no factor kept alive.
+SEEN_ONCE = "seen once"
+
+
 class SymbolicCache:
-    """What is known about recently factored patterns (thread-safe, LRU): the QDLDL
-    factor of a pattern seen once, the :class:`LDLSymbolic` of one seen more often.
+    """What is known about recently factored patterns (thread-safe, LRU): ``SEEN_ONCE``
+    or the pattern's :class:`LDLSymbolic`. Only patterns and analyses are kept, never
+    numeric factors.
 
     Parameters
     ----------
@@ -265,7 +270,7 @@ class SymbolicCache:
     def _key(upper: sp.csc_matrix) -> tuple:
         return upper.shape, hash(upper.indptr.tobytes()), hash(upper.indices.tobytes())
 
-    def lookup(self, upper: sp.csc_matrix) -> LDLSymbolic | QDLDLFactor | None:
+    def lookup(self, upper: sp.csc_matrix) -> LDLSymbolic | str | None:
         """The entry of ``upper``'s pattern, if cached (patterns compared exactly)."""
         key = self._key(upper)
         with self._lock:
@@ -278,7 +283,7 @@ class SymbolicCache:
             return value
         return None
 
-    def store(self, upper: sp.csc_matrix, value: LDLSymbolic | QDLDLFactor) -> None:
+    def store(self, upper: sp.csc_matrix, value: LDLSymbolic | str) -> None:
         """Remember ``value`` for ``upper``'s pattern."""
         key = self._key(upper)
         with self._lock:
@@ -300,9 +305,11 @@ SYMBOLIC_CACHE = SymbolicCache()
 def factorize(upper: sp.csc_matrix) -> LDLFactor | QDLDLFactor:
     """LDLᵀ of a quasi-definite matrix given by its canonical upper triangle.
 
-    A new pattern is factored by QDLDL (AMD ordering); the second time a pattern comes,
-    its ordering is read back from that factor and analysed once; from then on only the
-    numeric factorisation runs.
+    QDLDL (with its AMD ordering) factors a pattern the first two times it comes; the
+    second time its ordering is read back and analysed, and from then on only the
+    numeric factorisation runs. (Analysing at the first sighting would cost every
+    one-off pattern the extra work; keeping the first factor for later would keep
+    large factors alive.)
 
     Raises
     ------
@@ -311,10 +318,10 @@ def factorize(upper: sp.csc_matrix) -> LDLFactor | QDLDLFactor:
     """
     known = SYMBOLIC_CACHE.lookup(upper)
     if known is None:
+        SYMBOLIC_CACHE.store(upper, SEEN_ONCE)
+        return QDLDLFactor(upper)
+    if known is SEEN_ONCE:
         factor = QDLDLFactor(upper)
-        SYMBOLIC_CACHE.store(upper, factor)
+        SYMBOLIC_CACHE.store(upper, LDLSymbolic.analyse(upper, factor.ordering()))
         return factor
-    if isinstance(known, QDLDLFactor):
-        known = LDLSymbolic.analyse(upper, known.ordering())
-        SYMBOLIC_CACHE.store(upper, known)
     return LDLFactor(upper, known)

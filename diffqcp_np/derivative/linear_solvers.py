@@ -184,10 +184,13 @@ class DirectSolver(KKTSolver):
 
 
 class ReducedDirectSolver(KKTSolver):
-    """LDLᵀ of the reduced symmetric system, refined against K; LU of K as a fallback.
+    """LDLᵀ of the reduced symmetric system, refined; LU of K as a fallback.
 
-    Each answer is refined (at most ``MAX_REFINEMENT`` steps) until its residual with K
-    is below ``REFINED``. If the reduced system looks singular when factored, or
+    Each answer is refined (at most ``MAX_REFINEMENT`` steps) until its relative residual
+    is below ``REFINED``: the residual with the exact M where the reduction is exact
+    (zero, orthant and second-order cones; then each step costs one triangular solve and
+    one product with M), with K otherwise. If the reduced system looks singular when
+    factored, or
     refinement stalls above ``ACCEPTED``, the solver switches for good to
     :class:`DirectSolver` on the assembled K, whose pivot check decides whether the
     point is non-differentiable.
