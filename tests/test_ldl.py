@@ -133,3 +133,13 @@ def test_symmetric_upper_matvec_matches_the_dense_product():
     z = np.random.default_rng(5).standard_normal(upper.shape[0])
     got = symmetric_upper_matvec(upper.indptr, upper.indices, upper.data, z)
     np.testing.assert_allclose(got, _dense(upper) @ z, rtol=1e-13, atol=1e-13)
+
+
+def test_patterns_with_heavy_fill_stay_with_qdldl():
+    # a dense 240×240 block: about 240/3 multiply-adds per stored entry in any ordering
+    dense_block = _quasi_definite(240, 0, 9, density=1.0)
+    assert not LDLSymbolic.analyse(dense_block, np.arange(240)).reuse_pays
+    for _ in range(3):
+        assert isinstance(factorize(dense_block), QDLDLFactor)
+    sparse = _quasi_definite(200, 100, 9, density=0.01)
+    assert LDLSymbolic.analyse(sparse, QDLDLFactor(sparse).ordering()).reuse_pays
