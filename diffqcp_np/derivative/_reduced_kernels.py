@@ -41,8 +41,8 @@ def _sort_segment(indices, data, start, stop):
 
 @numba.njit(nogil=True, cache=True)
 def assemble_upper(n, P_indptr, P_indices, P_data, AT_indptr, AT_indices, AT_data,
-                   D_indptr, D_indices, D_data, E_indptr, E_indices, E_data, kept, delta):
-    """Upper triangle of ``M = [[P + δI, A'D[:, kept]], [·, −E[kept, kept] − δI]]``.
+                   D_indptr, D_indices, D_data, E_indptr, E_indices, E_data, kept):
+    """Upper triangle of ``M = [[P, A'D[:, kept]], [·, −E[kept, kept]]]``.
 
     Parameters
     ----------
@@ -57,9 +57,6 @@ def assemble_upper(n, P_indptr, P_indices, P_data, AT_indptr, AT_indices, AT_dat
         ``D`` and ``E`` (``m × m`` CSC, rows sorted within each column).
     kept : ndarray of int64
         The rows of ``D`` kept in ``M``, increasing.
-    delta : float
-        Regularisation added to the first ``n`` diagonal entries and subtracted from
-        the others.
 
     Returns
     -------
@@ -101,7 +98,7 @@ def assemble_upper(n, P_indptr, P_indices, P_data, AT_indptr, AT_indices, AT_dat
     data = np.empty(indptr[n + k])
     for j in range(n):
         out = indptr[j]
-        diagonal = delta
+        diagonal = 0.0
         ordered = True
         for p in range(P_indptr[j], P_indptr[j + 1]):
             i = P_indices[p]
@@ -138,7 +135,7 @@ def assemble_upper(n, P_indptr, P_indices, P_data, AT_indptr, AT_indices, AT_dat
             out += 1
         if not ordered:
             _sort_segment(indices, data, indptr[n + t], out)
-        diagonal = -delta
+        diagonal = 0.0
         for p in range(E_indptr[column], E_indptr[column + 1]):
             u = position[E_indices[p]]
             if u >= 0 and u < t:

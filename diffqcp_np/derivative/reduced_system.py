@@ -114,7 +114,7 @@ class ReducedSystem:
         indptr, indices, data = assemble_upper(
             n, P.indptr, P.indices, P.data, AT.indptr, AT.indices, AT.data,
             parts.D.indptr, parts.D.indices, parts.D.data,
-            parts.E.indptr, parts.E.indices, parts.E.data, self.kept, 0.0)
+            parts.E.indptr, parts.E.indices, parts.E.data, self.kept)
         size = n + self.kept.size
         return sp.csc_matrix((data, indices, indptr), shape=(size, size))
 
