@@ -303,3 +303,30 @@ def test_full_P_is_symmetrised_against_a_dense_average(case):
     bad[0, 1] += 1e-3
     with pytest.raises(ValueError, match="P is not symmetric"):
         QuadraticTerm(sp.csc_matrix(bad), 6)
+
+
+def test_symmetry_defect_matches_a_dense_check():
+    """The one-pass symmetry check against a dense comparison of patterns and values, on
+    random small matrices (symmetric, nearly symmetric, lone entries at either end of a
+    column)."""
+    from diffqcp_np.derivative.patterns import _symmetry_defect
+
+    rng = np.random.default_rng(1)
+    for _ in range(500):
+        n = int(rng.integers(1, 7))
+        M = sp.random(n, n, density=rng.uniform(0.2, 1.0), random_state=rng).toarray()
+        if rng.random() < 0.6:
+            M = M + M.T
+        if rng.random() < 0.3:
+            M[rng.integers(n), rng.integers(n)] += 1e-12
+        stored = M != 0
+        if rng.random() < 0.3:  # an explicit zero, mirrored or not
+            i, j = rng.integers(n), rng.integers(n)
+            stored[i, j] = True
+            if rng.random() < 0.5:
+                stored[j, i] = True
+        rows, cols = np.nonzero(stored)
+        A = sp.csc_matrix((M[rows, cols], (rows, cols)), shape=(n, n))
+        A.sort_indices()
+        expected = -1.0 if (stored != stored.T).any() else float(np.abs(M - M.T).max())
+        assert _symmetry_defect(A.indptr, A.indices, A.data) == expected

@@ -79,6 +79,18 @@ def test_parts_match_a_dense_eigendecomposition(seed):
         np.testing.assert_allclose(got, want, atol=1e-9)
 
 
+@pytest.mark.parametrize("dual", [True, False])
+def test_diagonal_parts_of_zero_and_orthant_cones_match_a_dense_eigendecomposition(dual):
+    v = np.random.default_rng(5).standard_normal(14)
+    v[[4, 9]] = 0.0  # Jacobian ½ at the kink
+    jac = ConeJacobian(v, {"z": 3, "l": 11}, dual=dual)
+    parts = reduced_parts(jac)
+    assert parts.exact and parts.lifted.count == 0
+    for got, want in zip(_reassembled_parts(parts), _dense_parts(jac)):
+        np.testing.assert_allclose(got, want, atol=1e-12)
+    np.testing.assert_array_equal(parts.null.matvec(v), _dense_parts(jac)[2] @ v)
+
+
 def test_null_projector_is_an_orthogonal_projector_onto_the_null_space_of_D():
     jac = _jacobian(MIXED, 7)
     D, _, N = _reassembled_parts(reduced_parts(jac))
@@ -172,7 +184,7 @@ def test_zero_pivot_at_every_regularization_hands_over_to_lu(monkeypatch):
     attempts = []
 
     def zero_pivot(matrix):
-        attempts.append(matrix.diagonal().copy())
+        attempts.append(matrix.tocsc().diagonal())
         raise reduced_system.ZeroPivotError("zero pivot")
 
     monkeypatch.setattr(reduced_system, "factorize", zero_pivot)

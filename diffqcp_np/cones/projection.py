@@ -26,6 +26,10 @@ def _as_vector(x: np.ndarray, spec: ConeSpec, name: str) -> np.ndarray:
     return x
 
 
+#: ``soc_jacobian_data`` of no second-order cones.
+_NO_SOC = (np.zeros(0, np.int8), np.zeros(0), np.zeros(0))
+
+
 def _soc_offsets(spec: ConeSpec) -> np.ndarray:
     return np.concatenate(([0], np.cumsum(spec.soc, dtype=np.int64))).astype(np.int64)
 
@@ -124,34 +128,39 @@ class ConeJacobian:
     """
 
     def __init__(self, x: np.ndarray, cones: ConeLike, dual: bool = False) -> None:
-        self.spec = as_cone_spec(cones)
-        x = _as_vector(x, self.spec, "x")
+        self.spec = spec = as_cone_spec(cones)
+        x = _as_vector(x, spec, "x")
         self.dual = dual
         self.shape = (x.size, x.size)
-        sl = self.spec.slices()
+        sl = spec.slices()
         self._slices = sl
         self._nonneg = soc.jacobian_nonneg(x[sl["l"]])
-        self._soc_offsets = _soc_offsets(self.spec)
-        self._soc = soc.soc_jacobian_data(np.ascontiguousarray(x[sl["q"]]), self._soc_offsets)
-        self._psd = PSDJacobian(x[sl["s"]], self.spec.psd)
+        self._soc_offsets = _soc_offsets(spec)
+        self._soc = (soc.soc_jacobian_data(np.ascontiguousarray(x[sl["q"]]), self._soc_offsets)
+                     if spec.soc else _NO_SOC)
+        self._psd = PSDJacobian(x[sl["s"]], spec.psd)
         self._small_start = sl["ep"].start
-        self._small = _three_by_three_jacobians(x, self.spec, dual)
+        self._small = (_three_by_three_jacobians(x, spec, dual)
+                       if spec.exp or spec.exp_dual or spec.power else np.zeros((0, 3, 3)))
 
     def matvec(self, dx: np.ndarray) -> np.ndarray:
         """Apply the Jacobian to ``dx`` (shape (m,))."""
         dx = np.ascontiguousarray(dx, dtype=np.float64)
         if dx.shape != (self.shape[0],):
             raise ValueError(f"dx has shape {dx.shape}, expected ({self.shape[0]},)")
-        sl = self._slices
+        sl, spec = self._slices, self.spec
         out = np.empty_like(dx)
         out[sl["z"]] = dx[sl["z"]] if self.dual else 0.0
         out[sl["l"]] = self._nonneg * dx[sl["l"]]
-        out[sl["q"]] = soc.soc_jacobian_apply(
-            np.ascontiguousarray(dx[sl["q"]]), self._soc_offsets, *self._soc
-        )
-        out[sl["s"]] = self._psd.matvec(dx[sl["s"]])
-        small = dx[self._small_start:].reshape(-1, 3)
-        out[self._small_start:] = np.einsum("kij,kj->ki", self._small, small).ravel()
+        if spec.soc:
+            out[sl["q"]] = soc.soc_jacobian_apply(
+                np.ascontiguousarray(dx[sl["q"]]), self._soc_offsets, *self._soc
+            )
+        if spec.psd:
+            out[sl["s"]] = self._psd.matvec(dx[sl["s"]])
+        if self._small.shape[0]:
+            small = dx[self._small_start:].reshape(-1, 3)
+            out[self._small_start:] = np.einsum("kij,kj->ki", self._small, small).ravel()
         return out
 
     __call__ = matvec

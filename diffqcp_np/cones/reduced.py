@@ -18,6 +18,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
+from .._sparse import CSCArrays
 from ._soc_numba import SOC_BOUNDARY, soc_reduced_triplets
 from .projection import ConeJacobian
 
@@ -103,15 +104,15 @@ class ReducedParts:
     approximate.
     """
 
-    D: sp.csc_matrix
-    E: sp.csc_matrix
-    null: sp.csc_matrix
+    D: CSCArrays
+    E: CSCArrays
+    null: CSCArrays
     lifted: LiftedSOC
     exact: bool
 
     def project_null(self, v: np.ndarray) -> np.ndarray:
         """``Π₀ v``."""
-        out = self.null @ v
+        out = self.null.matvec(v)
         if self.lifted.count:
             Q = self.lifted.null_vectors
             out += Q @ (Q.T @ v)
@@ -136,26 +137,45 @@ def _null_weights(lam: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(nogil=True, cache=True)
-def _diagonal_arrays(values):
-    """CSC arrays of ``diag(values)`` without stored zeros."""
-    size = values.shape[0]
-    indptr = np.empty(size + 1, dtype=np.int32)
-    rows = np.empty(size, dtype=np.int32)
-    data = np.empty(size)
-    count = 0
-    indptr[0] = 0
+def _diagonal_parts(diagonal):
+    """CSC arrays ``(indptr, indices, data)`` of ``D = diag(d)``, ``E = D(I − D) + Π₀``
+    and ``Π₀`` for a diagonal ``D`` with entries in [0, 1], zeros not stored."""
+    size = diagonal.shape[0]
+    d_indptr = np.empty(size + 1, dtype=np.int32)
+    n_indptr = np.empty(size + 1, dtype=np.int32)
+    e_indptr = np.empty(size + 1, dtype=np.int32)
+    d_rows = np.empty(size, dtype=np.int32)
+    n_rows = np.empty(size, dtype=np.int32)
+    e_rows = np.empty(size, dtype=np.int32)
+    d_data = np.empty(size)
+    e_data = np.empty(size)
+    d_count = n_count = 0
+    d_indptr[0] = n_indptr[0] = 0
     for i in range(size):
-        if values[i] != 0.0:
-            rows[count] = i
-            data[count] = values[i]
-            count += 1
-        indptr[i + 1] = count
-    return data[:count], rows[:count], indptr
-
-
-def _diagonal(values: np.ndarray) -> sp.csc_matrix:
-    """``diag(values)`` as CSC, zeros not stored."""
-    return sp.csc_matrix(_diagonal_arrays(values), shape=(values.size, values.size))
+        value = diagonal[i]
+        if value != 0.0:
+            d_rows[d_count] = i
+            d_data[d_count] = value
+            d_count += 1
+            e_data[i] = value * (1.0 - value)
+        else:
+            n_rows[n_count] = i
+            n_count += 1
+            e_data[i] = 1.0
+        d_indptr[i + 1] = d_count
+        n_indptr[i + 1] = n_count
+    # E vanishes where D = 1: drop those entries
+    e_count = 0
+    for i in range(size):
+        e_indptr[i] = e_count
+        if e_data[i] != 0.0:
+            e_rows[e_count] = i
+            e_data[e_count] = e_data[i]
+            e_count += 1
+    e_indptr[size] = e_count
+    return ((d_indptr, d_rows[:d_count], d_data[:d_count]),
+            (e_indptr, e_rows[:e_count], e_data[:e_count]),
+            (n_indptr, n_rows[:n_count], np.ones(n_count)))
 
 
 def reduced_parts(jac: ConeJacobian, lift_above: int = LIFT_SOC_ABOVE) -> ReducedParts:
@@ -174,6 +194,13 @@ def reduced_parts(jac: ConeJacobian, lift_above: int = LIFT_SOC_ABOVE) -> Reduce
     """
     spec, sl = jac.spec, jac._slices
     m = jac.shape[0]
+    diagonal = np.concatenate([np.full(spec.zero, 1.0 if jac.dual else 0.0), jac._nonneg])
+    no_lift = LiftedSOC(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0),
+                        np.zeros(m), m)
+    if diagonal.size == m:  # zero and orthant cones only: diagonal matrices
+        D, E, null = (CSCArrays(*arrays) for arrays in _diagonal_parts(diagonal))
+        return ReducedParts(D, E, null, no_lift, True)
+
     rows, cols, d_parts, e_parts, n_parts = [], [], [], [], []
 
     def add(r, c, d, e, n, offset):
@@ -183,15 +210,9 @@ def reduced_parts(jac: ConeJacobian, lift_above: int = LIFT_SOC_ABOVE) -> Reduce
         e_parts.append(np.asarray(e, float))
         n_parts.append(np.asarray(n, float))
 
-    diagonal = np.concatenate([np.full(spec.zero, 1.0 if jac.dual else 0.0), jac._nonneg])
     idx = np.arange(diagonal.size)
     is_null = (diagonal == 0.0).astype(float)
     diagonal_e = diagonal * (1.0 - diagonal) + is_null
-    no_lift = LiftedSOC(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0),
-                        np.zeros(m), m)
-    if diagonal.size == m:  # zero and orthant cones only: diagonal matrices
-        return ReducedParts(_diagonal(diagonal), _diagonal(diagonal_e), _diagonal(is_null),
-                            no_lift, True)
     add(idx, idx, diagonal, diagonal_e, is_null, 0)
 
     offsets = jac._soc_offsets
@@ -230,7 +251,7 @@ def reduced_parts(jac: ConeJacobian, lift_above: int = LIFT_SOC_ABOVE) -> Reduce
         mat = sp.csc_matrix((np.concatenate(parts)[order], numbered.indices.copy(),
                              numbered.indptr.copy()), shape=(m, m))
         mat.eliminate_zeros()
-        return mat
+        return CSCArrays.from_scipy(mat)
 
     exact = not spec.psd and small.shape[0] == 0
     return ReducedParts(matrix(d_parts), matrix(e_parts), matrix(n_parts), lifted, exact)

@@ -9,6 +9,7 @@ internally by projections, Jacobians and solvers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from numbers import Integral, Real
 from typing import Any, Mapping, Sequence, Union
 
@@ -66,7 +67,9 @@ class ConeSpec:
     exp_dual: int = 0
     power: tuple[float, ...] = ()
 
-    @property
+    # The layout is computed once per spec (cached_property writes the instance's
+    # __dict__ directly, which a frozen dataclass allows); callers must not mutate it.
+    @cached_property
     def sizes(self) -> dict[str, int]:
         """Number of rows taken by each cone kind, in row order."""
         return {
@@ -79,7 +82,7 @@ class ConeSpec:
             POWER: 3 * len(self.power),
         }
 
-    @property
+    @cached_property
     def offsets(self) -> dict[str, int]:
         """First row of each cone kind."""
         out, start = {}, 0
@@ -88,13 +91,17 @@ class ConeSpec:
             start += size
         return out
 
-    @property
+    @cached_property
     def dim(self) -> int:
         """Total number of rows ``m``."""
         return int(sum(self.sizes.values()))
 
     def slices(self) -> dict[str, slice]:
-        """Row slice of each cone kind."""
+        """Row slice of each cone kind (a shared dict: do not modify it)."""
+        return self._slices
+
+    @cached_property
+    def _slices(self) -> dict[str, slice]:
         offsets, sizes = self.offsets, self.sizes
         return {key: slice(offsets[key], offsets[key] + sizes[key]) for key in CONES}
 

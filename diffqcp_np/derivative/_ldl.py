@@ -22,6 +22,9 @@ import numpy as np
 import qdldl
 import scipy.sparse as sp
 
+from .._sparse import CSCLike
+from ._reduced_kernels import symmetric_upper_matvec
+
 
 @numba.njit(nogil=True, cache=True)
 def _elimination_tree(n, Ap, Ai):
@@ -150,6 +153,46 @@ def _solve(Lp, Li, Lx, Dinv, perm, b):
     return out
 
 
+_TINY = np.finfo(np.float64).tiny
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _norm(v):
+    """Euclidean norm by a plain loop (no BLAS call, whose threads can wake up)."""
+    total = 0.0
+    for i in range(v.shape[0]):
+        total += v[i] * v[i]
+    return np.sqrt(total)
+
+
+@numba.njit(nogil=True, cache=True)
+def _refined_solve(Lp, Li, Lx, Dinv, perm, Mp, Mi, Mx, r, max_steps, tol):
+    """Solve ``M z = r`` with the factors of a regularised ``M[perm][:, perm]`` and
+    iterative refinement against the exact ``M`` (upper triangle ``Mp, Mi, Mx``).
+
+    A step is kept only if it lowers the residual; refinement stops after ``max_steps``
+    steps, below ``tol`` (relative to ``r``), or once a step gains less than half.
+    Returns ``z`` and its relative residual.
+    """
+    norm_r = max(_norm(r), _TINY)
+    z = _solve(Lp, Li, Lx, Dinv, perm, r)
+    residual = r - symmetric_upper_matvec(Mp, Mi, Mx, z)
+    norm_res = _norm(residual)
+    for _ in range(max_steps):
+        if not norm_res > tol * norm_r:  # also stops on NaN
+            break
+        candidate = z + _solve(Lp, Li, Lx, Dinv, perm, residual)
+        new_residual = r - symmetric_upper_matvec(Mp, Mi, Mx, candidate)
+        new_norm = _norm(new_residual)
+        if not new_norm < norm_res:
+            break
+        improved = new_norm < 0.5 * norm_res
+        z, residual, norm_res = candidate, new_residual, new_norm
+        if not improved:
+            break
+    return z, norm_res / norm_r
+
+
 class ZeroPivotError(RuntimeError):
     """The numeric factorisation met a zero pivot."""
 
@@ -186,9 +229,9 @@ class LDLSymbolic:
         return work <= REUSE_MAX_WORK_PER_ENTRY * max(self.Ci.size, 1)
 
     @classmethod
-    def analyse(cls, upper: sp.csc_matrix, perm: np.ndarray) -> LDLSymbolic:
+    def analyse(cls, upper: CSCLike, perm: np.ndarray) -> LDLSymbolic:
         """Symbolic analysis of a canonical upper-triangular CSC matrix under ``perm``."""
-        n = upper.shape[0]
+        n = upper.indptr.size - 1
         perm = np.ascontiguousarray(perm, dtype=np.int64)
         inverse = np.empty(n, dtype=np.int64)
         inverse[perm] = np.arange(n)
@@ -202,7 +245,7 @@ class LDLFactor:
 
     Parameters
     ----------
-    upper : scipy.sparse.csc_matrix
+    upper : scipy.sparse.csc_matrix or CSCArrays
         Canonical upper triangle (every diagonal entry stored).
     symbolic : LDLSymbolic
         The analysis of ``upper``'s pattern.
@@ -213,11 +256,11 @@ class LDLFactor:
         If a pivot is exactly zero.
     """
 
-    def __init__(self, upper: sp.csc_matrix, symbolic: LDLSymbolic) -> None:
+    def __init__(self, upper: CSCLike, symbolic: LDLSymbolic) -> None:
         self.symbolic = symbolic
         Cx = np.empty(symbolic.Ci.size)
         Cx[symbolic.position] = upper.data
-        n = upper.shape[0]
+        n = upper.indptr.size - 1
         self._Lp, self._Li, self._Lx, self._Dinv, ok = _factor(
             n, symbolic.Cp, symbolic.Ci, Cx, symbolic.parent, symbolic.counts)
         if not ok:
@@ -227,6 +270,22 @@ class LDLFactor:
         """Solve ``A x = b``."""
         return _solve(self._Lp, self._Li, self._Lx, self._Dinv, self.symbolic.perm,
                       np.ascontiguousarray(b, dtype=np.float64))
+
+    def refined_solve(self, exact: CSCLike, r: np.ndarray, max_steps: int,
+                      tol: float) -> tuple[np.ndarray, float]:
+        """Solve ``exact z = r`` by this factor of a nearby matrix and iterative refinement
+        (the rules of :func:`~diffqcp_np.derivative.norms.refine`), in one
+        compiled call; returns ``z`` and its relative residual.
+
+        Parameters
+        ----------
+        exact : scipy.sparse.csc_matrix or CSCArrays
+            Upper triangle of the symmetric matrix to solve with (the factored one up to
+            a regularisation).
+        """
+        return _refined_solve(self._Lp, self._Li, self._Lx, self._Dinv, self.symbolic.perm,
+                              exact.indptr, exact.indices, exact.data,
+                              np.ascontiguousarray(r, dtype=np.float64), max_steps, tol)
 
 
 class QDLDLFactor:
@@ -239,7 +298,10 @@ class QDLDLFactor:
         If QDLDL meets a zero pivot.
     """
 
-    def __init__(self, upper: sp.csc_matrix) -> None:
+    def __init__(self, upper: CSCLike) -> None:
+        if not sp.issparse(upper):
+            n = upper.indptr.size - 1
+            upper = sp.csc_matrix((upper.data, upper.indices, upper.indptr), shape=(n, n))
         try:
             self._solver = qdldl.Solver(upper, upper=True)
         except RuntimeError as err:
@@ -283,10 +345,10 @@ class SymbolicCache:
         self._lock = threading.Lock()
 
     @staticmethod
-    def _key(upper: sp.csc_matrix) -> tuple:
-        return upper.shape, hash(upper.indptr.tobytes()), hash(upper.indices.tobytes())
+    def _key(upper: CSCLike) -> tuple:
+        return hash(upper.indptr.tobytes()), hash(upper.indices.tobytes())
 
-    def lookup(self, upper: sp.csc_matrix) -> LDLSymbolic | str | None:
+    def lookup(self, upper: CSCLike) -> LDLSymbolic | str | None:
         """The entry of ``upper``'s pattern, if cached (patterns compared exactly)."""
         key = self._key(upper)
         with self._lock:
@@ -299,7 +361,7 @@ class SymbolicCache:
             return value
         return None
 
-    def store(self, upper: sp.csc_matrix, value: LDLSymbolic | str) -> None:
+    def store(self, upper: CSCLike, value: LDLSymbolic | str) -> None:
         """Remember ``value`` for ``upper``'s pattern."""
         key = self._key(upper)
         with self._lock:
@@ -318,7 +380,7 @@ class SymbolicCache:
 SYMBOLIC_CACHE = SymbolicCache()
 
 
-def factorize(upper: sp.csc_matrix) -> LDLFactor | QDLDLFactor:
+def factorize(upper: CSCLike) -> LDLFactor | QDLDLFactor:
     """LDLᵀ of a quasi-definite matrix given by its canonical upper triangle.
 
     QDLDL (with its AMD ordering) factors a pattern the first two times it comes; the

@@ -164,3 +164,39 @@ def symmetric_upper_matvec(indptr, indices, data, x):
                 acc += v * x[i]
         out[j] += acc
     return out
+
+
+@numba.njit(nogil=True, cache=True)
+def shifted_diagonal(indptr, data, n, shift):
+    """Values of a quasi-definite upper triangle (diagonal entries last in each column)
+    with ``+shift`` added to the first ``n`` diagonal entries and ``−shift`` to the rest."""
+    out = data.copy()
+    for j in range(indptr.shape[0] - 1):
+        out[indptr[j + 1] - 1] += shift if j < n else -shift
+    return out
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _mix(z):
+    """SplitMix64's output function."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@numba.njit(nogil=True, cache=True)
+def probe_vector(size, seed):
+    """A reproducible pseudo-random unit vector (SplitMix64 draws, uniform in [−1, 1))."""
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    state = _mix(np.uint64(seed) + golden)
+    out = np.empty(size)
+    total = 0.0
+    for i in range(size):
+        state += golden
+        value = (_mix(state) >> np.uint64(11)) * (2.0 / 9007199254740992.0) - 1.0
+        out[i] = value
+        total += value * value
+    scale = 1.0 / np.sqrt(total) if total > 0.0 else 0.0
+    for i in range(size):
+        out[i] *= scale
+    return out

@@ -19,7 +19,7 @@ import scipy.linalg as la
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from .norms import vector_norm
+from .norms import refine, vector_norm
 from .reduced_system import FactorizationError
 
 #: Pivot ratio below which a factorisation is treated as singular.
@@ -39,32 +39,6 @@ class InaccurateDerivativeWarning(RuntimeWarning):
 def _relative_residual(matvec: Callable, z: np.ndarray, r: np.ndarray) -> float:
     norm_r = vector_norm(r)
     return float(vector_norm(matvec(z) - r) / max(norm_r, np.finfo(float).tiny))
-
-
-def refine(approx: Callable[[np.ndarray], np.ndarray], matvec: Callable[[np.ndarray], np.ndarray],
-           r: np.ndarray, max_steps: int, tol: float) -> tuple[np.ndarray, float]:
-    """Iterative refinement of ``approx(r)`` against ``matvec``, and its relative residual.
-
-    A step is kept only if it lowers the residual; refinement stops after ``max_steps``
-    steps, below ``tol`` (relative to ``r``), or once a step gains less than half.
-    """
-    norm_r = max(vector_norm(r), np.finfo(float).tiny)
-    z = approx(r)
-    residual = r - matvec(z)
-    norm_res = vector_norm(residual)
-    for _ in range(max_steps):
-        if not norm_res > tol * norm_r:  # also stops on NaN
-            break
-        candidate = z + approx(residual)
-        new_residual = r - matvec(candidate)
-        new_norm = vector_norm(new_residual)
-        if not new_norm < norm_res:
-            break
-        z, residual, improved = candidate, new_residual, new_norm < 0.5 * norm_res
-        norm_res = new_norm
-        if not improved:
-            break
-    return z, float(norm_res / norm_r)
 
 
 def _least_squares(op: spla.LinearOperator, r: np.ndarray) -> np.ndarray:
@@ -259,8 +233,7 @@ class ReducedDirectSolver(KKTSolver):
             approx = reduced.solve_transpose if transpose else reduced.solve
             return self._refined(approx, r, transpose)
         rhs, carried = reduced.reduce(r, transpose)
-        sol, residual = refine(reduced.solve_symmetric, reduced.matvec_symmetric, rhs,
-                               self.MAX_REFINEMENT, self.REFINED)
+        sol, residual = reduced.refined_solve_symmetric(rhs, self.MAX_REFINEMENT, self.REFINED)
         return reduced.recover(sol, carried, transpose), residual
 
 

@@ -88,14 +88,25 @@ def _find(indptr, indices, column, row):
 @numba.njit(nogil=True, cache=True)
 def _symmetry_defect(indptr, indices, data):
     """``max |P_ij − P_ji|`` over the stored entries of a canonical CSC matrix, or −1 if
-    some stored ``(i, j)`` has no stored ``(j, i)``."""
+    some stored ``(i, j)`` has no stored ``(j, i)``.
+
+    One pass: columns are visited in order, so when the pattern is symmetric the mirror of
+    each entry of column ``j`` is the next entry not yet matched in its column
+    (``cursor``); an entry without a mirror finds another row there.
+    """
+    n = indptr.shape[0] - 1
+    cursor = np.empty(n, dtype=np.int64)
+    for j in range(n):
+        cursor[j] = indptr[j]
     defect = 0.0
-    for j in range(indptr.shape[0] - 1):
+    for j in range(n):
         for p in range(indptr[j], indptr[j + 1]):
-            mirror = _find(indptr, indices, indices[p], j)
-            if mirror < 0:
+            i = indices[p]
+            q = cursor[i]
+            if q >= indptr[i + 1] or indices[q] != j:
                 return -1.0
-            defect = max(defect, abs(data[p] - data[mirror]))
+            cursor[i] = q + 1
+            defect = max(defect, abs(data[p] - data[q]))
     return defect
 
 

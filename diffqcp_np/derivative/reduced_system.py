@@ -28,11 +28,17 @@ import numpy as np
 import scipy.linalg as la
 import scipy.sparse as sp
 
+from .._sparse import CSCArrays
 from ..cones.projection import ConeJacobian
 from ..cones.reduced import LiftedSOC, ReducedParts, reduced_parts
 from ._ldl import LDLFactor, QDLDLFactor, ZeroPivotError, factorize
-from ._reduced_kernels import assemble_upper, symmetric_upper_matvec
-from .norms import vector_norm
+from ._reduced_kernels import (
+    assemble_upper,
+    probe_vector,
+    shifted_diagonal,
+    symmetric_upper_matvec,
+)
+from .norms import refine, vector_norm
 
 #: Static regularisations of M tried in turn, relative to its largest entry (at least 1).
 #: M is quasi-definite once regularised, but rounding can still produce a zero pivot
@@ -104,19 +110,20 @@ class ReducedSystem:
             self._low_rank = _low_rank_matrix(self.parts.lifted)
             self._woodbury = self._woodbury_terms()
 
-    def _upper_matrix(self, P: sp.csc_matrix | None) -> sp.csc_matrix:
+    def _upper_matrix(self, P: sp.csc_matrix | None) -> CSCArrays:
         """The unregularised upper triangle of M, canonical, with every diagonal entry
         stored (last in its column)."""
         n = self.n
         if P is None:
-            P = sp.csc_matrix((n, n))
+            P_arrays = (np.zeros(n + 1, np.int32), np.zeros(0, np.int32), np.zeros(0))
+        else:
+            P_arrays = (P.indptr, P.indices, P.data)
         parts, AT = self.parts, self.AT
         indptr, indices, data = assemble_upper(
-            n, P.indptr, P.indices, P.data, AT.indptr, AT.indices, AT.data,
+            n, *P_arrays, AT.indptr, AT.indices, AT.data,
             parts.D.indptr, parts.D.indices, parts.D.data,
             parts.E.indptr, parts.E.indices, parts.E.data, self.kept)
-        size = n + self.kept.size
-        return sp.csc_matrix((data, indices, indptr), shape=(size, size))
+        return CSCArrays(indptr, indices, data)
 
     def _factor(self, P: sp.csc_matrix | None) -> LDLFactor | QDLDLFactor:
         """LDLᵀ of M regularised by ``±δ``, ``δ = REGULARIZATIONS[i] · max(1, max|M_ij|)``,
@@ -128,16 +135,13 @@ class ReducedSystem:
         FactorizationError
             If every regularisation in ``REGULARIZATIONS`` meets a zero pivot.
         """
-        self._upper = self._upper_matrix(P)
-        exact = self._upper.data
-        diagonal = self._upper.indptr[1:] - 1
-        signs = np.concatenate([np.ones(self.n), -np.ones(self.kept.size)])
-        scale = max(1.0, float(np.abs(exact).max())) if exact.size else 1.0
-        regularized = self._upper.copy()
+        self._upper = upper = self._upper_matrix(P)
+        scale = max(1.0, float(np.abs(upper.data).max())) if upper.data.size else 1.0
         for regularization in REGULARIZATIONS:
-            # Only the diagonal changes between attempts.
             self.regularization = regularization * scale
-            regularized.data[diagonal] = exact[diagonal] + signs * self.regularization
+            regularized = CSCArrays(upper.indptr, upper.indices,
+                                    shifted_diagonal(upper.indptr, upper.data, self.n,
+                                                     self.regularization))
             try:
                 return factorize(regularized)
             except ZeroPivotError:
@@ -162,16 +166,25 @@ class ReducedSystem:
             z = z - Z @ la.lu_solve(lu, W.T @ z, check_finite=False)
         return z
 
+    def refined_solve_symmetric(self, rhs: np.ndarray, max_steps: int,
+                                tol: float) -> tuple[np.ndarray, float]:
+        """Solve ``M z = rhs`` refined against the exact M (see
+        :func:`~diffqcp_np.derivative.norms.refine`); one compiled call when the factor
+        is our own and no lifted SOC blocks need the Woodbury correction. Returns ``z``
+        and its relative residual."""
+        if self._woodbury is None and isinstance(self._ldl, LDLFactor):
+            return self._ldl.refined_solve(self._upper, rhs, max_steps, tol)
+        return refine(self.solve_symmetric, self.matvec_symmetric, rhs, max_steps, tol)
+
     def nearly_singular(self, seed: int = 0) -> bool:
         """Whether M is singular up to its regularisation.
 
-        One step of inverse iteration from a random unit vector: a singular M answers
+        One step of inverse iteration from a pseudo-random unit vector: a singular M answers
         with a norm of about ``1/(δ √N)`` (δ the regularisation), a nonsingular one with
         at most ``1/|λ_min(M)|``; a norm above ``10⁻⁴/δ`` flags the matrix (the caller
         then decides with a pivoting LU of K).
         """
-        z = np.random.default_rng(seed).standard_normal(self.n + self.kept.size)
-        growth = vector_norm(self.solve_symmetric(z / vector_norm(z)))
+        growth = vector_norm(self.solve_symmetric(probe_vector(self.n + self.kept.size, seed)))
         return not growth < 1e-4 / self.regularization
 
     def matvec_symmetric(self, z: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from .._sparse import transpose
 from .._validation import ProblemData, as_vector
 from ..cones.projection import ConeJacobian
 from .linear_solvers import KKTSolver, make_solver
@@ -82,7 +83,7 @@ class SolutionDerivative:
         self.y = as_vector(y, "y", m)
         self.s = as_vector(s, "s", m)
         self.A = data.A
-        self.AT = data.A.T.tocsc() if AT is None else AT
+        self.AT = transpose(data.A) if AT is None else AT
         self.A_pattern = MatrixPattern(data.A, "A") if A_pattern is None else A_pattern
         self.quadratic = QuadraticTerm(data.P, n) if quadratic is None else quadratic
         self.cone_jacobian = ConeJacobian(self.y - self.s, data.cones, dual=True)

@@ -1,0 +1,97 @@
+"""Small sparse-matrix kernels where SciPy's fixed costs exceed the work itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+
+
+@numba.njit(nogil=True, cache=True)
+def _transpose_arrays(rows, indptr, indices, data):
+    """CSC arrays (int32 indices) of the transpose of a ``rows × n`` CSC matrix; the
+    rows of each column come out sorted."""
+    n = indptr.shape[0] - 1
+    nnz = indptr[n]
+    out_indptr = np.zeros(rows + 1, dtype=np.int32)
+    for p in range(nnz):
+        out_indptr[indices[p] + 1] += 1
+    for i in range(rows):
+        out_indptr[i + 1] += out_indptr[i]
+    fill = out_indptr[:rows].copy()
+    out_indices = np.empty(nnz, dtype=np.int32)
+    out_data = np.empty(nnz)
+    for j in range(n):
+        for p in range(indptr[j], indptr[j + 1]):
+            q = fill[indices[p]]
+            fill[indices[p]] = q + 1
+            out_indices[q] = j
+            out_data[q] = data[p]
+    return out_data, out_indices, out_indptr
+
+
+def transpose(matrix: sp.csc_matrix) -> sp.csc_matrix:
+    """The transpose of a CSC matrix, in canonical CSC form.
+
+    Parameters
+    ----------
+    matrix : scipy.sparse.csc_matrix
+        With at most 2³¹ − 1 stored entries and rows.
+    """
+    rows, cols = matrix.shape
+    return sp.csc_matrix(_transpose_arrays(rows, matrix.indptr, matrix.indices, matrix.data),
+                         shape=(cols, rows))
+
+
+@numba.njit(nogil=True, cache=True)
+def _csc_matvec(indptr, indices, data, v):
+    """``A v`` for a square CSC matrix ``A``."""
+    out = np.zeros(indptr.shape[0] - 1)
+    for j in range(indptr.shape[0] - 1):
+        vj = v[j]
+        for p in range(indptr[j], indptr[j + 1]):
+            out[indices[p]] += data[p] * vj
+    return out
+
+
+@dataclass(frozen=True)
+class CSCArrays:
+    """A square sparse matrix as bare CSC arrays (rows sorted within each column).
+
+    For matrices that only feed Numba kernels, where building SciPy matrices would cost
+    more than the kernels themselves at moderate sizes.
+    """
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+
+    @classmethod
+    def from_scipy(cls, matrix: sp.csc_matrix) -> CSCArrays:
+        """The arrays of a canonical CSC matrix (shared, not copied)."""
+        return cls(matrix.indptr, matrix.indices, matrix.data)
+
+    @property
+    def size(self) -> int:
+        """Number of rows (and columns)."""
+        return self.indptr.size - 1
+
+    def matvec(self, v: np.ndarray) -> np.ndarray:
+        """The product with a vector."""
+        return _csc_matvec(self.indptr, self.indices, self.data, v)
+
+    def tocsc(self) -> sp.csc_matrix:
+        """A SciPy copy."""
+        return sp.csc_matrix((self.data.copy(), self.indices.copy(), self.indptr.copy()),
+                             shape=(self.size, self.size))
+
+    def toarray(self) -> np.ndarray:
+        """A dense copy."""
+        return self.tocsc().toarray()
+
+
+#: What kernels taking CSC arrays accept: a SciPy CSC matrix or bare arrays.
+CSCLike = Union[sp.csc_matrix, CSCArrays]
