@@ -62,12 +62,15 @@ class CSCArrays:
     """A square sparse matrix as bare CSC arrays (rows sorted within each column).
 
     For matrices that only feed Numba kernels, where building SciPy matrices would cost
-    more than the kernels themselves at moderate sizes.
+    more than the kernels themselves at moderate sizes. ``diagonal``, when given, is the
+    whole diagonal of a diagonal matrix (zeros included): products then take one
+    vectorised multiplication.
     """
 
     indptr: np.ndarray
     indices: np.ndarray
     data: np.ndarray
+    diagonal: np.ndarray | None = None
 
     @classmethod
     def from_scipy(cls, matrix: sp.csc_matrix) -> CSCArrays:
@@ -81,6 +84,8 @@ class CSCArrays:
 
     def matvec(self, v: np.ndarray) -> np.ndarray:
         """The product with a vector."""
+        if self.diagonal is not None:
+            return self.diagonal * v
         return _csc_matvec(self.indptr, self.indices, self.data, v)
 
     def tocsc(self) -> sp.csc_matrix:

@@ -42,9 +42,13 @@ def as_csc(matrix, name: str, shape: tuple[int, int] | None = None) -> sp.csc_ma
     return out
 
 
-def as_vector(v, name: str, size: int | None = None) -> np.ndarray:
-    """Copy ``v`` into a contiguous float64 vector, checking its length and finiteness."""
-    arr = np.array(v, dtype=np.float64, copy=True)
+def as_vector(v, name: str, size: int | None = None, copy: bool = True) -> np.ndarray:
+    """``v`` as a contiguous float64 vector, checking its length and finiteness.
+
+    A copy unless ``copy`` is False (for vectors only read, never kept), in which case a
+    float64 contiguous ``v`` is returned itself.
+    """
+    arr = np.array(v, dtype=np.float64, copy=True) if copy else np.asarray(v, dtype=np.float64)
     if arr.ndim != 1:
         if arr.ndim == 2 and 1 in arr.shape:
             arr = arr.ravel()

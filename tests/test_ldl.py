@@ -143,3 +143,31 @@ def test_patterns_with_heavy_fill_stay_with_qdldl():
         assert isinstance(factorize(dense_block), QDLDLFactor)
     sparse = _quasi_definite(200, 100, 9, density=0.01)
     assert LDLSymbolic.analyse(sparse, QDLDLFactor(sparse).ordering()).reuse_pays
+
+
+def test_refined_solve_reaches_the_exact_matrix_from_a_regularised_factor():
+    """The compiled refinement against the exact M agrees with the Python refinement and
+    with a dense solve, starting from the factor of a visibly shifted M."""
+    from diffqcp_np.derivative.norms import refine
+
+    exact = _quasi_definite(50, 30, 11)
+    shifted = exact.copy()
+    diagonal = shifted.indptr[1:] - 1
+    shifted.data[diagonal] += np.r_[np.ones(50), -np.ones(30)] * 1e-4
+    factor = LDLFactor(shifted, LDLSymbolic.analyse(shifted, np.arange(80)))
+    r = np.random.default_rng(11).standard_normal(80)
+    want = np.linalg.solve(_dense(exact), r)
+    assert np.linalg.norm(factor.solve(r) - want) > 1e-6 * np.linalg.norm(want)
+    z, residual = factor.refined_solve(exact, r, 10, 1e-13)
+    np.testing.assert_allclose(z, want, rtol=1e-11, atol=1e-12)
+    assert residual < 1e-13
+
+    def exact_product(v):
+        return symmetric_upper_matvec(exact.indptr, exact.indices, exact.data, v)
+
+    z_python, residual_python = refine(factor.solve, exact_product, r, 10, 1e-13)
+    np.testing.assert_allclose(z, z_python, rtol=1e-14, atol=1e-14)
+    assert residual == pytest.approx(residual_python, rel=1e-6)
+    z_none, residual_none = factor.refined_solve(exact, r, 0, 1e-13)  # no steps allowed
+    np.testing.assert_allclose(z_none, factor.solve(r))
+    assert residual_none > 1e-8

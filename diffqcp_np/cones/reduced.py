@@ -198,7 +198,10 @@ def reduced_parts(jac: ConeJacobian, lift_above: int = LIFT_SOC_ABOVE) -> Reduce
     no_lift = LiftedSOC(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0),
                         np.zeros(m), m)
     if diagonal.size == m:  # zero and orthant cones only: diagonal matrices
-        D, E, null = (CSCArrays(*arrays) for arrays in _diagonal_parts(diagonal))
+        is_null = (diagonal == 0.0).astype(float)
+        D, E, null = (CSCArrays(*arrays, diagonal=dense) for arrays, dense in zip(
+            _diagonal_parts(diagonal),
+            (diagonal, diagonal * (1.0 - diagonal) + is_null, is_null)))
         return ReducedParts(D, E, null, no_lift, True)
 
     rows, cols, d_parts, e_parts, n_parts = [], [], [], [], []

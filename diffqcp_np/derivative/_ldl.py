@@ -274,14 +274,19 @@ class LDLFactor:
     def refined_solve(self, exact: CSCLike, r: np.ndarray, max_steps: int,
                       tol: float) -> tuple[np.ndarray, float]:
         """Solve ``exact z = r`` by this factor of a nearby matrix and iterative refinement
-        (the rules of :func:`~diffqcp_np.derivative.norms.refine`), in one
-        compiled call; returns ``z`` and its relative residual.
+        (the rules of :func:`~diffqcp_np.derivative.norms.refine`), in one compiled call;
+        returns ``z`` and its relative residual.
 
         Parameters
         ----------
         exact : scipy.sparse.csc_matrix or CSCArrays
             Upper triangle of the symmetric matrix to solve with (the factored one up to
             a regularisation).
+        r : ndarray
+        max_steps : int
+            Refinement steps at most.
+        tol : float
+            Relative residual at which refinement stops.
         """
         return _refined_solve(self._Lp, self._Li, self._Lx, self._Dinv, self.symbolic.perm,
                               exact.indptr, exact.indices, exact.data,

@@ -149,8 +149,8 @@ class SolutionDerivative:
         """
         _check_unused_kwargs(kwargs)
         m, n = self.data.m, self.data.n
-        rhs_x = np.zeros(n) if dc is None else as_vector(dc, "dc", n).copy()
-        rhs_v = np.zeros(m) if db is None else as_vector(db, "db", m).copy()
+        rhs_x = np.zeros(n) if dc is None else as_vector(dc, "dc", n)
+        rhs_v = np.zeros(m) if db is None else as_vector(db, "db", m)
         if dA is not None:
             dA = self.A_pattern.perturbation(dA, "dA")
             rhs_x += dA.T @ self.y
@@ -187,11 +187,14 @@ class SolutionDerivative:
         m, n = self.data.m, self.data.n
         rhs = np.zeros(n + m)
         if dx is not None:
-            rhs[:n] = as_vector(dx, "dx", n)
+            rhs[:n] = as_vector(dx, "dx", n, copy=False)
         if dy is not None or ds is not None:
-            gy = np.zeros(m) if dy is None else as_vector(dy, "dy", m)
-            gs = np.zeros(m) if ds is None else as_vector(ds, "ds", m)
-            rhs[n:] = self.cone_jacobian.matvec(gy + gs) - gs
+            gy = None if dy is None else as_vector(dy, "dy", m, copy=False)
+            gs = None if ds is None else as_vector(ds, "ds", m, copy=False)
+            total = gs if gy is None else (gy if gs is None else gy + gs)
+            rhs[n:] = self.cone_jacobian.matvec(total)
+            if gs is not None:
+                rhs[n:] -= gs
         w = self.solver.solve_transpose(np.negative(rhs, out=rhs))
         w1, w2 = w[:n], w[n:]
         dA = gradient_A(self.A_pattern, self.y, w1, w2, self.x)
