@@ -330,3 +330,32 @@ def test_symmetry_defect_matches_a_dense_check():
         A.sort_indices()
         expected = -1.0 if (stored != stored.T).any() else float(np.abs(M - M.T).max())
         assert _symmetry_defect(A.indptr, A.indices, A.data) == expected
+
+
+def test_perturbation_values_and_products_on_the_pattern_match_dense_algebra():
+    """dA on exactly A's pattern is read in place; any other form lands on the same
+    values; the one-pass products equal the dense ones; NaN is named."""
+    from diffqcp_np.derivative.patterns import MatrixPattern
+
+    rng = np.random.default_rng(3)
+    A = sp.random(7, 5, density=0.5, random_state=rng, format="csc")
+    A.sort_indices()
+    pattern = MatrixPattern(A, "A")
+    same = A.copy()
+    same.data = rng.standard_normal(A.nnz)
+    values = pattern.perturbation_values(same, "dA")
+    assert values is same.data  # no copy on the fast path
+    dense = same.toarray()
+    np.testing.assert_array_equal(pattern.perturbation_values(dense, "dA"), values)
+    partial = same.copy()
+    partial.data[::2] = 0.0
+    partial.eliminate_zeros()  # a sub-pattern: the other entries are zero
+    expected = np.where(np.arange(A.nnz) % 2 == 0, 0.0, same.data)
+    np.testing.assert_array_equal(pattern.perturbation_values(partial, "dA"), expected)
+    x, y = rng.standard_normal(5), rng.standard_normal(7)
+    transposed, product = pattern.products(values, x, y)
+    np.testing.assert_allclose(transposed, dense.T @ y, rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(product, dense @ x, rtol=1e-14, atol=1e-14)
+    same.data[0] = np.nan
+    with pytest.raises(ValueError, match="dA contains NaN"):
+        pattern.perturbation_values(same, "dA")

@@ -183,6 +183,54 @@ class MatrixPattern:
         return d
 
 
+    def _same_pattern(self, d) -> bool:
+        """Whether ``d`` is a float64 CSC matrix storing exactly this pattern."""
+        return (sp.issparse(d) and d.format == "csc" and d.dtype == np.float64
+                and d.shape == self.shape and np.array_equal(d.indptr, self.indptr)
+                and np.array_equal(d.indices, self.indices))
+
+    def perturbation_values(self, d, argname: str) -> np.ndarray:
+        """The values of a perturbation ``d`` at this pattern's stored entries (zero where
+        ``d`` stores nothing), validated as by :meth:`perturbation`.
+
+        A float64 CSC ``d`` on exactly this pattern (as in a training loop or from
+        cvxpylayers) is read in place: its ``data`` is returned, not copied.
+        """
+        if self._same_pattern(d):
+            if not np.all(np.isfinite(d.data)):
+                raise ValueError(f"{argname} contains NaN or Inf")
+            return d.data
+        d = self.perturbation(d, argname)
+        values = np.zeros(self.nnz)
+        if d.nnz:
+            keys = _column_indices(d.indptr) * self.shape[0] + d.indices.astype(np.int64)
+            values[np.searchsorted(self._keys, keys)] = d.data
+        return values
+
+    def products(self, values: np.ndarray, x: np.ndarray,
+                 y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(V' y, V x)`` for the matrix ``V`` with ``values`` on this pattern."""
+        return _pattern_products(self.indptr, self.indices, values, x, y)
+
+
+@numba.njit(nogil=True, cache=True)
+def _pattern_products(indptr, indices, values, x, y):
+    """``(V' y, V x)`` for the CSC matrix ``V`` given by its arrays, in one pass."""
+    n = indptr.shape[0] - 1
+    transposed = np.empty(n)
+    product = np.zeros(y.shape[0])
+    for j in range(n):
+        acc = 0.0
+        xj = x[j]
+        for p in range(indptr[j], indptr[j + 1]):
+            i = indices[p]
+            value = values[p]
+            acc += value * y[i]
+            product[i] += value * xj
+        transposed[j] = acc
+    return transposed, product
+
+
 def gradient_A(pattern: MatrixPattern, y, w1, w2, x) -> sp.csc_matrix:
     """``dA_ij = y_i w1_j − w2_i x_j`` on A's stored pattern."""
     values = _outer_difference_on_pattern(pattern.indptr, pattern.indices, y, w1, w2, x)

@@ -152,9 +152,10 @@ class SolutionDerivative:
         rhs_x = np.zeros(n) if dc is None else as_vector(dc, "dc", n)
         rhs_v = np.zeros(m) if db is None else as_vector(db, "db", m)
         if dA is not None:
-            dA = self.A_pattern.perturbation(dA, "dA")
-            rhs_x += dA.T @ self.y
-            rhs_v -= dA @ self.x
+            values = self.A_pattern.perturbation_values(dA, "dA")
+            dA_y, dA_x = self.A_pattern.products(values, self.x, self.y)
+            rhs_x += dA_y
+            rhs_v -= dA_x
         if dP is not None:
             rhs_x += self.quadratic.expand(dP) @ self.x
         z = self.solver.solve(-np.concatenate([rhs_x, rhs_v]))
