@@ -66,17 +66,18 @@ def test_numeric_factor_matches_qdldl_in_its_ordering():
     np.testing.assert_allclose(factor.solve(b), reference.solve(b), rtol=1e-13, atol=1e-13)
 
 
-def test_pattern_is_factored_by_qdldl_twice_then_reused_with_new_values():
+def test_pattern_is_analysed_once_then_reused_with_new_values():
     upper = _quasi_definite(30, 20, 1)
     b = np.random.default_rng(1).standard_normal(upper.shape[0])
-    for _ in range(2):  # first sighting, then the one that analyses the pattern
-        assert isinstance(factorize(upper), QDLDLFactor)
+    first = factorize(upper)
+    assert isinstance(first, LDLFactor)
+    assert _ldl.SYMBOLIC_CACHE.lookup(upper) is first.symbolic
     rescaled = upper.copy()
     rescaled.data = rescaled.data * np.random.default_rng(2).uniform(0.5, 2.0, upper.nnz)
     rescaled.data[rescaled.indptr[1:] - 1] = upper.data[upper.indptr[1:] - 1] * 3.0
     for matrix in (upper, rescaled, rescaled):
         factor = factorize(matrix)
-        assert isinstance(factor, LDLFactor)  # the pattern is known now
+        assert factor.symbolic is first.symbolic  # the analysis is shared
         np.testing.assert_allclose(factor.solve(b), np.linalg.solve(_dense(matrix), b),
                                    rtol=1e-10, atol=1e-12)
 
@@ -106,7 +107,7 @@ def test_zero_pivot_raises_in_both_factorizations():
 
 def test_threads_factor_the_same_pattern_concurrently():
     upper = _quasi_definite(60, 40, 3)
-    factorize(upper), factorize(upper)  # analysed: the threads all take the reuse path
+    factorize(upper)  # analysed: the threads all take the reuse path
     rng = np.random.default_rng(4)
     matrices = []
     for _ in range(8):

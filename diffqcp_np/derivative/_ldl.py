@@ -1,14 +1,14 @@
 """Sparse LDLᵀ of quasi-definite matrices (QDLDL's algorithm) with reusable symbolic
 analysis.
 
-QDLDL's Python binding recomputes the AMD ordering on every factorisation, and the
-ordering costs about ten times the numeric factorisation on KKT-type matrices. Here the
-symbolic analysis (fill-reducing permutation, elimination tree, column counts and the
-map from the matrix's entries to the permuted upper triangle) is an object of its own,
-:class:`LDLSymbolic`, shared by every matrix with the same pattern; the numeric
-factorisation and the solves are Numba kernels that release the GIL. A new pattern is
-factored by QDLDL itself (AMD); when the pattern comes again, the ordering is read back
-from that factor and analysed once.
+QDLDL's Python binding recomputes the AMD ordering on every factorisation (with copies
+that make it cost about four times the ordering itself), and the ordering costs several
+times the numeric factorisation on KKT-type matrices. Here the symbolic analysis (our
+own AMD ordering, :mod:`._amd`; elimination tree, column counts and the map from the
+matrix's entries to the permuted upper triangle) is an object of its own,
+:class:`LDLSymbolic`, computed once per pattern and shared by every matrix with that
+pattern; the numeric factorisation and the solves are Numba kernels that release the
+GIL. Patterns whose factor fills in heavily go to QDLDL's C factorisation instead.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import qdldl
 import scipy.sparse as sp
 
 from .._sparse import CSCLike
+from ._amd import amd_order
 from ._reduced_kernels import symmetric_upper_matvec
 
 
@@ -193,6 +194,26 @@ def _refined_solve(Lp, Li, Lx, Dinv, perm, Mp, Mi, Mx, r, max_steps, tol):
     return z, norm_res / norm_r
 
 
+@numba.njit(nogil=True, cache=True)
+def _checksum(values):
+    """A 64-bit digest of an integer array, from four independent multiply–add lanes
+    (for cache keys only: equal patterns are confirmed by comparing the arrays)."""
+    lanes = np.array([0x243F6A8885A308D3, 0x13198A2E03707344, 0xA4093822299F31D0,
+                      0x082EFA98EC4E6C89], dtype=np.uint64)
+    multiplier = np.uint64(0x9E3779B97F4A7C15)
+    size = values.shape[0]
+    for start in range(0, size - size % 4, 4):
+        for lane in range(4):
+            lanes[lane] = (lanes[lane] + np.uint64(values[start + lane])) * multiplier
+    digest = np.uint64(size)
+    for k in range(size - size % 4, size):
+        digest = (digest + np.uint64(values[k])) * multiplier
+    for lane in range(4):
+        digest = (digest ^ lanes[lane]) * multiplier
+        digest ^= digest >> np.uint64(29)
+    return digest
+
+
 class ZeroPivotError(RuntimeError):
     """The numeric factorisation met a zero pivot."""
 
@@ -222,9 +243,9 @@ class LDLSymbolic:
 
     @property
     def reuse_pays(self) -> bool:
-        """Whether factoring with this analysis beats QDLDL's ordering plus factorisation:
-        the numeric work (the sum of squared column counts of L) is at most
-        ``REUSE_MAX_WORK_PER_ENTRY`` per stored entry."""
+        """Whether the compiled factorisation with this analysis beats QDLDL's ordering
+        plus C factorisation: the numeric work (the sum of squared column counts of L)
+        is at most ``REUSE_MAX_WORK_PER_ENTRY`` per stored entry."""
         work = float(np.dot(self.counts, self.counts))
         return work <= REUSE_MAX_WORK_PER_ENTRY * max(self.Ci.size, 1)
 
@@ -321,22 +342,16 @@ class QDLDLFactor:
         return self._solver.solve(np.ascontiguousarray(b, dtype=np.float64))
 
 
-#: Cache entry of a pattern factored once: not analysed yet, no factor kept alive.
-SEEN_ONCE = "seen once"
-#: Cache entry of a pattern whose factor fills in so much that the numeric work dwarfs
-#: the ordering: QDLDL's C kernel (faster than the Numba one) keeps factoring it.
-QDLDL_ONLY = "qdldl only"
-#: Reuse the symbolic analysis when the numeric factorisation takes at most this many
-#: multiply-adds per stored entry of the matrix; beyond it the AMD ordering is cheap next
-#: to the factorisation (measured: AMD ≈ 70 ns per entry, the Numba numeric kernel about
-#: 1.3 times QDLDL's).
+#: Factor with the cached analysis when the numeric factorisation takes at most this
+#: many multiply-adds per stored entry of the matrix; beyond it QDLDL's C kernel (about
+#: 1.3 times faster than the Numba one) makes up for recomputing its ordering
+#: (measured: AMD ≈ 70 ns per entry).
 REUSE_MAX_WORK_PER_ENTRY = 100
 
 
 class SymbolicCache:
-    """What is known about recently factored patterns (thread-safe, LRU): ``SEEN_ONCE``,
-    ``QDLDL_ONLY`` or the pattern's :class:`LDLSymbolic`. Only patterns and analyses are kept, never
-    numeric factors.
+    """The analyses of recently factored patterns (thread-safe, LRU). Only patterns and
+    analyses are kept, never numeric factors.
 
     Parameters
     ----------
@@ -351,9 +366,10 @@ class SymbolicCache:
 
     @staticmethod
     def _key(upper: CSCLike) -> tuple:
-        return hash(upper.indptr.tobytes()), hash(upper.indices.tobytes())
+        return (upper.indptr.size, upper.indices.size,
+                _checksum(upper.indptr), _checksum(upper.indices))
 
-    def lookup(self, upper: CSCLike) -> LDLSymbolic | str | None:
+    def lookup(self, upper: CSCLike) -> LDLSymbolic | None:
         """The entry of ``upper``'s pattern, if cached (patterns compared exactly)."""
         key = self._key(upper)
         with self._lock:
@@ -366,7 +382,7 @@ class SymbolicCache:
             return value
         return None
 
-    def store(self, upper: CSCLike, value: LDLSymbolic | str) -> None:
+    def store(self, upper: CSCLike, value: LDLSymbolic) -> None:
         """Remember ``value`` for ``upper``'s pattern."""
         key = self._key(upper)
         with self._lock:
@@ -388,27 +404,20 @@ SYMBOLIC_CACHE = SymbolicCache()
 def factorize(upper: CSCLike) -> LDLFactor | QDLDLFactor:
     """LDLᵀ of a quasi-definite matrix given by its canonical upper triangle.
 
-    QDLDL (with its AMD ordering) factors a pattern the first two times it comes; the
-    second time its ordering is read back and analysed, and from then on only the
-    numeric factorisation runs (unless the factor fills in so much that the ordering is
-    cheap next to it: then QDLDL goes on factoring the pattern). Analysing at the first
-    sighting would cost every one-off pattern the extra work; keeping the first factor
-    for later would keep large factors alive.
+    A new pattern is ordered (AMD) and analysed once; every matrix with a known pattern
+    only runs the numeric factorisation, unless its factor fills in so much that QDLDL's
+    faster C kernel pays for its own ordering.
 
     Raises
     ------
     ZeroPivotError
         If a pivot is exactly zero.
     """
-    known = SYMBOLIC_CACHE.lookup(upper)
-    if known is None:
-        SYMBOLIC_CACHE.store(upper, SEEN_ONCE)
-        return QDLDLFactor(upper)
-    if known is SEEN_ONCE:
-        factor = QDLDLFactor(upper)
-        symbolic = LDLSymbolic.analyse(upper, factor.ordering())
-        SYMBOLIC_CACHE.store(upper, symbolic if symbolic.reuse_pays else QDLDL_ONLY)
-        return factor
-    if known is QDLDL_ONLY:
-        return QDLDLFactor(upper)
-    return LDLFactor(upper, known)
+    symbolic = SYMBOLIC_CACHE.lookup(upper)
+    if symbolic is None:
+        n = upper.indptr.size - 1
+        symbolic = LDLSymbolic.analyse(upper, amd_order(n, upper.indptr, upper.indices))
+        SYMBOLIC_CACHE.store(upper, symbolic)
+    if symbolic.reuse_pays:
+        return LDLFactor(upper, symbolic)
+    return QDLDLFactor(upper)
