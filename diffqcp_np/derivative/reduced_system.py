@@ -9,7 +9,8 @@ row says ``Π₀ dv = Π₀(r₂ + A dx)`` outright) and ``E = D(I−D) + Π₀`
 is symmetric, has the sparsity of an interior-point solver's KKT matrix (an active
 inequality row of A appears once, an inactive one not at all) and is quasi-definite up
 to its zero diagonal entries, so a sparse LDLᵀ with a fill-reducing ordering (QDLDL's
-algorithm, AMD; the symbolic analysis is reused for every M with the same pattern) and a
+algorithm and an AMD ordering, see :mod:`._ldl`; the symbolic analysis is reused for
+every M with the same pattern) and a
 small static regularisation factors it; iterative refinement against the exact M (or K)
 removes the regularisation's error. Both K and K' solves reduce to M solves:
 
