@@ -215,21 +215,28 @@ class ReducedSystem:
         r1, r2 = r[:n], r[n:]
         if not r2.any():  # e.g. a cotangent of x alone
             return np.concatenate([r1, np.zeros(self.kept.size)]), np.zeros(self.m)
+        rhs = np.empty(n + self.kept.size)
         if transpose:
             null_r2 = self.parts.project_null(r2)
-            rhs = np.concatenate([r1 + self.AT @ null_r2, (r2 - null_r2)[self.kept]])
+            np.add(r1, self.AT @ null_r2, out=rhs[:n])
+            np.subtract(r2[self.kept], null_r2[self.kept], out=rhs[n:])
             return rhs, null_r2
-        return np.concatenate([r1, -self.jacobian.matvec(r2)[self.kept]]), r2
+        rhs[:n] = r1
+        np.negative(self.jacobian.matvec(r2)[self.kept], out=rhs[n:])
+        return rhs, r2
 
     def recover(self, sol: np.ndarray, carried: np.ndarray,
                 transpose: bool = False) -> np.ndarray:
         """The solution of ``K z = r`` (or ``K' z = r``) from that of the M system."""
         n = self.n
+        out = np.empty(n + self.m)
+        out[:n] = sol[:n]
         if transpose:
-            z1, u = sol[:n], self._expand(sol[n:])
-            return np.concatenate([z1, carried - self.jacobian.matvec(u)])
-        dx, t = sol[:n], self._expand(sol[n:])
-        return np.concatenate([dx, t + self.parts.project_null(carried + self.A @ dx)])
+            np.subtract(carried, self.jacobian.matvec(self._expand(sol[n:])), out=out[n:])
+        else:
+            np.add(self._expand(sol[n:]), self.parts.project_null(carried + self.A @ sol[:n]),
+                   out=out[n:])
+        return out
 
     def solve(self, r: np.ndarray) -> np.ndarray:
         """Approximately solve ``K z = r``."""
