@@ -137,45 +137,21 @@ def _null_weights(lam: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(nogil=True, cache=True)
-def _diagonal_parts(diagonal):
-    """CSC arrays ``(indptr, indices, data)`` of ``D = diag(d)``, ``E = D(I − D) + Π₀``
-    and ``Π₀`` for a diagonal ``D`` with entries in [0, 1], zeros not stored."""
-    size = diagonal.shape[0]
-    d_indptr = np.empty(size + 1, dtype=np.int32)
-    n_indptr = np.empty(size + 1, dtype=np.int32)
-    e_indptr = np.empty(size + 1, dtype=np.int32)
-    d_rows = np.empty(size, dtype=np.int32)
-    n_rows = np.empty(size, dtype=np.int32)
-    e_rows = np.empty(size, dtype=np.int32)
-    d_data = np.empty(size)
-    e_data = np.empty(size)
-    d_count = n_count = 0
-    d_indptr[0] = n_indptr[0] = 0
+def _diagonal_csc(values):
+    """CSC arrays ``(indptr, indices, data)`` of ``diag(values)`` without stored zeros."""
+    size = values.shape[0]
+    indptr = np.empty(size + 1, dtype=np.int32)
+    rows = np.empty(size, dtype=np.int32)
+    data = np.empty(size)
+    count = 0
+    indptr[0] = 0
     for i in range(size):
-        value = diagonal[i]
-        if value != 0.0:
-            d_rows[d_count] = i
-            d_data[d_count] = value
-            d_count += 1
-            e_data[i] = value * (1.0 - value)
-        else:
-            n_rows[n_count] = i
-            n_count += 1
-            e_data[i] = 1.0
-        d_indptr[i + 1] = d_count
-        n_indptr[i + 1] = n_count
-    # E vanishes where D = 1: drop those entries
-    e_count = 0
-    for i in range(size):
-        e_indptr[i] = e_count
-        if e_data[i] != 0.0:
-            e_rows[e_count] = i
-            e_data[e_count] = e_data[i]
-            e_count += 1
-    e_indptr[size] = e_count
-    return ((d_indptr, d_rows[:d_count], d_data[:d_count]),
-            (e_indptr, e_rows[:e_count], e_data[:e_count]),
-            (n_indptr, n_rows[:n_count], np.ones(n_count)))
+        if values[i] != 0.0:
+            rows[count] = i
+            data[count] = values[i]
+            count += 1
+        indptr[i + 1] = count
+    return indptr, rows[:count], data[:count]
 
 
 def reduced_parts(jac: ConeJacobian, lift_above: int = LIFT_SOC_ABOVE) -> ReducedParts:
@@ -195,13 +171,13 @@ def reduced_parts(jac: ConeJacobian, lift_above: int = LIFT_SOC_ABOVE) -> Reduce
     spec, sl = jac.spec, jac._slices
     m = jac.shape[0]
     diagonal = np.concatenate([np.full(spec.zero, 1.0 if jac.dual else 0.0), jac._nonneg])
+    is_null = (diagonal == 0.0).astype(float)
+    diagonal_e = diagonal * (1.0 - diagonal) + is_null
     no_lift = LiftedSOC(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0),
                         np.zeros(m), m)
     if diagonal.size == m:  # zero and orthant cones only: diagonal matrices
-        is_null = (diagonal == 0.0).astype(float)
-        D, E, null = (CSCArrays(*arrays, diagonal=dense) for arrays, dense in zip(
-            _diagonal_parts(diagonal),
-            (diagonal, diagonal * (1.0 - diagonal) + is_null, is_null)))
+        D, E, null = (CSCArrays(*_diagonal_csc(values), diagonal=values)
+                      for values in (diagonal, diagonal_e, is_null))
         return ReducedParts(D, E, null, no_lift, True)
 
     rows, cols, d_parts, e_parts, n_parts = [], [], [], [], []
@@ -214,8 +190,6 @@ def reduced_parts(jac: ConeJacobian, lift_above: int = LIFT_SOC_ABOVE) -> Reduce
         n_parts.append(np.asarray(n, float))
 
     idx = np.arange(diagonal.size)
-    is_null = (diagonal == 0.0).astype(float)
-    diagonal_e = diagonal * (1.0 - diagonal) + is_null
     add(idx, idx, diagonal, diagonal_e, is_null, 0)
 
     offsets = jac._soc_offsets

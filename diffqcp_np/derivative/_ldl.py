@@ -326,8 +326,7 @@ class QDLDLFactor:
 
     def __init__(self, upper: CSCLike) -> None:
         if not sp.issparse(upper):
-            n = upper.indptr.size - 1
-            upper = sp.csc_matrix((upper.data, upper.indices, upper.indptr), shape=(n, n))
+            upper = upper.tocsc()
         try:
             self._solver = qdldl.Solver(upper, upper=True)
         except RuntimeError as err:

@@ -166,8 +166,13 @@ class MatrixPattern:
             If ``d`` has the wrong shape, holds NaN/Inf, or has nonzero entries outside
             the stored pattern.
         """
+        return self._on_pattern(d, argname)[0]
+
+    def _on_pattern(self, d, argname: str) -> tuple[sp.csc_matrix, np.ndarray]:
+        """:meth:`perturbation`'s matrix and the pattern position of each of its entries."""
         d = as_csc(d, argname, self.shape)
         d.eliminate_zeros()
+        pos = np.zeros(0, dtype=np.int64)
         if d.nnz:
             d_cols = _column_indices(d.indptr)
             key_d = d_cols * self.shape[0] + d.indices.astype(np.int64)
@@ -180,7 +185,7 @@ class MatrixPattern:
                     f"pattern of {self.name} (first at ({i}, {j})); store explicit zeros in "
                     f"{self.name} where perturbations are wanted"
                 )
-        return d
+        return d, pos
 
 
     def _same_pattern(self, d) -> bool:
@@ -200,11 +205,9 @@ class MatrixPattern:
             if not np.all(np.isfinite(d.data)):
                 raise ValueError(f"{argname} contains NaN or Inf")
             return d.data
-        d = self.perturbation(d, argname)
+        d, positions = self._on_pattern(d, argname)
         values = np.zeros(self.nnz)
-        if d.nnz:
-            keys = _column_indices(d.indptr) * self.shape[0] + d.indices.astype(np.int64)
-            values[np.searchsorted(self._keys, keys)] = d.data
+        values[positions] = d.data
         return values
 
     def products(self, values: np.ndarray, x: np.ndarray,
