@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from ._fast_checks import all_finite
 from .cones.spec import ConeLike, ConeSpec, as_cone_spec
 
 
@@ -34,7 +35,7 @@ def as_csc(matrix, name: str, shape: tuple[int, int] | None = None) -> sp.csc_ma
         out = sp.csc_matrix(arr)
     if shape is not None and out.shape != shape:
         raise ValueError(f"{name} has shape {out.shape}, expected {shape}")
-    if not np.all(np.isfinite(out.data)):
+    if not all_finite(out.data):
         raise ValueError(f"{name} contains NaN or Inf")
     if not out.has_canonical_format:
         out.sum_duplicates()
@@ -56,9 +57,10 @@ def as_vector(v, name: str, size: int | None = None, copy: bool = True) -> np.nd
             raise ValueError(f"{name} must be a 1-D vector, got shape {arr.shape}")
     if size is not None and arr.size != size:
         raise ValueError(f"{name} has length {arr.size}, expected {size}")
-    if not np.all(np.isfinite(arr)):
+    arr = np.ascontiguousarray(arr)
+    if not all_finite(arr):
         raise ValueError(f"{name} contains NaN or Inf")
-    return np.ascontiguousarray(arr)
+    return arr
 
 
 @dataclass(frozen=True)

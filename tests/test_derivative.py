@@ -359,3 +359,42 @@ def test_perturbation_values_and_products_on_the_pattern_match_dense_algebra():
     same.data[0] = np.nan
     with pytest.raises(ValueError, match="dA contains NaN"):
         pattern.perturbation_values(same, "dA")
+
+
+def test_gradients_on_the_pattern_own_their_arrays():
+    """``with_values`` (a copied template) gives the matrix SciPy's constructor gives,
+    and two results share no index arrays with each other or with the pattern."""
+    from diffqcp_np.derivative.patterns import MatrixPattern
+
+    rng = np.random.default_rng(4)
+    A = sp.random(9, 6, density=0.4, random_state=rng, format="csc")
+    A.sort_indices()
+    pattern = MatrixPattern(A, "A")
+    values = rng.standard_normal(A.nnz)
+    got = pattern.with_values(values)
+    want = sp.csc_matrix((values, A.indices, A.indptr), shape=A.shape)
+    assert isinstance(got, sp.csc_matrix) and got.shape == A.shape
+    np.testing.assert_array_equal(got.toarray(), want.toarray())
+    other = pattern.with_values(np.zeros(A.nnz))
+    for first, second in ((got, other), (got, pattern), (other, pattern)):
+        assert not np.shares_memory(first.indices, second.indices)
+        assert not np.shares_memory(first.indptr, second.indptr)
+    got.eliminate_zeros()  # in-place edits of one result leave the next intact
+    got.indices[:] = 0
+    np.testing.assert_array_equal(pattern.with_values(values).toarray(), want.toarray())
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_fast_vector_checks_agree_with_numpy(bad):
+    from diffqcp_np._fast_checks import all_finite, any_nonzero
+
+    rng = np.random.default_rng(5)
+    for size in (0, 1, 7, 1000):
+        v = rng.standard_normal(size)
+        assert all_finite(v) == bool(np.all(np.isfinite(v)))
+        assert any_nonzero(v) == bool(np.any(v))
+        assert not any_nonzero(np.zeros(size))
+        if size:
+            v[rng.integers(size)] = bad
+            assert not all_finite(v)
+            assert any_nonzero(np.where(np.isfinite(v), 0.0, v))

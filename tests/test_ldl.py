@@ -17,7 +17,7 @@ from diffqcp_np.derivative._ldl import (
     ZeroPivotError,
     factorize,
 )
-from diffqcp_np.derivative._reduced_kernels import symmetric_upper_matvec
+from diffqcp_np.derivative._reduced_kernels import symmetric_residual, symmetric_upper_matvec
 
 
 def _quasi_definite(n: int, k: int, seed: int, density: float = 0.15) -> sp.csc_matrix:
@@ -134,6 +134,17 @@ def test_symmetric_upper_matvec_matches_the_dense_product():
     z = np.random.default_rng(5).standard_normal(upper.shape[0])
     got = symmetric_upper_matvec(upper.indptr, upper.indices, upper.data, z)
     np.testing.assert_allclose(got, _dense(upper) @ z, rtol=1e-13, atol=1e-13)
+
+
+def test_symmetric_residual_matches_the_dense_residual():
+    upper = _quasi_definite(25, 15, 6)
+    assert np.all(upper.indices[upper.indptr[1:] - 1] == np.arange(40))  # diagonal last
+    rng = np.random.default_rng(6)
+    z, r = rng.standard_normal(40), rng.standard_normal(40)
+    residual, norm = symmetric_residual(upper.indptr, upper.indices, upper.data, z, r)
+    want = r - _dense(upper) @ z
+    np.testing.assert_allclose(residual, want, rtol=1e-13, atol=1e-13)
+    assert norm == pytest.approx(np.linalg.norm(want), rel=1e-13)
 
 
 def test_patterns_with_heavy_fill_stay_with_qdldl():

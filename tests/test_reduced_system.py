@@ -244,3 +244,31 @@ def test_exact_reductions_refine_on_M_to_the_dense_answer(name, monkeypatch):
         z = sd.solver.solve_transpose(r) if transpose else sd.solver.solve(r)
         assert relative_error(z, np.linalg.solve(matrix, r)) < 1e-11
         assert np.linalg.norm(matrix @ z - r) / np.linalg.norm(r) < 1e-12
+
+
+@pytest.mark.parametrize("name", ["lp", "qp"])
+def test_fused_diagonal_solve_matches_the_stepwise_reduction_and_a_dense_solve(name):
+    """Zero and orthant cones take one compiled call; it must give what reduce, the
+    refined M solve and recover give one by one, and K's dense solution, for
+    right-hand sides with and without a part in D's null space."""
+    cone_dict, quadratic = FAMILIES[name]
+    prob = known_solution_problem(cone_dict, seed=9, quadratic=quadratic)
+    data = check_problem(prob.A, prob.b, prob.c, prob.cone_dict, prob.P)
+    sd = SolutionDerivative(data, prob.x, prob.y, prob.s, mode="direct", factorization="ldl")
+    reduced = sd.solver._reduced
+    diagonal = reduced.parts.D.diagonal
+    assert diagonal is not None and 0 < reduced.kept.size < prob.m  # both kinds of rows
+    K = _dense_K(sd)
+    rng = np.random.default_rng(9)
+    full = rng.standard_normal(K.shape[0])
+    no_null = full.copy()
+    no_null[prob.n:][diagonal == 0.0] = 0.0
+    for r in (full, no_null):
+        for transpose, matrix in ((False, K), (True, K.T)):
+            fused, residual = reduced.refined_solve(r, transpose, 10, 1e-13)
+            rhs, carried = reduced.reduce(r, transpose)
+            sol, stepwise_residual = reduced.refined_solve_symmetric(rhs, 10, 1e-13)
+            stepwise = reduced.recover(sol, carried, transpose)
+            np.testing.assert_allclose(fused, stepwise, rtol=1e-12, atol=1e-13)
+            assert residual < 1e-13 and stepwise_residual < 1e-13  # equal up to rounding
+            assert relative_error(fused, np.linalg.solve(matrix, r)) < 1e-11

@@ -135,6 +135,10 @@ class ConeJacobian:
         sl = spec.slices()
         self._slices = sl
         self._nonneg = soc.jacobian_nonneg(x[sl["l"]])
+        #: The Jacobian's leading zero-cone and orthant rows, where it is diagonal (the
+        #: whole diagonal when there are no other cones).
+        self.diagonal_part = np.concatenate([np.full(spec.zero, 1.0 if dual else 0.0),
+                                             self._nonneg])
         self._soc_offsets = _soc_offsets(spec)
         self._soc = (soc.soc_jacobian_data(np.ascontiguousarray(x[sl["q"]]), self._soc_offsets)
                      if spec.soc else _NO_SOC)
@@ -148,6 +152,8 @@ class ConeJacobian:
         dx = np.ascontiguousarray(dx, dtype=np.float64)
         if dx.shape != (self.shape[0],):
             raise ValueError(f"dx has shape {dx.shape}, expected ({self.shape[0]},)")
+        if self.diagonal_part.size == dx.size:
+            return self.diagonal_part * dx
         sl, spec = self._slices, self.spec
         out = np.empty_like(dx)
         out[sl["z"]] = dx[sl["z"]] if self.dual else 0.0

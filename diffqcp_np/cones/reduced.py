@@ -170,7 +170,7 @@ def reduced_parts(jac: ConeJacobian, lift_above: int = LIFT_SOC_ABOVE) -> Reduce
     """
     spec, sl = jac.spec, jac._slices
     m = jac.shape[0]
-    diagonal = np.concatenate([np.full(spec.zero, 1.0 if jac.dual else 0.0), jac._nonneg])
+    diagonal = jac.diagonal_part
     is_null = (diagonal == 0.0).astype(float)
     diagonal_e = diagonal * (1.0 - diagonal) + is_null
     no_lift = LiftedSOC(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0),

@@ -24,7 +24,7 @@ import scipy.sparse as sp
 
 from .._sparse import CSCLike
 from ._amd import amd_order
-from ._reduced_kernels import symmetric_upper_matvec
+from ._reduced_kernels import symmetric_residual
 
 
 @numba.njit(nogil=True, cache=True)
@@ -169,7 +169,8 @@ def _norm(v):
 @numba.njit(nogil=True, cache=True)
 def _refined_solve(Lp, Li, Lx, Dinv, perm, Mp, Mi, Mx, r, max_steps, tol):
     """Solve ``M z = r`` with the factors of a regularised ``M[perm][:, perm]`` and
-    iterative refinement against the exact ``M`` (upper triangle ``Mp, Mi, Mx``).
+    iterative refinement against the exact ``M`` (upper triangle ``Mp, Mi, Mx``, every
+    diagonal entry stored last in its column).
 
     A step is kept only if it lowers the residual; refinement stops after ``max_steps``
     steps, below ``tol`` (relative to ``r``), or once a step gains less than half.
@@ -177,14 +178,12 @@ def _refined_solve(Lp, Li, Lx, Dinv, perm, Mp, Mi, Mx, r, max_steps, tol):
     """
     norm_r = max(_norm(r), _TINY)
     z = _solve(Lp, Li, Lx, Dinv, perm, r)
-    residual = r - symmetric_upper_matvec(Mp, Mi, Mx, z)
-    norm_res = _norm(residual)
+    residual, norm_res = symmetric_residual(Mp, Mi, Mx, z, r)
     for _ in range(max_steps):
         if not norm_res > tol * norm_r:  # also stops on NaN
             break
         candidate = z + _solve(Lp, Li, Lx, Dinv, perm, residual)
-        new_residual = r - symmetric_upper_matvec(Mp, Mi, Mx, candidate)
-        new_norm = _norm(new_residual)
+        new_residual, new_norm = symmetric_residual(Mp, Mi, Mx, candidate, r)
         if not new_norm < norm_res:
             break
         improved = new_norm < 0.5 * norm_res
@@ -287,10 +286,14 @@ class LDLFactor:
         if not ok:
             raise ZeroPivotError("zero pivot in the LDLᵀ factorisation")
 
+    @property
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """``(Lp, Li, Lx, Dinv, perm)``: the factors as the compiled kernels take them."""
+        return self._Lp, self._Li, self._Lx, self._Dinv, self.symbolic.perm
+
     def solve(self, b: np.ndarray) -> np.ndarray:
         """Solve ``A x = b``."""
-        return _solve(self._Lp, self._Li, self._Lx, self._Dinv, self.symbolic.perm,
-                      np.ascontiguousarray(b, dtype=np.float64))
+        return _solve(*self.arrays, np.ascontiguousarray(b, dtype=np.float64))
 
     def refined_solve(self, exact: CSCLike, r: np.ndarray, max_steps: int,
                       tol: float) -> tuple[np.ndarray, float]:
@@ -302,15 +305,15 @@ class LDLFactor:
         ----------
         exact : scipy.sparse.csc_matrix or CSCArrays
             Upper triangle of the symmetric matrix to solve with (the factored one up to
-            a regularisation).
+            a regularisation), canonical, with every diagonal entry stored (last in its
+            column).
         r : ndarray
         max_steps : int
             Refinement steps at most.
         tol : float
             Relative residual at which refinement stops.
         """
-        return _refined_solve(self._Lp, self._Li, self._Lx, self._Dinv, self.symbolic.perm,
-                              exact.indptr, exact.indices, exact.data,
+        return _refined_solve(*self.arrays, exact.indptr, exact.indices, exact.data,
                               np.ascontiguousarray(r, dtype=np.float64), max_steps, tol)
 
 

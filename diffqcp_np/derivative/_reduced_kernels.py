@@ -167,6 +167,30 @@ def symmetric_upper_matvec(indptr, indices, data, x):
 
 
 @numba.njit(nogil=True, cache=True)
+def symmetric_residual(indptr, indices, data, z, r):
+    """``r − M z`` and its Euclidean norm, for a symmetric ``M`` given by its upper
+    triangle in CSC form with every diagonal entry stored last in its column (as
+    :func:`assemble_upper` builds it)."""
+    n = z.shape[0]
+    out = np.zeros(n)
+    for j in range(n):
+        zj = z[j]
+        last = indptr[j + 1] - 1
+        acc = data[last] * zj
+        for p in range(indptr[j], last):
+            i = indices[p]
+            value = data[p]
+            out[i] += value * zj
+            acc += value * z[i]
+        out[j] += acc
+    total = 0.0
+    for j in range(n):
+        out[j] = r[j] - out[j]
+        total += out[j] * out[j]
+    return out, np.sqrt(total)
+
+
+@numba.njit(nogil=True, cache=True)
 def shifted_diagonal(indptr, data, n, shift):
     """Values of a quasi-definite upper triangle (diagonal entries last in each column)
     with ``+shift`` added to the first ``n`` diagonal entries and ``−shift`` to the rest."""

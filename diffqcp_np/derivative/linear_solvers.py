@@ -19,6 +19,7 @@ import scipy.linalg as la
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from .._fast_checks import any_nonzero
 from .norms import refine, vector_norm
 from .reduced_system import FactorizationError
 
@@ -119,7 +120,7 @@ class KKTSolver:
         return _least_squares(self.operator.T if transpose else self.operator, r)
 
     def _checked(self, r: np.ndarray, transpose: bool) -> np.ndarray:
-        if not np.any(r):
+        if not any_nonzero(r):
             self.last_residual = 0.0
             return np.zeros_like(r)
         if self.singular:
@@ -232,9 +233,7 @@ class ReducedDirectSolver(KKTSolver):
         if not reduced.exact:
             approx = reduced.solve_transpose if transpose else reduced.solve
             return self._refined(approx, r, transpose)
-        rhs, carried = reduced.reduce(r, transpose)
-        sol, residual = reduced.refined_solve_symmetric(rhs, self.MAX_REFINEMENT, self.REFINED)
-        return reduced.recover(sol, carried, transpose), residual
+        return reduced.refined_solve(r, transpose, self.MAX_REFINEMENT, self.REFINED)
 
 
 class DenseSolver(KKTSolver):

@@ -14,12 +14,14 @@ with upper storage an off-diagonal gradient entry is twice the symmetric gradien
 
 from __future__ import annotations
 
+import copy
 from functools import cached_property
 
 import numba
 import numpy as np
 import scipy.sparse as sp
 
+from .._fast_checks import all_finite
 from .._validation import as_csc
 
 
@@ -110,6 +112,18 @@ def _symmetry_defect(indptr, indices, data):
     return defect
 
 
+@numba.njit(nogil=True, cache=True)
+def _equal_patterns(indptr, indices, other_indptr, other_indices):
+    """Whether two CSC patterns with equal shapes and entry counts are the same."""
+    for j in range(indptr.shape[0]):
+        if indptr[j] != other_indptr[j]:
+            return False
+    for p in range(indices.shape[0]):
+        if indices[p] != other_indices[p]:
+            return False
+    return True
+
+
 def _column_indices(indptr: np.ndarray) -> np.ndarray:
     """Column index (int64) of each stored entry of a CSC matrix."""
     return np.repeat(np.arange(indptr.size - 1, dtype=np.int64), np.diff(indptr))
@@ -151,11 +165,25 @@ class MatrixPattern:
     def nnz(self) -> int:
         return self.indices.size
 
+    @cached_property
+    def _template(self) -> sp.csc_matrix:
+        """A matrix on this pattern, built (and format-checked) once by SciPy."""
+        return sp.csc_matrix((np.zeros(self.nnz), self.indices, self.indptr),
+                             shape=self.shape)
+
     def with_values(self, values: np.ndarray) -> sp.csc_matrix:
-        """A CSC matrix on exactly this pattern with the given data."""
-        return sp.csc_matrix(
-            (values, self.indices.copy(), self.indptr.copy()), shape=self.shape
-        )
+        """A CSC matrix on exactly this pattern with the given float64 data (taken, not
+        copied), owning copies of the index arrays.
+
+        A shallow copy of a SciPy-built template with its arrays replaced: SciPy's
+        constructor re-checks the format on every call, which costs more than the
+        gradient itself at moderate sizes; the pattern was checked when A was read.
+        """
+        matrix = copy.copy(self._template)
+        matrix.data = values
+        matrix.indices = self.indices.copy()
+        matrix.indptr = self.indptr.copy()
+        return matrix
 
     def perturbation(self, d, argname: str) -> sp.csc_matrix:
         """Validate a perturbation ``d`` of this matrix and return it as canonical CSC.
@@ -191,8 +219,8 @@ class MatrixPattern:
     def _same_pattern(self, d) -> bool:
         """Whether ``d`` is a float64 CSC matrix storing exactly this pattern."""
         return (sp.issparse(d) and d.format == "csc" and d.dtype == np.float64
-                and d.shape == self.shape and np.array_equal(d.indptr, self.indptr)
-                and np.array_equal(d.indices, self.indices))
+                and d.shape == self.shape and d.indices.size == self.nnz
+                and _equal_patterns(d.indptr, d.indices, self.indptr, self.indices))
 
     def perturbation_values(self, d, argname: str) -> np.ndarray:
         """The values of a perturbation ``d`` at this pattern's stored entries (zero where
@@ -202,7 +230,7 @@ class MatrixPattern:
         cvxpylayers) is read in place: its ``data`` is returned, not copied.
         """
         if self._same_pattern(d):
-            if not np.all(np.isfinite(d.data)):
+            if not all_finite(d.data):
                 raise ValueError(f"{argname} contains NaN or Inf")
             return d.data
         d, positions = self._on_pattern(d, argname)

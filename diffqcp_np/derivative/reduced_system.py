@@ -32,6 +32,7 @@ import scipy.sparse as sp
 from .._sparse import CSCArrays
 from ..cones.projection import ConeJacobian
 from ..cones.reduced import LiftedSOC, ReducedParts, reduced_parts
+from ._diagonal_solve import diagonal_refined_solve
 from ._ldl import LDLFactor, QDLDLFactor, ZeroPivotError, factorize
 from ._reduced_kernels import (
     assemble_upper,
@@ -176,6 +177,26 @@ class ReducedSystem:
         if self._woodbury is None and isinstance(self._ldl, LDLFactor):
             return self._ldl.refined_solve(self._upper, rhs, max_steps, tol)
         return refine(self.solve_symmetric, self.matvec_symmetric, rhs, max_steps, tol)
+
+    def refined_solve(self, r: np.ndarray, transpose: bool, max_steps: int,
+                      tol: float) -> tuple[np.ndarray, float]:
+        """Solve ``K z = r`` (or ``K' z = r``) through M, refined against the exact M;
+        for exact reductions only (:attr:`exact`). Returns ``z`` and the relative
+        residual of the M system.
+
+        One compiled call when D is diagonal and the factor is our own
+        (:func:`~._diagonal_solve.diagonal_refined_solve`); else :meth:`reduce`,
+        :meth:`refined_solve_symmetric` and :meth:`recover`.
+        """
+        diagonal = self.parts.D.diagonal
+        if diagonal is not None and isinstance(self._ldl, LDLFactor):
+            upper, A = self._upper, self.A
+            return diagonal_refined_solve(*self._ldl.arrays, upper.indptr, upper.indices,
+                                          upper.data, A.indptr, A.indices, A.data, diagonal,
+                                          self.kept, r, transpose, max_steps, tol)
+        rhs, carried = self.reduce(r, transpose)
+        sol, residual = self.refined_solve_symmetric(rhs, max_steps, tol)
+        return self.recover(sol, carried, transpose), residual
 
     def nearly_singular(self, seed: int = 0) -> bool:
         """Whether M is singular up to its regularisation.

@@ -147,10 +147,15 @@ class SolutionDerivative:
         -------
         dx, dy, ds : ndarray
         """
-        _check_unused_kwargs(kwargs)
+        if kwargs:
+            _check_unused_kwargs(kwargs)
         m, n = self.data.m, self.data.n
-        rhs_x = np.zeros(n) if dc is None else as_vector(dc, "dc", n)
-        rhs_v = np.zeros(m) if db is None else as_vector(db, "db", m)
+        rhs = np.zeros(n + m)  # [dP x + dA'y + dc; −dA x + db], negated below
+        rhs_x, rhs_v = rhs[:n], rhs[n:]
+        if dc is not None:
+            rhs_x[:] = as_vector(dc, "dc", n, copy=False)
+        if db is not None:
+            rhs_v[:] = as_vector(db, "db", m, copy=False)
         if dA is not None:
             values = self.A_pattern.perturbation_values(dA, "dA")
             dA_y, dA_x = self.A_pattern.products(values, self.x, self.y)
@@ -158,7 +163,7 @@ class SolutionDerivative:
             rhs_v -= dA_x
         if dP is not None:
             rhs_x += self.quadratic.expand(dP) @ self.x
-        z = self.solver.solve(-np.concatenate([rhs_x, rhs_v]))
+        z = self.solver.solve(np.negative(rhs, out=rhs))
         dx, dv = z[:n], z[n:]
         dy = self.cone_jacobian.matvec(dv)
         return dx, dy, dy - dv
@@ -184,7 +189,8 @@ class SolutionDerivative:
             Only if ``return_dP``; on P's stored pattern, the exact adjoint of
             :meth:`jvp`'s ``dP`` argument (an empty matrix when the problem has no P).
         """
-        _check_unused_kwargs(kwargs)
+        if kwargs:
+            _check_unused_kwargs(kwargs)
         m, n = self.data.m, self.data.n
         rhs = np.zeros(n + m)
         if dx is not None:
