@@ -242,3 +242,60 @@ def test_warm_start_is_accepted():
         x2, _, _ = solve_only(prob.A, prob.b, prob.c, prob.cone_dict, P=prob.P,
                               warm_start=(x, y, s), eps=1e-8)
     assert relative_error(x2, x) < 1e-5
+
+
+def _reference_csc(matrix) -> sp.csc_matrix:
+    """SciPy's own conversion to canonical float64 CSC (explicit zeros kept)."""
+    out = sp.csc_matrix(matrix, dtype=np.float64, copy=True)
+    out.sum_duplicates()
+    out.sort_indices()
+    return out
+
+
+def test_matrix_reading_matches_scipy_on_every_kind_of_input():
+    """The compiled fast path for canonical float64 CSC input and SciPy's conversion
+    give the same matrix; inputs off the fast path (unsorted, duplicates, other formats
+    and dtypes, malformed arrays) take SciPy's path; nothing is shared or mutated."""
+    from diffqcp_np._validation import _canonical_and_finite, as_csc
+
+    rng = np.random.default_rng(12)
+    for _ in range(40):
+        rows, cols = rng.integers(1, 12, size=2)
+        M = sp.random(rows, cols, density=rng.uniform(0, 0.6), random_state=rng, format="csc")
+        M.data[rng.random(M.nnz) < 0.2] = 0.0  # explicit zeros stay stored
+        variants = [M, M.tocsr(), sp.csc_array(M), M.astype(np.float32)]
+        if M.nnz >= 2:
+            unsorted = M.copy()
+            unsorted.indices = unsorted.indices[::-1].copy()  # rows out of order
+            unsorted.data = unsorted.data[::-1].copy()
+            unsorted.indptr = np.array([0] * cols + [M.nnz], dtype=M.indptr.dtype)
+            variants.append(unsorted)
+            duplicated = sp.csc_matrix((np.r_[M.data, M.data[:1]],
+                                        (np.r_[M.tocoo().row, M.tocoo().row[:1]],
+                                         np.r_[M.tocoo().col, M.tocoo().col[:1]])),
+                                       shape=M.shape)
+            variants.append(duplicated)
+        for variant in variants:
+            before = variant.copy()
+            got, want = as_csc(variant, "A"), _reference_csc(variant)
+            assert type(got) is sp.csc_matrix and got.dtype == np.float64
+            np.testing.assert_array_equal(got.indptr, want.indptr)
+            np.testing.assert_array_equal(got.indices, want.indices)
+            np.testing.assert_array_equal(got.data, want.data)
+            assert got.has_canonical_format
+            assert not np.shares_memory(got.data, variant.data)
+            assert not np.shares_memory(got.indices, variant.indices)
+            assert (variant != before).nnz == 0
+    # the check itself: canonical and finite only
+    A = sp.csc_matrix(np.array([[1.0, 0, 2], [0, 3, 0], [4, 0, 5]]))
+    assert _canonical_and_finite(3, A.indptr, A.indices, A.data)
+    assert not _canonical_and_finite(2, A.indptr, A.indices, A.data)  # row out of range
+    for bad in (np.nan, np.inf):
+        data = A.data.copy()
+        data[2] = bad
+        assert not _canonical_and_finite(3, A.indptr, A.indices, data)
+    repeated = A.indices.copy()
+    repeated[1] = repeated[0]  # a duplicate row within column 0
+    assert not _canonical_and_finite(3, A.indptr, repeated, A.data)
+    assert not _canonical_and_finite(3, np.array([0, 9, 3, 5]), A.indices, A.data)
+    assert not _canonical_and_finite(3, np.array([0, 2, 3, 6]), A.indices, A.data)

@@ -145,6 +145,7 @@ class MatrixPattern:
         self.shape = matrix.shape
         self.indptr = matrix.indptr.copy()
         self.indices = matrix.indices.copy()
+        self._template = matrix  # shallow-copied by with_values, its arrays replaced
 
     @cached_property
     def rows(self) -> np.ndarray:
@@ -165,19 +166,13 @@ class MatrixPattern:
     def nnz(self) -> int:
         return self.indices.size
 
-    @cached_property
-    def _template(self) -> sp.csc_matrix:
-        """A matrix on this pattern, built (and format-checked) once by SciPy."""
-        return sp.csc_matrix((np.zeros(self.nnz), self.indices, self.indptr),
-                             shape=self.shape)
-
     def with_values(self, values: np.ndarray) -> sp.csc_matrix:
         """A CSC matrix on exactly this pattern with the given float64 data (taken, not
         copied), owning copies of the index arrays.
 
-        A shallow copy of a SciPy-built template with its arrays replaced: SciPy's
-        constructor re-checks the format on every call, which costs more than the
-        gradient itself at moderate sizes; the pattern was checked when A was read.
+        A shallow copy of the matrix this pattern was read from, its arrays replaced:
+        SciPy's constructor re-checks the format on every call, which costs more than
+        the gradient itself at moderate sizes; the pattern was checked when it was read.
         """
         matrix = copy.copy(self._template)
         matrix.data = values
