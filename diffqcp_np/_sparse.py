@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Union
 
 import numba
@@ -57,20 +56,51 @@ def _csc_matvec(indptr, indices, data, v):
     return out
 
 
-@dataclass(frozen=True)
+@numba.njit(nogil=True, cache=True)
+def _diagonal_csc(values):
+    """CSC arrays ``(indptr, indices, data)`` of ``diag(values)`` without stored zeros
+    (branch-free: the zero pattern of a cone Jacobian is unpredictable)."""
+    size = values.shape[0]
+    indptr = np.empty(size + 1, dtype=np.int32)
+    rows = np.empty(size, dtype=np.int32)
+    data = np.empty(size)
+    count = 0
+    indptr[0] = 0
+    for i in range(size):
+        rows[count] = i
+        data[count] = values[i]
+        count += values[i] != 0.0
+        indptr[i + 1] = count
+    return indptr, rows[:count], data[:count]
+
+
 class CSCArrays:
     """A square sparse matrix as bare CSC arrays (rows sorted within each column).
 
     For matrices that only feed Numba kernels, where building SciPy matrices would cost
-    more than the kernels themselves at moderate sizes. ``diagonal``, when given, is the
-    whole diagonal of a diagonal matrix (zeros included): products then take one
-    vectorised multiplication.
+    more than the kernels themselves at moderate sizes. A diagonal matrix made by
+    :meth:`from_diagonal` keeps its whole diagonal (zeros included) as ``diagonal``:
+    products take one vectorised multiplication, and its CSC arrays are built only if
+    something reads them. ``diagonal`` is None otherwise.
     """
 
-    indptr: np.ndarray
-    indices: np.ndarray
-    data: np.ndarray
-    diagonal: np.ndarray | None = None
+    def __init__(self, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray) -> None:
+        self.indptr, self.indices, self.data = indptr, indices, data
+        self.diagonal: np.ndarray | None = None
+
+    @classmethod
+    def from_diagonal(cls, values: np.ndarray) -> CSCArrays:
+        """``diag(values)`` (``values`` kept, not copied)."""
+        matrix = cls.__new__(cls)
+        matrix.diagonal = values
+        return matrix
+
+    def __getattr__(self, name: str):
+        # Called only for attributes not set: the CSC arrays of a diagonal matrix.
+        if name in ("indptr", "indices", "data") and self.__dict__.get("diagonal") is not None:
+            self.indptr, self.indices, self.data = _diagonal_csc(self.diagonal)
+            return self.__dict__[name]
+        raise AttributeError(name)
 
     @classmethod
     def from_scipy(cls, matrix: sp.csc_matrix) -> CSCArrays:
@@ -80,6 +110,8 @@ class CSCArrays:
     @property
     def size(self) -> int:
         """Number of rows (and columns)."""
+        if self.diagonal is not None:
+            return self.diagonal.size
         return self.indptr.size - 1
 
     def matvec(self, v: np.ndarray) -> np.ndarray:

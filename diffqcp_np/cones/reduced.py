@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-import numba
 import numpy as np
 import scipy.sparse as sp
 
@@ -136,24 +135,6 @@ def _null_weights(lam: np.ndarray) -> np.ndarray:
     return (lam < NULL_EIGENVALUE).astype(float)
 
 
-@numba.njit(nogil=True, cache=True)
-def _diagonal_csc(values):
-    """CSC arrays ``(indptr, indices, data)`` of ``diag(values)`` without stored zeros."""
-    size = values.shape[0]
-    indptr = np.empty(size + 1, dtype=np.int32)
-    rows = np.empty(size, dtype=np.int32)
-    data = np.empty(size)
-    count = 0
-    indptr[0] = 0
-    for i in range(size):
-        if values[i] != 0.0:
-            rows[count] = i
-            data[count] = values[i]
-            count += 1
-        indptr[i + 1] = count
-    return indptr, rows[:count], data[:count]
-
-
 def reduced_parts(jac: ConeJacobian, lift_above: int = LIFT_SOC_ABOVE) -> ReducedParts:
     """Split a cone Jacobian into the pieces of the reduced derivative system.
 
@@ -176,7 +157,7 @@ def reduced_parts(jac: ConeJacobian, lift_above: int = LIFT_SOC_ABOVE) -> Reduce
     no_lift = LiftedSOC(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0),
                         np.zeros(m), m)
     if diagonal.size == m:  # zero and orthant cones only: diagonal matrices
-        D, E, null = (CSCArrays(*_diagonal_csc(values), diagonal=values)
+        D, E, null = (CSCArrays.from_diagonal(values)
                       for values in (diagonal, diagonal_e, is_null))
         return ReducedParts(D, E, null, no_lift, True)
 

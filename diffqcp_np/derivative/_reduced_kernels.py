@@ -39,6 +39,86 @@ def _sort_segment(indices, data, start, stop):
     data[start:stop] = data[start:stop][order]
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _count_upper_P(n, P_indptr, P_indices, indptr):
+    """Entries of the first ``n`` columns of M's upper triangle (P's strict upper
+    triangle and the diagonal) into ``indptr[1:n+1]``."""
+    for j in range(n):
+        count = 1  # the diagonal
+        for p in range(P_indptr[j], P_indptr[j + 1]):
+            if P_indices[p] < j:
+                count += 1
+        indptr[j + 1] = count
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _fill_upper_P(n, P_indptr, P_indices, P_data, indptr, indices, data):
+    """The first ``n`` columns of M's upper triangle: P's strict upper triangle, rows in
+    increasing order, then the diagonal (P's, or a stored zero)."""
+    for j in range(n):
+        out = indptr[j]
+        diagonal = 0.0
+        ordered = True
+        for p in range(P_indptr[j], P_indptr[j + 1]):
+            i = P_indices[p]
+            if i < j:
+                if out > indptr[j] and i < indices[out - 1]:
+                    ordered = False
+                indices[out] = i
+                data[out] = P_data[p]
+                out += 1
+            elif i == j:
+                diagonal += P_data[p]
+        if not ordered:
+            _sort_segment(indices, data, indptr[j], out)
+        indices[out] = j
+        data[out] = diagonal
+
+
+@numba.njit(nogil=True, cache=True)
+def assemble_upper_diagonal(n, P_indptr, P_indices, P_data, A_indptr, A_indices, A_data,
+                            d, e, kept):
+    """Upper triangle of M for diagonal ``D = diag(d)`` and ``E = diag(e)``, read from A
+    itself (no transpose needed): column ``n + t`` holds row ``kept[t]`` of A times
+    ``d[kept[t]]``, its entries meet in increasing column order of A, so they come out
+    sorted.
+
+    Parameters are as for :func:`assemble_upper`, with A (``m × n`` CSC) in place of A'
+    and the diagonals ``d``, ``e`` in place of D and E. Returns the same canonical CSC.
+    """
+    k = kept.shape[0]
+    m = d.shape[0]
+    position = np.full(m, -1, dtype=np.int64)
+    for t in range(k):
+        position[kept[t]] = t
+    indptr = np.zeros(n + k + 1, dtype=np.int64)
+    _count_upper_P(n, P_indptr, P_indices, indptr)
+    for t in range(k):
+        indptr[n + t + 1] = 1  # the diagonal
+    for p in range(A_indptr[n]):
+        t = position[A_indices[p]]
+        if t >= 0:
+            indptr[n + t + 1] += 1
+    for j in range(n + k):
+        indptr[j + 1] += indptr[j]
+    indices = np.empty(indptr[n + k], dtype=np.int64)
+    data = np.empty(indptr[n + k])
+    _fill_upper_P(n, P_indptr, P_indices, P_data, indptr, indices, data)
+    fill = indptr[n:n + k].copy()
+    for j in range(n):
+        for p in range(A_indptr[j], A_indptr[j + 1]):
+            t = position[A_indices[p]]
+            if t >= 0:
+                q = fill[t]
+                indices[q] = j
+                data[q] = A_data[p] * d[kept[t]]
+                fill[t] = q + 1
+    for t in range(k):
+        indices[fill[t]] = n + t
+        data[fill[t]] = -e[kept[t]]
+    return indptr, indices, data
+
+
 @numba.njit(nogil=True, cache=True)
 def assemble_upper(n, P_indptr, P_indices, P_data, AT_indptr, AT_indices, AT_data,
                    D_indptr, D_indices, D_data, E_indptr, E_indices, E_data, kept):
@@ -75,12 +155,7 @@ def assemble_upper(n, P_indptr, P_indices, P_data, AT_indptr, AT_indices, AT_dat
 
     # Pass 1: entries per column.
     indptr = np.zeros(n + k + 1, dtype=np.int64)
-    for j in range(n):
-        count = 1  # the diagonal
-        for p in range(P_indptr[j], P_indptr[j + 1]):
-            if P_indices[p] < j:
-                count += 1
-        indptr[j + 1] = count
+    _count_upper_P(n, P_indptr, P_indices, indptr)
     for t in range(k):
         column = kept[t]
         count = _coupling_rows(AT_indptr, AT_indices, D_indptr, D_indices, column,
@@ -96,24 +171,7 @@ def assemble_upper(n, P_indptr, P_indices, P_data, AT_indptr, AT_indices, AT_dat
     # Pass 2: values, rows in increasing order, diagonal last.
     indices = np.empty(indptr[n + k], dtype=np.int64)
     data = np.empty(indptr[n + k])
-    for j in range(n):
-        out = indptr[j]
-        diagonal = 0.0
-        ordered = True
-        for p in range(P_indptr[j], P_indptr[j + 1]):
-            i = P_indices[p]
-            if i < j:
-                if out > indptr[j] and i < indices[out - 1]:
-                    ordered = False
-                indices[out] = i
-                data[out] = P_data[p]
-                out += 1
-            elif i == j:
-                diagonal += P_data[p]
-        if not ordered:
-            _sort_segment(indices, data, indptr[j], out)
-        indices[out] = j
-        data[out] = diagonal
+    _fill_upper_P(n, P_indptr, P_indices, P_data, indptr, indices, data)
     marker[:] = -1
     for t in range(k):
         column = kept[t]

@@ -25,17 +25,21 @@ ever densified.
 
 from __future__ import annotations
 
+from functools import cached_property
+from typing import Callable
+
 import numpy as np
 import scipy.linalg as la
 import scipy.sparse as sp
 
-from .._sparse import CSCArrays
+from .._sparse import CSCArrays, transpose
 from ..cones.projection import ConeJacobian
 from ..cones.reduced import LiftedSOC, ReducedParts, reduced_parts
 from ._diagonal_solve import diagonal_refined_solve
 from ._ldl import LDLFactor, QDLDLFactor, ZeroPivotError, factorize
 from ._reduced_kernels import (
     assemble_upper,
+    assemble_upper_diagonal,
     probe_vector,
     shifted_diagonal,
     symmetric_upper_matvec,
@@ -92,25 +96,36 @@ class ReducedSystem:
     ----------
     P : scipy.sparse.csc_matrix or None
         The full symmetric quadratic term (``n × n``).
-    A, AT : scipy.sparse.csc_matrix
-        The constraint matrix and its transpose.
+    A : scipy.sparse.csc_matrix
+        The constraint matrix.
     jacobian : ConeJacobian
         ``D = DΠ_{K*}(y − s)``.
+    transpose_A : callable, optional
+        Returns ``A'`` in CSC form (the caller's cached copy); called only where A' is
+        needed (D not diagonal); by default :func:`~diffqcp_np._sparse.transpose`.
     """
 
-    def __init__(self, P: sp.csc_matrix | None, A: sp.csc_matrix, AT: sp.csc_matrix,
-                 jacobian: ConeJacobian) -> None:
-        self.A, self.AT, self.jacobian = A, AT, jacobian
+    def __init__(self, P: sp.csc_matrix | None, A: sp.csc_matrix, jacobian: ConeJacobian,
+                 transpose_A: Callable[[], sp.csc_matrix] | None = None) -> None:
+        self.A, self.jacobian = A, jacobian
+        self._transpose_A = transpose_A if transpose_A is not None else lambda: transpose(A)
         self.m, self.n = A.shape
         self.parts: ReducedParts = reduced_parts(jacobian)
         # Rows where D vanishes are in D's null space: decoupled from M (their part of
         # the answer comes from Π₀), so M keeps only the others.
-        self.kept = np.flatnonzero(np.diff(self.parts.D.indptr))
+        diagonal = self.parts.D.diagonal
+        self.kept = (np.flatnonzero(diagonal) if diagonal is not None
+                     else np.flatnonzero(np.diff(self.parts.D.indptr)))
         self._ldl = self._factor(P)
         self._woodbury = None
         if self.parts.lifted.count:
             self._low_rank = _low_rank_matrix(self.parts.lifted)
             self._woodbury = self._woodbury_terms()
+
+    @cached_property
+    def AT(self) -> sp.csc_matrix:
+        """``A'`` in CSC form."""
+        return self._transpose_A()
 
     def _upper_matrix(self, P: sp.csc_matrix | None) -> CSCArrays:
         """The unregularised upper triangle of M, canonical, with every diagonal entry
@@ -120,7 +135,13 @@ class ReducedSystem:
             P_arrays = (np.zeros(n + 1, np.int32), np.zeros(0, np.int32), np.zeros(0))
         else:
             P_arrays = (P.indptr, P.indices, P.data)
-        parts, AT = self.parts, self.AT
+        parts = self.parts
+        if parts.D.diagonal is not None:
+            A = self.A
+            return CSCArrays(*assemble_upper_diagonal(
+                n, *P_arrays, A.indptr, A.indices, A.data, parts.D.diagonal,
+                parts.E.diagonal, self.kept))
+        AT = self.AT
         indptr, indices, data = assemble_upper(
             n, *P_arrays, AT.indptr, AT.indices, AT.data,
             parts.D.indptr, parts.D.indices, parts.D.data,

@@ -16,6 +16,7 @@ homogeneous embedding that diffcp solves by least squares.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -83,13 +84,20 @@ class SolutionDerivative:
         self.y = as_vector(y, "y", m)
         self.s = as_vector(s, "s", m)
         self.A = data.A
-        self.AT = transpose(data.A) if AT is None else AT
+        if AT is not None:
+            self.AT = AT
         self.A_pattern = MatrixPattern(data.A, "A") if A_pattern is None else A_pattern
         self.quadratic = QuadraticTerm(data.P, n) if quadratic is None else quadratic
         self.cone_jacobian = ConeJacobian(self.y - self.s, data.cones, dual=True)
         self.solver: KKTSolver = make_solver(mode, self._assemble, self._operator(),
                                              reduced=self._reduced,
                                              has_psd=bool(data.cones.psd), **solver_options)
+
+    @cached_property
+    def AT(self) -> sp.csc_matrix:
+        """``A'`` in CSC form, built on first use (the reduced system of zero and orthant
+        cones never needs it)."""
+        return transpose(self.A)
 
     # -- the system -------------------------------------------------------------------
     def _assemble(self) -> sp.csc_matrix:
@@ -101,7 +109,8 @@ class SolutionDerivative:
         )
 
     def _reduced(self) -> ReducedSystem:
-        return ReducedSystem(self.quadratic.full, self.A, self.AT, self.cone_jacobian)
+        return ReducedSystem(self.quadratic.full, self.A, self.cone_jacobian,
+                             transpose_A=lambda: self.AT)
 
     def _operator(self) -> spla.LinearOperator:
         m, n = self.data.m, self.data.n
