@@ -31,6 +31,8 @@ _NO_SOC = (np.zeros(0, np.int8), np.zeros(0), np.zeros(0))
 
 
 def _soc_offsets(spec: ConeSpec) -> np.ndarray:
+    if not spec.soc:
+        return np.zeros(1, np.int64)
     return np.concatenate(([0], np.cumsum(spec.soc, dtype=np.int64))).astype(np.int64)
 
 

@@ -110,6 +110,10 @@ def _groups(v: np.ndarray, sides: Sequence[int]) -> Iterator[tuple[int, np.ndarr
         Positions in ``v`` of the entries of each block of side ``k``, in block order.
     """
     sides = [int(k) for k in sides]
+    if not sides:
+        if v.shape != (0,):
+            raise ValueError(f"no PSD cones need an empty vector, got shape {v.shape}")
+        return
     if any(k < 1 for k in sides):
         raise ValueError(f"PSD cone sides must be positive integers, got {sides}")
     sizes = np.array([k * (k + 1) // 2 for k in sides], dtype=np.int64)
