@@ -13,6 +13,10 @@ import numba
 import numpy as np
 
 
+#: Index type for hot loops: Numba skips the wraparound test of unsigned indices.
+_U = np.uint64
+
+
 @numba.njit(nogil=True, cache=True, inline="always")
 def _coupling_rows(AT_indptr, AT_indices, D_indptr, D_indices, column, marker, stamp, rows):
     """Distinct rows of ``(A'D)[:, column]`` into ``rows``; returns their count.
@@ -233,10 +237,10 @@ def symmetric_residual(indptr, indices, data, z, r):
     out = np.zeros(n)
     for j in range(n):
         zj = z[j]
-        last = indptr[j + 1] - 1
+        last = _U(indptr[j + 1] - 1)
         acc = data[last] * zj
-        for p in range(indptr[j], last):
-            i = indices[p]
+        for p in range(_U(indptr[j]), last):
+            i = _U(indices[p])
             value = data[p]
             out[i] += value * zj
             acc += value * z[i]

@@ -36,7 +36,7 @@ from .._sparse import CSCArrays, transpose
 from ..cones.projection import ConeJacobian
 from ..cones.reduced import LiftedSOC, ReducedParts, reduced_parts
 from ._diagonal_solve import diagonal_refined_solve
-from ._ldl import LDLFactor, QDLDLFactor, ZeroPivotError, factorize
+from ._ldl import LDLFactor, ZeroPivotError, factorize
 from ._reduced_kernels import (
     assemble_upper,
     assemble_upper_diagonal,
@@ -148,7 +148,7 @@ class ReducedSystem:
             parts.E.indptr, parts.E.indices, parts.E.data, self.kept)
         return CSCArrays(indptr, indices, data)
 
-    def _factor(self, P: sp.csc_matrix | None) -> LDLFactor | QDLDLFactor:
+    def _factor(self, P: sp.csc_matrix | None) -> LDLFactor:
         """LDLᵀ of M regularised by ``±δ``, ``δ = REGULARIZATIONS[i] · max(1, max|M_ij|)``,
         with the smallest one that meets no zero pivot. The symbolic analysis (AMD
         ordering, elimination tree) is shared by every M with the same pattern.
@@ -192,10 +192,9 @@ class ReducedSystem:
     def refined_solve_symmetric(self, rhs: np.ndarray, max_steps: int,
                                 tol: float) -> tuple[np.ndarray, float]:
         """Solve ``M z = rhs`` refined against the exact M (see
-        :func:`~diffqcp_np.derivative.norms.refine`); one compiled call when the factor
-        is our own and no lifted SOC blocks need the Woodbury correction. Returns ``z``
-        and its relative residual."""
-        if self._woodbury is None and isinstance(self._ldl, LDLFactor):
+        :func:`~diffqcp_np.derivative.norms.refine`); one compiled call when no lifted SOC
+        blocks need the Woodbury correction. Returns ``z`` and its relative residual."""
+        if self._woodbury is None:
             return self._ldl.refined_solve(self._upper, rhs, max_steps, tol)
         return refine(self.solve_symmetric, self.matvec_symmetric, rhs, max_steps, tol)
 
@@ -205,12 +204,12 @@ class ReducedSystem:
         for exact reductions only (:attr:`exact`). Returns ``z`` and the relative
         residual of the M system.
 
-        One compiled call when D is diagonal and the factor is our own
-        (:func:`~._diagonal_solve.diagonal_refined_solve`); else :meth:`reduce`,
-        :meth:`refined_solve_symmetric` and :meth:`recover`.
+        One compiled call when D is diagonal (:func:`~._diagonal_solve.
+        diagonal_refined_solve`); else :meth:`reduce`, :meth:`refined_solve_symmetric`
+        and :meth:`recover`.
         """
         diagonal = self.parts.D.diagonal
-        if diagonal is not None and isinstance(self._ldl, LDLFactor):
+        if diagonal is not None:
             upper, A = self._upper, self.A
             return diagonal_refined_solve(*self._ldl.arrays, upper.indptr, upper.indices,
                                           upper.data, A.indptr, A.indices, A.data, diagonal,
