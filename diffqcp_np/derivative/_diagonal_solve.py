@@ -13,6 +13,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from .._sparse import UNSIGNED_INDEX as _U
 from ._ldl import _refined_solve
 
 
@@ -59,8 +60,8 @@ def diagonal_refined_solve(Lp, Li, Lx, Dinv, perm, Mp, Mi, Mx, Ap, Ai, Ax, d, ke
         for j in range(n):  # r₁ + A'Π₀r₂
             acc = r[j]
             if null_nonzero:  # not for cotangents of x and y alone
-                for p in range(Ap[j], Ap[j + 1]):
-                    acc += Ax[p] * null_part[Ai[p]]
+                for p in range(_U(Ap[j]), _U(Ap[j + 1])):
+                    acc += Ax[p] * null_part[_U(Ai[p])]
             rhs[j] = acc
         for t in range(size):
             rhs[n + t] = r[n + kept[t]]
@@ -83,8 +84,8 @@ def diagonal_refined_solve(Lp, Li, Lx, Dinv, perm, Mp, Mi, Mx, Ap, Ai, Ax, d, ke
     else:  # dv = t + Π₀(r₂ + A dx)
         for j in range(n):
             xj = sol[j]
-            for p in range(Ap[j], Ap[j + 1]):
-                null_part[Ai[p]] += Ax[p] * xj
+            for p in range(_U(Ap[j]), _U(Ap[j + 1])):
+                null_part[_U(Ai[p])] += Ax[p] * xj
         for i in range(m):
             z[n + i] = r[n + i] + null_part[i] if d[i] == 0.0 else 0.0
         for t in range(size):

@@ -19,13 +19,10 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from .._sparse import UNSIGNED_INDEX as _U
 from .._sparse import CSCLike
 from ._amd import amd_order
 from ._reduced_kernels import symmetric_residual
-
-
-#: Index type for hot loops: Numba skips the wraparound test of unsigned indices.
-_U = np.uint64
 
 
 @numba.njit(nogil=True, cache=True)

@@ -12,9 +12,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-
-#: Index type for hot loops: Numba skips the wraparound test of unsigned indices.
-_U = np.uint64
+from .._sparse import UNSIGNED_INDEX as _U
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -218,8 +216,8 @@ def symmetric_upper_matvec(indptr, indices, data, x):
     for j in range(x.shape[0]):
         xj = x[j]
         acc = 0.0
-        for p in range(indptr[j], indptr[j + 1]):
-            i = indices[p]
+        for p in range(_U(indptr[j]), _U(indptr[j + 1])):
+            i = _U(indices[p])
             v = data[p]
             out[i] += v * xj
             if i != j:

@@ -22,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._fast_checks import all_finite
+from .._sparse import UNSIGNED_INDEX as _U
 from .._validation import as_csc
 
 
@@ -31,8 +32,8 @@ def _outer_difference_on_pattern(indptr, indices, y, w1, w2, x):
     out = np.empty(indices.shape[0])
     for j in range(indptr.shape[0] - 1):
         w1j, xj = w1[j], x[j]
-        for k in range(indptr[j], indptr[j + 1]):
-            i = indices[k]
+        for k in range(_U(indptr[j]), _U(indptr[j + 1])):
+            i = _U(indices[k])
             out[k] = y[i] * w1j - w2[i] * xj
     return out
 
@@ -248,8 +249,8 @@ def _pattern_products(indptr, indices, values, x, y):
     for j in range(n):
         acc = 0.0
         xj = x[j]
-        for p in range(indptr[j], indptr[j + 1]):
-            i = indices[p]
+        for p in range(_U(indptr[j]), _U(indptr[j + 1])):
+            i = _U(indices[p])
             value = values[p]
             acc += value * y[i]
             product[i] += value * xj
