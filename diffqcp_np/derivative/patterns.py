@@ -216,6 +216,7 @@ class MatrixPattern:
         """Whether ``d`` is a float64 CSC matrix storing exactly this pattern."""
         return (sp.issparse(d) and d.format == "csc" and d.dtype == np.float64
                 and d.shape == self.shape and d.indices.size == self.nnz
+                and d.indptr.size == self.indptr.size
                 and _equal_patterns(d.indptr, d.indices, self.indptr, self.indices))
 
     def perturbation_values(self, d, argname: str) -> np.ndarray:
