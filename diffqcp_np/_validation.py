@@ -83,11 +83,8 @@ def as_csc(matrix, name: str, shape: tuple[int, int] | None = None) -> sp.csc_ma
     """
     if sp.issparse(matrix):
         out = _canonical_copy(matrix)
-        if out is not None:
-            if shape is not None and out.shape != shape:
-                raise ValueError(f"{name} has shape {out.shape}, expected {shape}")
-            return out
-        out = sp.csc_matrix(matrix, dtype=np.float64, copy=True)
+        if out is None:
+            out = sp.csc_matrix(matrix, dtype=np.float64, copy=True)
     else:
         arr = np.asarray(matrix, dtype=np.float64)
         if arr.ndim != 2:

@@ -136,11 +136,10 @@ class ConeJacobian:
         self.shape = (x.size, x.size)
         sl = spec.slices()
         self._slices = sl
-        self._nonneg = soc.jacobian_nonneg(x[sl["l"]])
         #: The Jacobian's leading zero-cone and orthant rows, where it is diagonal (the
         #: whole diagonal when there are no other cones).
         self.diagonal_part = np.concatenate([np.full(spec.zero, 1.0 if dual else 0.0),
-                                             self._nonneg])
+                                             soc.jacobian_nonneg(x[sl["l"]])])
         self._soc_offsets = _soc_offsets(spec)
         self._soc = (soc.soc_jacobian_data(np.ascontiguousarray(x[sl["q"]]), self._soc_offsets)
                      if spec.soc else _NO_SOC)
@@ -154,12 +153,12 @@ class ConeJacobian:
         dx = np.ascontiguousarray(dx, dtype=np.float64)
         if dx.shape != (self.shape[0],):
             raise ValueError(f"dx has shape {dx.shape}, expected ({self.shape[0]},)")
-        if self.diagonal_part.size == dx.size:
+        k = self.diagonal_part.size
+        if k == dx.size:
             return self.diagonal_part * dx
         sl, spec = self._slices, self.spec
         out = np.empty_like(dx)
-        out[sl["z"]] = dx[sl["z"]] if self.dual else 0.0
-        out[sl["l"]] = self._nonneg * dx[sl["l"]]
+        out[:k] = self.diagonal_part * dx[:k]
         if spec.soc:
             out[sl["q"]] = soc.soc_jacobian_apply(
                 np.ascontiguousarray(dx[sl["q"]]), self._soc_offsets, *self._soc
@@ -183,11 +182,9 @@ class ConeJacobian:
             cols.append(np.asarray(c, np.int64) + offset)
             vals.append(np.asarray(v, float))
 
-        if self.dual:
-            idx = np.arange(self.spec.zero)
-            add(idx, idx, np.ones(idx.size), 0)
-        idx = np.arange(self.spec.nonneg)
-        add(idx, idx, self._nonneg, sl["l"].start)
+        start = 0 if self.dual else self.spec.zero  # the primal zero cone's rows are 0
+        idx = np.arange(start, self.diagonal_part.size)
+        add(idx, idx, self.diagonal_part[start:], 0)
         add(*soc.soc_jacobian_triplets(self._soc_offsets, *self._soc), sl["q"].start)
         offset = sl["s"].start
         for block in self._psd.dense_blocks():

@@ -209,31 +209,11 @@ def assemble_upper(n, P_indptr, P_indices, P_data, AT_indptr, AT_indices, AT_dat
     return indptr, indices, data
 
 
-@numba.njit(nogil=True, cache=True)
-def symmetric_upper_matvec(indptr, indices, data, x):
-    """``M x`` for a symmetric ``M`` given by its upper triangle in CSC form."""
-    out = np.zeros(x.shape[0])
-    for j in range(x.shape[0]):
-        xj = x[j]
-        acc = 0.0
-        for p in range(_U(indptr[j]), _U(indptr[j + 1])):
-            i = _U(indices[p])
-            v = data[p]
-            out[i] += v * xj
-            if i != j:
-                acc += v * x[i]
-        out[j] += acc
-    return out
-
-
-@numba.njit(nogil=True, cache=True)
-def symmetric_residual(indptr, indices, data, z, r):
-    """``r − M z`` and its Euclidean norm, for a symmetric ``M`` given by its upper
-    triangle in CSC form with every diagonal entry stored last in its column (as
-    :func:`assemble_upper` builds it)."""
-    n = z.shape[0]
-    out = np.zeros(n)
-    for j in range(n):
+@numba.njit(nogil=True, cache=True, inline="always")
+def _add_symmetric_product(indptr, indices, data, z, out):
+    """``out += M z`` for a symmetric ``M`` given by its upper triangle in CSC form with
+    every diagonal entry stored last in its column (as the assembly kernels build it)."""
+    for j in range(z.shape[0]):
         zj = z[j]
         last = _U(indptr[j + 1] - 1)
         acc = data[last] * zj
@@ -243,8 +223,24 @@ def symmetric_residual(indptr, indices, data, z, r):
             out[i] += value * zj
             acc += value * z[i]
         out[j] += acc
+
+
+@numba.njit(nogil=True, cache=True)
+def symmetric_upper_matvec(indptr, indices, data, z):
+    """``M z`` for a symmetric ``M`` given by its upper triangle in CSC form, every
+    diagonal entry stored last in its column."""
+    out = np.zeros(z.shape[0])
+    _add_symmetric_product(indptr, indices, data, z, out)
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def symmetric_residual(indptr, indices, data, z, r):
+    """``r − M z`` and its Euclidean norm, M as for :func:`symmetric_upper_matvec`."""
+    out = np.zeros(z.shape[0])
+    _add_symmetric_product(indptr, indices, data, z, out)
     total = 0.0
-    for j in range(n):
+    for j in range(z.shape[0]):
         out[j] = r[j] - out[j]
         total += out[j] * out[j]
     return out, np.sqrt(total)

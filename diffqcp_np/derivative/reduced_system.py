@@ -25,14 +25,13 @@ ever densified.
 
 from __future__ import annotations
 
-from functools import cached_property
 from typing import Callable
 
 import numpy as np
 import scipy.linalg as la
 import scipy.sparse as sp
 
-from .._sparse import CSCArrays, transpose
+from .._sparse import CSCArrays
 from ..cones.projection import ConeJacobian
 from ..cones.reduced import LiftedSOC, ReducedParts, reduced_parts
 from ._diagonal_solve import diagonal_refined_solve
@@ -100,15 +99,15 @@ class ReducedSystem:
         The constraint matrix.
     jacobian : ConeJacobian
         ``D = DΠ_{K*}(y − s)``.
-    transpose_A : callable, optional
+    transpose_A : callable
         Returns ``A'`` in CSC form (the caller's cached copy); called only where A' is
-        needed (D not diagonal); by default :func:`~diffqcp_np._sparse.transpose`.
+        needed (D not diagonal).
     """
 
     def __init__(self, P: sp.csc_matrix | None, A: sp.csc_matrix, jacobian: ConeJacobian,
-                 transpose_A: Callable[[], sp.csc_matrix] | None = None) -> None:
+                 transpose_A: Callable[[], sp.csc_matrix]) -> None:
         self.A, self.jacobian = A, jacobian
-        self._transpose_A = transpose_A if transpose_A is not None else lambda: transpose(A)
+        self._transpose_A = transpose_A
         self.m, self.n = A.shape
         self.parts: ReducedParts = reduced_parts(jacobian)
         # Rows where D vanishes are in D's null space: decoupled from M (their part of
@@ -122,9 +121,9 @@ class ReducedSystem:
             self._low_rank = _low_rank_matrix(self.parts.lifted)
             self._woodbury = self._woodbury_terms()
 
-    @cached_property
+    @property
     def AT(self) -> sp.csc_matrix:
-        """``A'`` in CSC form."""
+        """``A'`` in CSC form (built by the caller on first use)."""
         return self._transpose_A()
 
     def _upper_matrix(self, P: sp.csc_matrix | None) -> CSCArrays:
