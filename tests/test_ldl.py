@@ -196,3 +196,43 @@ def test_refined_solve_reaches_the_exact_matrix_from_a_regularised_factor():
     z_none, residual_none = factor.refined_solve(exact, r, 0, 1e-13)  # no steps allowed
     np.testing.assert_allclose(z_none, factor.solve(r))
     assert residual_none > 1e-8
+
+
+def _symbolic_fill(upper: sp.csc_matrix, perm: np.ndarray) -> np.ndarray:
+    """Boolean pattern of L for ``M[perm][:, perm]`` by naive dense symbolic elimination."""
+    pattern = _dense(upper)[np.ix_(perm, perm)] != 0
+    n = pattern.shape[0]
+    for k in range(n):
+        below = np.flatnonzero(pattern[k + 1:, k]) + k + 1
+        pattern[np.ix_(below, below)] = True
+    return np.tril(pattern, -1)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_dense_trailing_columns_are_found_and_solved_like_a_dense_solve(seed):
+    """A sparse block coupled to a few dense rows (equality constraints) fills a dense
+    trailing triangle in L: ``dense_from`` is where naive symbolic elimination says the
+    trailing columns become full, and the factor (whose trailing columns take the
+    contiguous code path in factorisation and solve) solves like a dense solve."""
+    rng = np.random.default_rng(seed)
+    n, k = 60, 12
+    H = sp.diags(rng.uniform(1.0, 2.0, n)) + sp.random(n, n, density=0.02, random_state=rng)
+    H = (H + H.T) / 2 + 2 * sp.identity(n)
+    B = sp.csr_matrix(rng.standard_normal((k, n)))  # dense rows: a dense Schur block
+    upper = sp.triu(sp.bmat([[H, B.T], [B, -sp.identity(k)]]), format="csc")
+    upper.sort_indices()
+    factor = factorize(upper)
+    symbolic = factor.symbolic
+    full = [bool(column.all()) for column in
+            (_symbolic_fill(upper, symbolic.perm)[j + 1:, j] for j in range(n + k))]
+    want_from = n + k - next(i for i, f in enumerate(full[::-1] + [False]) if not f)
+    assert symbolic.dense_from == want_from
+    assert symbolic.dense_from <= n + k - k  # at least the k coupled rows are dense
+    b = rng.standard_normal(n + k)
+    np.testing.assert_allclose(factor.solve(b), np.linalg.solve(_dense(upper), b),
+                               rtol=1e-11, atol=1e-12)
+    sparse_only = LDLSymbolic(*(getattr(symbolic, f) for f in
+                                ("perm", "Cp", "Ci", "position", "parent", "counts")),
+                              dense_from=n + k)  # every column through the indexed loops
+    np.testing.assert_allclose(LDLFactor(upper, sparse_only).solve(b), factor.solve(b),
+                               rtol=1e-12, atol=1e-13)

@@ -80,6 +80,10 @@ class LiftedSOC:
         combine = sp.kron(sp.identity(self.count), np.array([[1.0], [-1.0]]) / np.sqrt(2))
         return (U @ combine).tocsc()
 
+    @cached_property
+    def null_vectors_transposed(self) -> sp.csr_matrix:
+        """``[q₁, q₂, ...]'``, kept so that products with it build no transpose."""
+        return self.null_vectors.T
     def couplings(self) -> tuple[np.ndarray, np.ndarray]:
         """Stacked 2×2 matrices ``C`` and ``F`` of the blocks, shape (r, 2, 2) each."""
         a = self.ratios
@@ -113,8 +117,7 @@ class ReducedParts:
         """``Π₀ v``."""
         out = self.null.matvec(v)
         if self.lifted.count:
-            Q = self.lifted.null_vectors
-            out += Q @ (Q.T @ v)
+            out += self.lifted.null_vectors @ (self.lifted.null_vectors_transposed @ v)
         return out
 
 

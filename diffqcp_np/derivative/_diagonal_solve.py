@@ -18,13 +18,13 @@ from ._ldl import _refined_solve
 
 
 @numba.njit(nogil=True, cache=True)
-def diagonal_refined_solve(Lp, Li, Lx, Dinv, perm, Mp, Mi, Mx, Ap, Ai, Ax, d, kept, r,
-                           transpose, max_steps, tol):
+def diagonal_refined_solve(Lp, Li, Lx, Dinv, perm, dense_from, Mp, Mi, Mx, Ap, Ai, Ax, d,
+                           kept, r, transpose, max_steps, tol):
     """Solve ``K z = r`` (or ``K' z = r`` if ``transpose``) for ``D = diag(d)``.
 
     Parameters
     ----------
-    Lp, Li, Lx, Dinv, perm
+    Lp, Li, Lx, Dinv, perm, dense_from
         LDLᵀ factors of the regularised M (see :class:`~._ldl.LDLFactor`).
     Mp, Mi, Mx
         Upper triangle of the exact M, refined against.
@@ -71,7 +71,8 @@ def diagonal_refined_solve(Lp, Li, Lx, Dinv, perm, Mp, Mi, Mx, Ap, Ai, Ax, d, ke
         for t in range(size):
             i = kept[t]
             rhs[n + t] = -d[i] * r[n + i]
-    sol, residual = _refined_solve(Lp, Li, Lx, Dinv, perm, Mp, Mi, Mx, rhs, max_steps, tol)
+    sol, residual = _refined_solve(Lp, Li, Lx, Dinv, perm, dense_from, Mp, Mi, Mx, rhs, max_steps,
+                                   tol)
     z = np.empty(n + m)
     for j in range(n):
         z[j] = sol[j]

@@ -73,9 +73,11 @@ def _permuted_upper(n, Ap, Ai, inverse):
 
 
 @numba.njit(nogil=True, cache=True)
-def _factor(n, Cp, Ci, Cx, parent, counts):
+def _factor(n, Cp, Ci, Cx, parent, counts, dense_from):
     """Numeric LDLᵀ of the upper-triangular CSC ``C`` (QDLDL_factor, up-looking).
 
+    Columns from ``dense_from`` on fill completely (:attr:`LDLSymbolic.dense_from`):
+    their updates run on contiguous slices without reading row indices.
     Returns ``Lp, Li, Lx, Dinv`` and whether every pivot was nonzero.
     """
     Lp = np.zeros(n + 1, dtype=np.int64)
@@ -114,8 +116,14 @@ def _factor(n, Cp, Ci, Cx, parent, counts):
             c = pattern[t]
             yc = y[c]
             q = next_free[c]
-            for p in range(_U(Lp[c]), _U(q)):
-                y[_U(Li[p])] -= Lx[p] * yc
+            if c < dense_from:
+                for p in range(_U(Lp[c]), _U(q)):
+                    y[_U(Li[p])] -= Lx[p] * yc
+            else:  # rows c+1, ..., k−1 so far
+                below = y[c + 1:k]
+                column = Lx[_U(Lp[c]):_U(q)]
+                for t2 in range(below.shape[0]):
+                    below[_U(t2)] -= column[_U(t2)] * yc
             Li[q] = k
             Lx[q] = yc * Dinv[c]
             D[k] -= yc * Lx[q]
@@ -128,25 +136,47 @@ def _factor(n, Cp, Ci, Cx, parent, counts):
     return Lp, Li, Lx, Dinv, True
 
 
+@numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
+def _dense_dot(values, start, x, first, length):
+    """``values[start:start+length] · x[first:first+length]``, vectorised (the sum is
+    reassociated)."""
+    a = values[start:start + length]
+    b = x[first:first + length]
+    total = 0.0
+    for q in range(length):
+        total += a[_U(q)] * b[_U(q)]
+    return total
+
+
 @numba.njit(nogil=True, cache=True)
-def _solve(Lp, Li, Lx, Dinv, perm, b):
+def _solve(Lp, Li, Lx, Dinv, perm, dense_from, b):
     """``x`` with ``A x = b`` from the factors of ``A[perm][:, perm]``.
 
     Indices are read as unsigned (``_U``): Numba then drops its negative-index
     wraparound test from every access, which makes the solve about 1.8 times faster.
+    Columns from ``dense_from`` on are dense below the diagonal (rows stored in order,
+    see :attr:`LDLSymbolic.dense_from`): their loops run on contiguous slices without
+    reading row indices, which vectorises them (twice as fast on a dense Schur block).
     """
     n = b.shape[0]
     x = np.empty(n)
     for i in range(n):
         x[i] = b[_U(perm[i])]
-    for i in range(n):
+    for i in range(dense_from):
         xi = x[i]
         for p in range(_U(Lp[i]), _U(Lp[i + 1])):
             x[_U(Li[p])] -= Lx[p] * xi
+    for i in range(dense_from, n):
+        xi = x[i]
+        below = x[i + 1:]
+        column = Lx[_U(Lp[i]):_U(Lp[i + 1])]
+        for q in range(below.shape[0]):
+            below[_U(q)] -= column[_U(q)] * xi
     for i in range(n):
         x[i] *= Dinv[i]
-    for k in range(n):
-        i = n - 1 - k
+    for i in range(n - 1, dense_from - 1, -1):
+        x[i] -= _dense_dot(Lx, _U(Lp[i]), x, i + 1, n - 1 - i)
+    for i in range(dense_from - 1, -1, -1):
         acc = x[i]
         for p in range(_U(Lp[i]), _U(Lp[i + 1])):
             acc -= Lx[p] * x[_U(Li[p])]
@@ -170,8 +200,9 @@ def _norm(v):
 
 
 @numba.njit(nogil=True, cache=True)
-def _refined_solve(Lp, Li, Lx, Dinv, perm, Mp, Mi, Mx, r, max_steps, tol):
-    """Solve ``M z = r`` with the factors of a regularised ``M[perm][:, perm]`` and
+def _refined_solve(Lp, Li, Lx, Dinv, perm, dense_from, Mp, Mi, Mx, r, max_steps, tol):
+    """Solve ``M z = r`` with the factors of a regularised ``M[perm][:, perm]`` (see
+    :func:`_solve`) and
     iterative refinement against the exact ``M`` (upper triangle ``Mp, Mi, Mx``, every
     diagonal entry stored last in its column).
 
@@ -180,12 +211,12 @@ def _refined_solve(Lp, Li, Lx, Dinv, perm, Mp, Mi, Mx, r, max_steps, tol):
     Returns ``z`` and its relative residual.
     """
     norm_r = max(_norm(r), _TINY)
-    z = _solve(Lp, Li, Lx, Dinv, perm, r)
+    z = _solve(Lp, Li, Lx, Dinv, perm, dense_from, r)
     residual, norm_res = symmetric_residual(Mp, Mi, Mx, z, r)
     for _ in range(max_steps):
         if not norm_res > tol * norm_r:  # also stops on NaN
             break
-        candidate = z + _solve(Lp, Li, Lx, Dinv, perm, residual)
+        candidate = z + _solve(Lp, Li, Lx, Dinv, perm, dense_from, residual)
         new_residual, new_norm = symmetric_residual(Mp, Mi, Mx, candidate, r)
         if not new_norm < norm_res:
             break
@@ -234,6 +265,10 @@ class LDLSymbolic:
         Position in ``Cp, Ci`` of each stored entry of A's upper triangle.
     parent, counts : ndarray of int64
         Elimination tree and column counts of L.
+    dense_from : int
+        First column of L's dense trailing triangle: every column ``j ≥ dense_from``
+        holds all rows ``j+1, ..., n−1`` (the factorisation stores them in increasing
+        order), as the dense Schur complement of large SOC blocks or equality rows does.
     """
 
     perm: np.ndarray
@@ -242,6 +277,7 @@ class LDLSymbolic:
     position: np.ndarray
     parent: np.ndarray
     counts: np.ndarray
+    dense_from: int
 
     @classmethod
     def analyse(cls, upper: CSCLike, perm: np.ndarray) -> LDLSymbolic:
@@ -252,7 +288,9 @@ class LDLSymbolic:
         inverse[perm] = np.arange(n)
         Cp, Ci, position = _permuted_upper(n, upper.indptr, upper.indices, inverse)
         parent, counts = _elimination_tree(n, Cp, Ci)
-        return cls(perm, Cp, Ci, position, parent, counts)
+        full = np.arange(n - 1, -1, -1) == counts  # column j holds all n−1−j rows below
+        dense_from = n - int(np.argmin(full[::-1])) if not full.all() else 0
+        return cls(perm, Cp, Ci, position, parent, counts, dense_from)
 
 
 class LDLFactor:
@@ -277,14 +315,17 @@ class LDLFactor:
         Cx[symbolic.position] = upper.data
         n = upper.indptr.size - 1
         self._Lp, self._Li, self._Lx, self._Dinv, ok = _factor(
-            n, symbolic.Cp, symbolic.Ci, Cx, symbolic.parent, symbolic.counts)
+            n, symbolic.Cp, symbolic.Ci, Cx, symbolic.parent, symbolic.counts,
+            symbolic.dense_from)
         if not ok:
             raise ZeroPivotError("zero pivot in the LDLᵀ factorisation")
 
     @property
     def arrays(self) -> tuple[np.ndarray, ...]:
-        """``(Lp, Li, Lx, Dinv, perm)``: the factors as the compiled kernels take them."""
-        return self._Lp, self._Li, self._Lx, self._Dinv, self.symbolic.perm
+        """``(Lp, Li, Lx, Dinv, perm, dense_from)``: the factors as the compiled kernels
+        take them."""
+        return (self._Lp, self._Li, self._Lx, self._Dinv, self.symbolic.perm,
+                self.symbolic.dense_from)
 
     def solve(self, b: np.ndarray) -> np.ndarray:
         """Solve ``A x = b``."""

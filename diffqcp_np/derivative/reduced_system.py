@@ -170,22 +170,24 @@ class ReducedSystem:
                 continue
         raise FactorizationError("zero pivot in the reduced system at every regularisation")
 
-    def _woodbury_terms(self) -> tuple[sp.csc_matrix, np.ndarray, tuple]:
-        """``W``, ``M₀⁻¹ W`` and the LU factors of the capacitance ``S⁻¹ + W' M₀⁻¹ W``."""
+    def _woodbury_terms(self) -> tuple[sp.csc_matrix, sp.csr_matrix, np.ndarray, tuple]:
+        """``W``, ``W'`` (kept: SciPy builds a transpose object per ``W.T``), ``M₀⁻¹ W``
+        and the LU factors of the capacitance ``S⁻¹ + W' M₀⁻¹ W``."""
         lifted = self.parts.lifted
         U = lifted.basis
         W = sp.bmat([[(self.AT @ U).tocsc(), None], [None, U[self.kept]]], format="csc")
         dense_W = W.toarray()
         Z = np.column_stack([self._ldl.solve(col) for col in dense_W.T])
-        capacitance = _low_rank_inverse(lifted) + W.T @ Z
-        return W, Z, la.lu_factor(capacitance, check_finite=False)
+        WT = W.T
+        capacitance = _low_rank_inverse(lifted) + WT @ Z
+        return W, WT, Z, la.lu_factor(capacitance, check_finite=False)
 
     def solve_symmetric(self, rhs: np.ndarray) -> np.ndarray:
         """Approximately solve ``M z = rhs``."""
         z = self._ldl.solve(rhs)
         if self._woodbury is not None:
-            W, Z, lu = self._woodbury
-            z = z - Z @ la.lu_solve(lu, W.T @ z, check_finite=False)
+            _, WT, Z, lu = self._woodbury
+            z = z - Z @ la.lu_solve(lu, WT @ z, check_finite=False)
         return z
 
     def refined_solve_symmetric(self, rhs: np.ndarray, max_steps: int,
@@ -233,8 +235,8 @@ class ReducedSystem:
         upper = self._upper
         out = symmetric_upper_matvec(upper.indptr, upper.indices, upper.data, z)
         if self._woodbury is not None:
-            W, S = self._woodbury[0], self._low_rank
-            out += W @ (S @ (W.T @ z))
+            W, WT = self._woodbury[:2]
+            out += W @ (self._low_rank @ (WT @ z))
         return out
 
     @property
