@@ -52,14 +52,30 @@ def transpose(matrix: sp.csc_matrix) -> sp.csc_matrix:
                          shape=(cols, rows))
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def add_csc_product(indptr, indices, data, v, out, scale):
+    """``out += scale · X v`` for ``X`` in CSC form (``v`` has X's column count)."""
+    for j in range(indptr.shape[0] - 1):
+        vj = scale * v[j]
+        for p in range(_U(indptr[j]), _U(indptr[j + 1])):
+            out[_U(indices[p])] += data[p] * vj
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def add_csc_transpose_product(indptr, indices, data, v, out, scale):
+    """``out += scale · X' v`` for ``X`` in CSC form (``out`` has X's column count)."""
+    for j in range(indptr.shape[0] - 1):
+        acc = 0.0
+        for p in range(_U(indptr[j]), _U(indptr[j + 1])):
+            acc += data[p] * v[_U(indices[p])]
+        out[j] += scale * acc
+
+
 @numba.njit(nogil=True, cache=True)
 def _csc_matvec(indptr, indices, data, v):
     """``A v`` for a square CSC matrix ``A``."""
     out = np.zeros(indptr.shape[0] - 1)
-    for j in range(indptr.shape[0] - 1):
-        vj = v[j]
-        for p in range(_U(indptr[j]), _U(indptr[j + 1])):
-            out[_U(indices[p])] += data[p] * vj
+    add_csc_product(indptr, indices, data, v, out, 1.0)
     return out
 
 

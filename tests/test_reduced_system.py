@@ -38,6 +38,7 @@ def _jacobian(cone_dict: dict, seed: int) -> ConeJacobian:
 FAMILIES = {
     "lp": ({"z": 2, "l": 12}, False),
     "qp": ({"z": 2, "l": 12}, True),
+    "small_soc": ({"l": 3, "q": [3, 6, LIFT_SOC_ABOVE]}, True),
     "large_soc": ({"l": 3, "q": [LARGE_SOC, LARGE_SOC + 5]}, False),
     "large_soc_qp": ({"l": 3, "q": [LARGE_SOC]}, True),
     "sdp": ({"l": 2, "s": [4]}, False),
@@ -227,7 +228,7 @@ def test_assembled_M_matches_a_dense_construction(name):
     assert np.all(np.diff(reduced._upper.indptr) >= 1)
     assert np.all(reduced._upper.indices[reduced._upper.indptr[1:] - 1]
                   == np.arange(got.shape[0]))  # every diagonal stored, last in its column
-    assert parts.exact == (name in ("lp", "qp", "large_soc", "large_soc_qp"))
+    assert parts.exact == (name in ("lp", "qp", "small_soc", "large_soc", "large_soc_qp"))
 
 
 @pytest.mark.parametrize("name", ["lp", "large_soc_qp"])
@@ -272,3 +273,41 @@ def test_fused_diagonal_solve_matches_the_stepwise_reduction_and_a_dense_solve(n
             np.testing.assert_allclose(fused, stepwise, rtol=1e-12, atol=1e-13)
             assert residual < 1e-13 and stepwise_residual < 1e-13  # equal up to rounding
             assert relative_error(fused, np.linalg.solve(matrix, r)) < 1e-11
+
+
+@pytest.mark.parametrize("name", ["small_soc", "sdp", "exp", "power"])
+def test_fused_block_solve_matches_the_stepwise_reduction_and_a_dense_solve(name, monkeypatch):
+    """Block-diagonal D without lifted SOC blocks: one compiled call gives what reduce,
+    the refined M solve and recover give one by one, and K's dense solution; the
+    compiled product with K (or K') is the dense product; the solver reaches K's dense
+    solution through these alone (SciPy's operator is never called)."""
+    cone_dict, quadratic = FAMILIES[name]
+    prob = known_solution_problem(cone_dict, seed=10, quadratic=quadratic)
+    data = check_problem(prob.A, prob.b, prob.c, prob.cone_dict, prob.P)
+    sd = SolutionDerivative(data, prob.x, prob.y, prob.s, mode="direct", factorization="ldl")
+    reduced = sd.solver._reduced
+    assert reduced.fused and reduced.parts.D.diagonal is None
+    assert 0 < reduced.kept.size < prob.m  # D has a null space
+    K = _dense_K(sd)
+    rng = np.random.default_rng(10)
+    null = reduced.parts.null.toarray()
+    full = rng.standard_normal(K.shape[0])
+    no_null = full.copy()
+    no_null[prob.n:] -= null @ no_null[prob.n:]
+    for r in (full, no_null):
+        for transpose, matrix in ((False, K), (True, K.T)):
+            fused, residual = reduced.refined_solve(r, transpose, 10, 1e-13)
+            rhs, carried = reduced.reduce(r, transpose)
+            sol, stepwise_residual = reduced.refined_solve_symmetric(rhs, 10, 1e-13)
+            stepwise = reduced.recover(sol, carried, transpose)
+            np.testing.assert_allclose(fused, stepwise, rtol=1e-11, atol=1e-12)
+            assert residual < 1e-12 and stepwise_residual < 1e-12
+            assert relative_error(fused, np.linalg.solve(matrix, r)) < 1e-10
+            np.testing.assert_allclose(reduced.product(r, transpose), matrix @ r,
+                                       rtol=1e-13, atol=1e-13)
+    monkeypatch.setattr(sd.solver.operator, "matvec", None)
+    monkeypatch.setattr(sd.solver.operator, "rmatvec", None)
+    for transpose, matrix in ((False, K), (True, K.T)):
+        z = sd.solver.solve_transpose(full) if transpose else sd.solver.solve(full)
+        assert relative_error(z, np.linalg.solve(matrix, full)) < 1e-11
+        assert sd.last_residual < 1e-12

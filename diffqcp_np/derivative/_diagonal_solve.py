@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .._sparse import UNSIGNED_INDEX as _U
+from .._sparse import add_csc_product, add_csc_transpose_product
 from ._ldl import _refined_solve
 
 
@@ -57,12 +57,9 @@ def diagonal_refined_solve(Lp, Li, Lx, Dinv, perm, dense_from, Mp, Mi, Mx, Ap, A
             if d[i] == 0.0 and r[n + i] != 0.0:
                 null_part[i] = r[n + i]
                 null_nonzero = True
-        for j in range(n):  # r₁ + A'Π₀r₂
-            acc = r[j]
-            if null_nonzero:  # not for cotangents of x and y alone
-                for p in range(_U(Ap[j]), _U(Ap[j + 1])):
-                    acc += Ax[p] * null_part[_U(Ai[p])]
-            rhs[j] = acc
+        rhs[:n] = r[:n]  # r₁ + A'Π₀r₂
+        if null_nonzero:  # not for cotangents of x and y alone
+            add_csc_transpose_product(Ap, Ai, Ax, null_part, rhs[:n], 1.0)
         for t in range(size):
             rhs[n + t] = r[n + kept[t]]
     else:
@@ -83,10 +80,7 @@ def diagonal_refined_solve(Lp, Li, Lx, Dinv, perm, dense_from, Mp, Mi, Mx, Ap, A
             i = kept[t]
             z[n + i] -= d[i] * sol[n + t]
     else:  # dv = t + Π₀(r₂ + A dx)
-        for j in range(n):
-            xj = sol[j]
-            for p in range(_U(Ap[j]), _U(Ap[j + 1])):
-                null_part[_U(Ai[p])] += Ax[p] * xj
+        add_csc_product(Ap, Ai, Ax, sol[:n], null_part, 1.0)
         for i in range(m):
             z[n + i] = r[n + i] + null_part[i] if d[i] == 0.0 else 0.0
         for t in range(size):

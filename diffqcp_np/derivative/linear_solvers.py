@@ -228,12 +228,20 @@ class ReducedDirectSolver(KKTSolver):
 
     def _reduced_solve(self, r: np.ndarray, transpose: bool) -> tuple[np.ndarray, float]:
         """Refined solve through M: refined on M itself where the reduction is exact
-        (each step one triangular solve and one product with M), else against K."""
+        (each step one triangular solve and one product with M), else M-refined solves
+        refined against K (compiled products where no SOC block is lifted)."""
         reduced = self._reduced
-        if not reduced.exact:
-            approx = reduced.solve_transpose if transpose else reduced.solve
-            return self._refined(approx, r, transpose)
-        return reduced.refined_solve(r, transpose, self.MAX_REFINEMENT, self.REFINED)
+        if reduced.exact:
+            return reduced.refined_solve(r, transpose, self.MAX_REFINEMENT, self.REFINED)
+        if reduced.fused:
+            def approx(v):
+                return reduced.refined_solve(v, transpose, self.MAX_REFINEMENT,
+                                             self.REFINED)[0]
+
+            return refine(approx, lambda v: reduced.product(v, transpose), r,
+                          self.MAX_REFINEMENT, self.REFINED)
+        approx = reduced.solve_transpose if transpose else reduced.solve
+        return self._refined(approx, r, transpose)
 
 
 class DenseSolver(KKTSolver):

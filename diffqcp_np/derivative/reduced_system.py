@@ -34,6 +34,7 @@ import scipy.sparse as sp
 from .._sparse import CSCArrays
 from ..cones.projection import ConeJacobian
 from ..cones.reduced import LiftedSOC, ReducedParts, reduced_parts
+from ._block_solve import block_refined_solve, kkt_product
 from ._diagonal_solve import diagonal_refined_solve
 from ._ldl import LDLFactor, ZeroPivotError, factorize
 from ._reduced_kernels import (
@@ -110,12 +111,14 @@ class ReducedSystem:
         self._transpose_A = transpose_A
         self.m, self.n = A.shape
         self.parts: ReducedParts = reduced_parts(jacobian)
+        self._P_arrays = ((np.zeros(self.n + 1, np.int32), np.zeros(0, np.int32), np.zeros(0))
+                          if P is None else (P.indptr, P.indices, P.data))
         # Rows where D vanishes are in D's null space: decoupled from M (their part of
         # the answer comes from Π₀), so M keeps only the others.
         diagonal = self.parts.D.diagonal
         self.kept = (np.flatnonzero(diagonal) if diagonal is not None
                      else np.flatnonzero(np.diff(self.parts.D.indptr)))
-        self._ldl = self._factor(P)
+        self._ldl = self._factor()
         self._woodbury = None
         if self.parts.lifted.count:
             self._low_rank = _low_rank_matrix(self.parts.lifted)
@@ -126,14 +129,10 @@ class ReducedSystem:
         """``A'`` in CSC form (built by the caller on first use)."""
         return self._transpose_A()
 
-    def _upper_matrix(self, P: sp.csc_matrix | None) -> CSCArrays:
+    def _upper_matrix(self) -> CSCArrays:
         """The unregularised upper triangle of M, canonical, with every diagonal entry
         stored (last in its column)."""
-        n = self.n
-        if P is None:
-            P_arrays = (np.zeros(n + 1, np.int32), np.zeros(0, np.int32), np.zeros(0))
-        else:
-            P_arrays = (P.indptr, P.indices, P.data)
+        n, P_arrays = self.n, self._P_arrays
         parts = self.parts
         if parts.D.diagonal is not None:
             A = self.A
@@ -147,7 +146,7 @@ class ReducedSystem:
             parts.E.indptr, parts.E.indices, parts.E.data, self.kept)
         return CSCArrays(indptr, indices, data)
 
-    def _factor(self, P: sp.csc_matrix | None) -> LDLFactor:
+    def _factor(self) -> LDLFactor:
         """LDLᵀ of M regularised by ``±δ``, ``δ = REGULARIZATIONS[i] · max(1, max|M_ij|)``,
         with the smallest one that meets no zero pivot. The symbolic analysis (AMD
         ordering, elimination tree) is shared by every M with the same pattern.
@@ -157,7 +156,7 @@ class ReducedSystem:
         FactorizationError
             If every regularisation in ``REGULARIZATIONS`` meets a zero pivot.
         """
-        self._upper = upper = self._upper_matrix(P)
+        self._upper = upper = self._upper_matrix()
         scale = max(1.0, float(np.abs(upper.data).max())) if upper.data.size else 1.0
         for regularization in REGULARIZATIONS:
             self.regularization = regularization * scale
@@ -201,20 +200,27 @@ class ReducedSystem:
 
     def refined_solve(self, r: np.ndarray, transpose: bool, max_steps: int,
                       tol: float) -> tuple[np.ndarray, float]:
-        """Solve ``K z = r`` (or ``K' z = r``) through M, refined against the exact M;
-        for exact reductions only (:attr:`exact`). Returns ``z`` and the relative
-        residual of the M system.
+        """Solve ``K z = r`` (or ``K' z = r``) through M, refined against the exact M.
+        Returns ``z`` and the relative residual of the M system, which is K's where the
+        reduction is :attr:`exact`.
 
-        One compiled call when D is diagonal (:func:`~._diagonal_solve.
-        diagonal_refined_solve`); else :meth:`reduce`, :meth:`refined_solve_symmetric`
-        and :meth:`recover`.
+        One compiled call without lifted SOC blocks (:func:`~._diagonal_solve.
+        diagonal_refined_solve` for a diagonal D, :func:`~._block_solve.
+        block_refined_solve` otherwise); else :meth:`reduce`,
+        :meth:`refined_solve_symmetric` and :meth:`recover`.
         """
-        diagonal = self.parts.D.diagonal
-        if diagonal is not None:
-            upper, A = self._upper, self.A
+        parts, upper, A = self.parts, self._upper, self.A
+        if parts.D.diagonal is not None:
             return diagonal_refined_solve(*self._ldl.arrays, upper.indptr, upper.indices,
-                                          upper.data, A.indptr, A.indices, A.data, diagonal,
-                                          self.kept, r, transpose, max_steps, tol)
+                                          upper.data, A.indptr, A.indices, A.data,
+                                          parts.D.diagonal, self.kept, r, transpose,
+                                          max_steps, tol)
+        if self.fused:
+            D, null = parts.D, parts.null
+            return block_refined_solve(*self._ldl.arrays, upper.indptr, upper.indices,
+                                       upper.data, A.indptr, A.indices, A.data, D.indptr,
+                                       D.indices, D.data, null.indptr, null.indices,
+                                       null.data, self.kept, r, transpose, max_steps, tol)
         rhs, carried = self.reduce(r, transpose)
         sol, residual = self.refined_solve_symmetric(rhs, max_steps, tol)
         return self.recover(sol, carried, transpose), residual
@@ -238,6 +244,19 @@ class ReducedSystem:
             W, WT = self._woodbury[:2]
             out += W @ (self._low_rank @ (WT @ z))
         return out
+
+    @property
+    def fused(self) -> bool:
+        """Whether no lifted SOC blocks are present: then :meth:`refined_solve` and
+        :meth:`product` are single compiled calls."""
+        return self._woodbury is None
+
+    def product(self, z: np.ndarray, transpose: bool) -> np.ndarray:
+        """``K z`` (or ``K' z``), compiled; only where :attr:`fused` (D's sparse parts
+        then hold all of D)."""
+        D, A = self.parts.D, self.A
+        return kkt_product(*self._P_arrays, A.indptr, A.indices, A.data, D.indptr,
+                           D.indices, D.data, z, transpose)
 
     @property
     def exact(self) -> bool:
