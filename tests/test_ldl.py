@@ -209,30 +209,59 @@ def _symbolic_fill(upper: sp.csc_matrix, perm: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_dense_trailing_columns_are_found_and_solved_like_a_dense_solve(seed):
-    """A sparse block coupled to a few dense rows (equality constraints) fills a dense
-    trailing triangle in L: ``dense_from`` is where naive symbolic elimination says the
-    trailing columns become full, and the factor (whose trailing columns take the
-    contiguous code path in factorisation and solve) solves like a dense solve."""
+def test_dense_trailing_block_is_found_and_factored_like_a_dense_solve(seed):
+    """A sparse block coupled to many dense rows (equality constraints) fills a dense
+    trailing block of L: ``dense_from`` is where naive symbolic elimination says the
+    largest trailing block of at least ``DENSE_BLOCK_MIN`` columns fills to
+    ``DENSE_BLOCK_DENSITY``; the factor (that block by dense LDLᵀ, its solves by
+    contiguous loops) solves like a dense solve and like the all-sparse factor."""
     rng = np.random.default_rng(seed)
-    n, k = 60, 12
-    H = sp.diags(rng.uniform(1.0, 2.0, n)) + sp.random(n, n, density=0.02, random_state=rng)
+    n, k = 150, 80
+    H = sp.diags(rng.uniform(1.0, 2.0, n)) + sp.random(n, n, density=0.01, random_state=rng)
     H = (H + H.T) / 2 + 2 * sp.identity(n)
-    B = sp.csr_matrix(rng.standard_normal((k, n)))  # dense rows: a dense Schur block
+    B = sp.random(k, n, density=0.3, random_state=rng)  # dense enough to fill the Schur block
     upper = sp.triu(sp.bmat([[H, B.T], [B, -sp.identity(k)]]), format="csc")
     upper.sort_indices()
     factor = factorize(upper)
     symbolic = factor.symbolic
-    full = [bool(column.all()) for column in
-            (_symbolic_fill(upper, symbolic.perm)[j + 1:, j] for j in range(n + k))]
-    want_from = n + k - next(i for i, f in enumerate(full[::-1] + [False]) if not f)
+    fill = _symbolic_fill(upper, symbolic.perm)
+    size = n + k
+    want_from = size
+    for j in range(size - _ldl.DENSE_BLOCK_MIN, -1, -1):
+        columns = size - j
+        if fill[j:, j:].sum() >= _ldl.DENSE_BLOCK_DENSITY * columns * (columns - 1) / 2:
+            want_from = j
     assert symbolic.dense_from == want_from
-    assert symbolic.dense_from <= n + k - k  # at least the k coupled rows are dense
-    b = rng.standard_normal(n + k)
+    assert symbolic.dense_from <= size - k  # at least the coupled rows
+    np.testing.assert_array_equal(symbolic.counts, fill.sum(axis=0))
+    b = rng.standard_normal(size)
     np.testing.assert_allclose(factor.solve(b), np.linalg.solve(_dense(upper), b),
                                rtol=1e-11, atol=1e-12)
     sparse_only = LDLSymbolic(*(getattr(symbolic, f) for f in
                                 ("perm", "Cp", "Ci", "position", "parent", "counts")),
-                              dense_from=n + k)  # every column through the indexed loops
+                              dense_from=size)  # every column by the sparse kernel
     np.testing.assert_allclose(LDLFactor(upper, sparse_only).solve(b), factor.solve(b),
                                rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("size", [5, 128, 300])
+def test_dense_ldl_reproduces_a_quasi_definite_matrix(size):
+    """Blocked dense LDLᵀ without pivoting (panels of ``BLOCK`` columns, BLAS updates):
+    ``L D Lᵀ`` gives back the matrix, across panel boundaries and ragged last panels."""
+    from diffqcp_np.derivative._dense_block import dense_ldl
+
+    upper = _quasi_definite(size - size // 3, size // 3, size, density=1.0)
+    S = _dense(upper)
+    work = np.ascontiguousarray(np.tril(S) + np.triu(np.full_like(S, np.nan), 1))
+    d, ok = dense_ldl(work)  # the upper triangle is never read
+    assert ok
+    L = np.tril(work, -1) + np.eye(size)
+    np.testing.assert_allclose(L @ np.diag(d) @ L.T, S, rtol=0, atol=1e-11 * np.abs(S).max())
+    assert np.all(d[: size - size // 3] > 0) and np.all(d[size - size // 3:] < 0)
+
+
+def test_dense_ldl_reports_a_zero_pivot():
+    from diffqcp_np.derivative._dense_block import dense_ldl
+
+    S = np.array([[1.0, 1.0, 0.0], [1.0, 1.0, 2.0], [0.0, 2.0, 3.0]])
+    assert not dense_ldl(S.copy())[1]

@@ -275,7 +275,17 @@ def test_fused_diagonal_solve_matches_the_stepwise_reduction_and_a_dense_solve(n
             assert relative_error(fused, np.linalg.solve(matrix, r)) < 1e-11
 
 
-@pytest.mark.parametrize("name", ["small_soc", "sdp", "exp", "power"])
+def test_psd_and_lifted_soc_blocks_take_the_stepwise_path():
+    for name in ("sdp", "large_soc"):
+        cone_dict, quadratic = FAMILIES[name]
+        prob = known_solution_problem(cone_dict, seed=10, quadratic=quadratic)
+        data = check_problem(prob.A, prob.b, prob.c, prob.cone_dict, prob.P)
+        sd = SolutionDerivative(data, prob.x, prob.y, prob.s, mode="direct",
+                                factorization="ldl")
+        assert not sd.solver._reduced.fused
+
+
+@pytest.mark.parametrize("name", ["small_soc", "exp", "power"])
 def test_fused_block_solve_matches_the_stepwise_reduction_and_a_dense_solve(name, monkeypatch):
     """Block-diagonal D without lifted SOC blocks: one compiled call gives what reduce,
     the refined M solve and recover give one by one, and K's dense solution; the

@@ -22,6 +22,7 @@ import numpy as np
 from .._sparse import UNSIGNED_INDEX as _U
 from .._sparse import CSCLike
 from ._amd import amd_order
+from ._dense_block import dense_ldl
 from ._reduced_kernels import symmetric_residual
 
 
@@ -74,26 +75,33 @@ def _permuted_upper(n, Ap, Ai, inverse):
 
 @numba.njit(nogil=True, cache=True)
 def _factor(n, Cp, Ci, Cx, parent, counts, dense_from):
-    """Numeric LDLᵀ of the upper-triangular CSC ``C`` (QDLDL_factor, up-looking).
+    """Numeric LDLᵀ of the upper-triangular CSC ``C`` (QDLDL_factor, up-looking), up to
+    the dense trailing block.
 
-    Columns from ``dense_from`` on fill completely (:attr:`LDLSymbolic.dense_from`):
-    their updates run on contiguous slices without reading row indices.
-    Returns ``Lp, Li, Lx, Dinv`` and whether every pivot was nonzero.
+    Columns before ``dense_from`` are factored in full. For the rows from ``dense_from``
+    on only their entries in those columns are computed; what remains of the trailing
+    block is its Schur complement ``S``, returned dense (lower triangle) for
+    :func:`~._dense_block.dense_ldl` (``S`` is empty when ``dense_from == n``).
+    Returns ``Lp, Li, Lx, Dinv, S`` and whether every pivot so far was nonzero.
     """
     Lp = np.zeros(n + 1, dtype=np.int64)
-    for i in range(n):
-        Lp[i + 1] = Lp[i] + counts[i]
+    for i in range(n):  # the dense trailing block stored in full
+        Lp[i + 1] = Lp[i] + (counts[i] if i < dense_from else n - 1 - i)
     Li = np.empty(Lp[n], dtype=np.int32)  # row indices: half the memory traffic of int64
     Lx = np.empty(Lp[n])
     D = np.zeros(n)
     Dinv = np.zeros(n)
+    tail = n - dense_from
+    S = np.zeros((tail, tail))
     marked = np.zeros(n, dtype=np.bool_)
     y = np.zeros(n)
     pattern = np.empty(n, dtype=np.int64)
     stack = np.empty(n, dtype=np.int64)
     next_free = Lp[:n].copy()
     for k in range(n):
-        # Nonzero pattern of row k of L: the tree paths from the entries of C[:, k].
+        # Nonzero pattern of row k of L in the columns before min(k, dense_from): the
+        # tree paths from the entries of C[:, k].
+        stop = min(k, dense_from)
         count = 0
         for p in range(Cp[k], Cp[k + 1]):
             i = Ci[p]
@@ -102,7 +110,7 @@ def _factor(n, Cp, Ci, Cx, parent, counts, dense_from):
                 continue
             y[i] = Cx[p]
             depth = 0
-            while i != -1 and i < k and not marked[i]:
+            while i != -1 and i < stop and not marked[i]:
                 marked[i] = True
                 stack[depth] = i
                 depth += 1
@@ -116,24 +124,40 @@ def _factor(n, Cp, Ci, Cx, parent, counts, dense_from):
             c = pattern[t]
             yc = y[c]
             q = next_free[c]
-            if c < dense_from:
-                for p in range(_U(Lp[c]), _U(q)):
-                    y[_U(Li[p])] -= Lx[p] * yc
-            else:  # rows c+1, ..., k−1 so far
-                below = y[c + 1:k]
-                column = Lx[_U(Lp[c]):_U(q)]
-                for t2 in range(below.shape[0]):
-                    below[_U(t2)] -= column[_U(t2)] * yc
+            for p in range(_U(Lp[c]), _U(q)):
+                y[_U(Li[p])] -= Lx[p] * yc
             Li[q] = k
             Lx[q] = yc * Dinv[c]
             D[k] -= yc * Lx[q]
             next_free[c] += 1
             y[c] = 0.0
             marked[c] = False
+        if k >= dense_from:  # row k of the trailing block's Schur complement
+            row = k - dense_from
+            for c in range(dense_from, k):
+                S[row, c - dense_from] = y[c]
+                y[c] = 0.0
+            S[row, row] = D[k]
+            continue
         if D[k] == 0.0:
-            return Lp, Li, Lx, Dinv, False
+            return Lp, Li, Lx, Dinv, S, False
         Dinv[k] = 1.0 / D[k]
-    return Lp, Li, Lx, Dinv, True
+    return Lp, Li, Lx, Dinv, S, True
+
+
+@numba.njit(nogil=True, cache=True)
+def _store_dense_block(Lp, Li, Lx, Dinv, L, d, dense_from):
+    """Write the dense LDLᵀ of the trailing block (unit lower ``L``, pivots ``d``) into
+    the columns from ``dense_from`` on (rows in increasing order)."""
+    n = Lp.shape[0] - 1
+    for c in range(dense_from, n):
+        j = c - dense_from
+        q = Lp[c]
+        for i in range(c + 1, n):
+            Li[q] = i
+            Lx[q] = L[i - dense_from, j]
+            q += 1
+        Dinv[c] = 1.0 / d[j]
 
 
 @numba.njit(nogil=True, cache=True, fastmath={"reassoc", "contract"})
@@ -247,6 +271,30 @@ def _checksum(values):
     return digest
 
 
+#: A trailing block of L is treated as dense from this many columns on ...
+DENSE_BLOCK_MIN = 64
+#: ... when at least this fraction of its lower triangle fills in.
+DENSE_BLOCK_DENSITY = 0.9
+
+
+def _dense_block_start(counts: np.ndarray) -> int:
+    """First column of the largest trailing block of L that is dense enough (at least
+    ``DENSE_BLOCK_MIN`` columns, filled to ``DENSE_BLOCK_DENSITY``), or ``n`` for none.
+
+    The Schur complement of large SOC or PSD blocks, of a dense P or of many equality
+    rows fills such a block; dense kernels run it an order of magnitude faster than
+    indexed loops, at the price of storing its few structural zeros.
+    """
+    n = counts.size
+    if n < DENSE_BLOCK_MIN:
+        return n
+    stored = np.cumsum(counts[::-1])[::-1]  # entries of L in columns j, ..., n−1
+    columns = np.arange(n, 0, -1)
+    dense = (stored >= DENSE_BLOCK_DENSITY * (columns * (columns - 1) // 2)) & (
+        columns >= DENSE_BLOCK_MIN)
+    return int(np.argmax(dense)) if dense.any() else n
+
+
 class ZeroPivotError(RuntimeError):
     """The numeric factorisation met a zero pivot."""
 
@@ -266,9 +314,10 @@ class LDLSymbolic:
     parent, counts : ndarray of int64
         Elimination tree and column counts of L.
     dense_from : int
-        First column of L's dense trailing triangle: every column ``j ≥ dense_from``
-        holds all rows ``j+1, ..., n−1`` (the factorisation stores them in increasing
-        order), as the dense Schur complement of large SOC blocks or equality rows does.
+        First column of L's dense trailing block (see :func:`_dense_block_start`): every
+        column ``j ≥ dense_from`` stores all rows ``j+1, ..., n−1`` in increasing order,
+        explicit zeros included. The block is factored by dense blocked LDLᵀ
+        (:mod:`._dense_block`) and solved by contiguous loops.
     """
 
     perm: np.ndarray
@@ -288,8 +337,7 @@ class LDLSymbolic:
         inverse[perm] = np.arange(n)
         Cp, Ci, position = _permuted_upper(n, upper.indptr, upper.indices, inverse)
         parent, counts = _elimination_tree(n, Cp, Ci)
-        full = np.arange(n - 1, -1, -1) == counts  # column j holds all n−1−j rows below
-        dense_from = n - int(np.argmin(full[::-1])) if not full.all() else 0
+        dense_from = _dense_block_start(counts)
         return cls(perm, Cp, Ci, position, parent, counts, dense_from)
 
 
@@ -314,9 +362,14 @@ class LDLFactor:
         Cx = np.empty(symbolic.Ci.size)
         Cx[symbolic.position] = upper.data
         n = upper.indptr.size - 1
-        self._Lp, self._Li, self._Lx, self._Dinv, ok = _factor(
+        self._Lp, self._Li, self._Lx, self._Dinv, schur, ok = _factor(
             n, symbolic.Cp, symbolic.Ci, Cx, symbolic.parent, symbolic.counts,
             symbolic.dense_from)
+        if ok and schur.size:
+            pivots, ok = dense_ldl(schur)
+            if ok:
+                _store_dense_block(self._Lp, self._Li, self._Lx, self._Dinv, schur, pivots,
+                                   symbolic.dense_from)
         if not ok:
             raise ZeroPivotError("zero pivot in the LDLᵀ factorisation")
 

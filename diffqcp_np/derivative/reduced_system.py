@@ -247,9 +247,11 @@ class ReducedSystem:
 
     @property
     def fused(self) -> bool:
-        """Whether no lifted SOC blocks are present: then :meth:`refined_solve` and
-        :meth:`product` are single compiled calls."""
-        return self._woodbury is None
+        """Whether :meth:`refined_solve` and :meth:`product` are single compiled calls
+        (:mod:`._block_solve`): where D's sparse parts hold all of D (no lifted SOC
+        blocks) and are cheap to apply (no PSD blocks, whose dense D block of
+        ``k²(k+1)²/4`` entries costs far more than their structured product)."""
+        return self._woodbury is None and not self.jacobian.spec.psd
 
     def product(self, z: np.ndarray, transpose: bool) -> np.ndarray:
         """``K z`` (or ``K' z``), compiled; only where :attr:`fused` (D's sparse parts
