@@ -277,22 +277,24 @@ DENSE_BLOCK_MIN = 64
 DENSE_BLOCK_DENSITY = 0.9
 
 
-def _dense_block_start(counts: np.ndarray) -> int:
+@numba.njit(nogil=True, cache=True)
+def _dense_block_start(counts, min_columns, density):
     """First column of the largest trailing block of L that is dense enough (at least
-    ``DENSE_BLOCK_MIN`` columns, filled to ``DENSE_BLOCK_DENSITY``), or ``n`` for none.
+    ``min_columns`` columns, filled to ``density``), or ``n`` for none.
 
     The Schur complement of large SOC or PSD blocks, of a dense P or of many equality
     rows fills such a block; dense kernels run it an order of magnitude faster than
     indexed loops, at the price of storing its few structural zeros.
     """
-    n = counts.size
-    if n < DENSE_BLOCK_MIN:
-        return n
-    stored = np.cumsum(counts[::-1])[::-1]  # entries of L in columns j, ..., n−1
-    columns = np.arange(n, 0, -1)
-    dense = (stored >= DENSE_BLOCK_DENSITY * (columns * (columns - 1) // 2)) & (
-        columns >= DENSE_BLOCK_MIN)
-    return int(np.argmax(dense)) if dense.any() else n
+    n = counts.shape[0]
+    start = n
+    stored = 0  # entries of L in columns j, ..., n−1
+    for j in range(n - 1, -1, -1):
+        stored += counts[j]
+        columns = n - j
+        if columns >= min_columns and stored >= density * (columns * (columns - 1) // 2):
+            start = j
+    return start
 
 
 class ZeroPivotError(RuntimeError):
@@ -314,7 +316,8 @@ class LDLSymbolic:
     parent, counts : ndarray of int64
         Elimination tree and column counts of L.
     dense_from : int
-        First column of L's dense trailing block (see :func:`_dense_block_start`): every
+        First column of L's dense trailing block (see :func:`_dense_block_start`, with
+        ``DENSE_BLOCK_MIN`` and ``DENSE_BLOCK_DENSITY``): every
         column ``j ≥ dense_from`` stores all rows ``j+1, ..., n−1`` in increasing order,
         explicit zeros included. The block is factored by dense blocked LDLᵀ
         (:mod:`._dense_block`) and solved by contiguous loops.
@@ -337,7 +340,7 @@ class LDLSymbolic:
         inverse[perm] = np.arange(n)
         Cp, Ci, position = _permuted_upper(n, upper.indptr, upper.indices, inverse)
         parent, counts = _elimination_tree(n, Cp, Ci)
-        dense_from = _dense_block_start(counts)
+        dense_from = _dense_block_start(counts, DENSE_BLOCK_MIN, DENSE_BLOCK_DENSITY)
         return cls(perm, Cp, Ci, position, parent, counts, dense_from)
 
 
