@@ -247,6 +247,15 @@ def test_exact_reductions_refine_on_M_to_the_dense_answer(name, monkeypatch):
         assert np.linalg.norm(matrix @ z - r) / np.linalg.norm(r) < 1e-12
 
 
+def _fused_and_stepwise(reduced, r, transpose):
+    """The one-call refined solve and its stepwise twin (reduce, refined M solve,
+    recover), each with its M residual."""
+    fused, residual = reduced.refined_solve(r, transpose, 10, 1e-13)
+    rhs, carried = reduced.reduce(r, transpose)
+    sol, stepwise_residual = reduced.refined_solve_symmetric(rhs, 10, 1e-13)
+    return fused, residual, reduced.recover(sol, carried, transpose), stepwise_residual
+
+
 @pytest.mark.parametrize("name", ["lp", "qp"])
 def test_fused_diagonal_solve_matches_the_stepwise_reduction_and_a_dense_solve(name):
     """Zero and orthant cones take one compiled call; it must give what reduce, the
@@ -266,10 +275,8 @@ def test_fused_diagonal_solve_matches_the_stepwise_reduction_and_a_dense_solve(n
     no_null[prob.n:][diagonal == 0.0] = 0.0
     for r in (full, no_null):
         for transpose, matrix in ((False, K), (True, K.T)):
-            fused, residual = reduced.refined_solve(r, transpose, 10, 1e-13)
-            rhs, carried = reduced.reduce(r, transpose)
-            sol, stepwise_residual = reduced.refined_solve_symmetric(rhs, 10, 1e-13)
-            stepwise = reduced.recover(sol, carried, transpose)
+            fused, residual, stepwise, stepwise_residual = _fused_and_stepwise(
+                reduced, r, transpose)
             np.testing.assert_allclose(fused, stepwise, rtol=1e-12, atol=1e-13)
             assert residual < 1e-13 and stepwise_residual < 1e-13  # equal up to rounding
             assert relative_error(fused, np.linalg.solve(matrix, r)) < 1e-11
@@ -306,10 +313,8 @@ def test_fused_block_solve_matches_the_stepwise_reduction_and_a_dense_solve(name
     no_null[prob.n:] -= null @ no_null[prob.n:]
     for r in (full, no_null):
         for transpose, matrix in ((False, K), (True, K.T)):
-            fused, residual = reduced.refined_solve(r, transpose, 10, 1e-13)
-            rhs, carried = reduced.reduce(r, transpose)
-            sol, stepwise_residual = reduced.refined_solve_symmetric(rhs, 10, 1e-13)
-            stepwise = reduced.recover(sol, carried, transpose)
+            fused, residual, stepwise, stepwise_residual = _fused_and_stepwise(
+                reduced, r, transpose)
             np.testing.assert_allclose(fused, stepwise, rtol=1e-11, atol=1e-12)
             assert residual < 1e-12 and stepwise_residual < 1e-12
             assert relative_error(fused, np.linalg.solve(matrix, r)) < 1e-10
