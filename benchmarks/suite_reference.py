@@ -10,6 +10,9 @@
     forms for the zero, nonnegative, second-order and PSD cones; for the 3-d
     exponential and power cones a fourth-order central difference of the public
     projection ``diffqcp_np.cones.pi`` (no use of the library's Jacobians).
+``sparse LU``
+    The same system with the same ``D`` blocks assembled by SciPy as a sparse matrix and
+    solved with SciPy's SuperLU, for large problems whose cone blocks are small.
 ``fd``
     Central finite differences of the solution map along one random data direction,
     re-solving the perturbed problems with Clarabel at tight tolerance: gives ``D·dθ``
@@ -140,8 +143,9 @@ def _three_d_jacobians(v: np.ndarray, cones: dict) -> np.ndarray:
     return blocks
 
 
-def dense_cone_jacobian(v: np.ndarray, cone_dict: dict) -> np.ndarray:
-    """Dense ``DΠ_{K*}(v)`` for a product of SCS cones."""
+def cone_jacobian_blocks(v: np.ndarray, cone_dict: dict) -> list[np.ndarray]:
+    """The diagonal blocks of ``DΠ_{K*}(v)`` for a product of SCS cones, dense; zero and
+    nonnegative cones as one diagonal block each."""
     blocks: list[np.ndarray] = []
     start = 0
     for key in _SCS_ORDER:
@@ -150,7 +154,7 @@ def dense_cone_jacobian(v: np.ndarray, cone_dict: dict) -> np.ndarray:
             continue
         if key in ("z", "l"):
             seg = v[start:start + value]
-            blocks.append(np.diag(np.ones(value) if key == "z" else (seg > 0).astype(float)))
+            blocks.append(np.ones(value) if key == "z" else (seg > 0).astype(float))
             start += value
         elif key in ("q", "s"):
             for d in value:
@@ -162,12 +166,25 @@ def dense_cone_jacobian(v: np.ndarray, cone_dict: dict) -> np.ndarray:
             size = 3 * (value if key in ("ep", "ed") else len(value))
             blocks.extend(_three_d_jacobians(v[start:start + size], {key: value}))
             start += size
-    return la.block_diag(*blocks)
+    return blocks
+
+
+def dense_cone_jacobian(v: np.ndarray, cone_dict: dict) -> np.ndarray:
+    """Dense ``DΠ_{K*}(v)`` for a product of SCS cones."""
+    return la.block_diag(*(np.diag(b) if b.ndim == 1 else b
+                           for b in cone_jacobian_blocks(v, cone_dict)))
+
+
+def sparse_cone_jacobian(v: np.ndarray, cone_dict: dict) -> sp.csc_matrix:
+    """``DΠ_{K*}(v)`` as a SciPy sparse matrix (its blocks as :func:`dense_cone_jacobian`)."""
+    return sp.block_diag([sp.diags(b) if b.ndim == 1 else sp.csc_matrix(b)
+                          for b in cone_jacobian_blocks(v, cone_dict)], format="csc")
 
 
 # -- the dense reference -----------------------------------------------------------------
 class DenseReference:
-    """Dense LU solve of the derivative system at ``(x, y, s)`` along a direction.
+    """LU solve of the derivative system at ``(x, y, s)`` along a direction: dense
+    (``scipy.linalg``), or sparse (SciPy's SuperLU) with ``sparse=True``.
 
     Parameters
     ----------
@@ -175,23 +192,36 @@ class DenseReference:
     x, y, s : ndarray
         The solution at which to differentiate.
     d : Direction
+    sparse : bool, default False
     """
 
-    kind = "dense"
-
     def __init__(self, problem: Problem, x: np.ndarray, y: np.ndarray, s: np.ndarray,
-                 d: Direction):
+                 d: Direction, sparse: bool = False):
         n, m = problem.n, problem.m
-        D = dense_cone_jacobian(y - s, problem.cone_dict)
-        A = problem.A.toarray()
-        P = problem.P.toarray() if problem.P is not None else np.zeros((n, n))
-        lu = la.lu_factor(np.block([[P, A.T @ D], [-A, np.eye(m) - D]]), check_finite=False)
+        self.kind = "sparse LU" if sparse else "dense"
+        if sparse:
+            D = sparse_cone_jacobian(y - s, problem.cone_dict)
+            A = problem.A
+            P = problem.P if problem.P is not None else sp.csc_matrix((n, n))
+            lu = spla.splu(sp.bmat([[P, A.T @ D], [-A, sp.identity(m) - D]], format="csc"))
+
+            def solve(r, transpose=False):
+                return lu.solve(r, trans="T" if transpose else "N")
+        else:
+            D = dense_cone_jacobian(y - s, problem.cone_dict)
+            A = problem.A.toarray()
+            P = problem.P.toarray() if problem.P is not None else np.zeros((n, n))
+            factors = la.lu_factor(np.block([[P, A.T @ D], [-A, np.eye(m) - D]]),
+                                   check_finite=False)
+
+            def solve(r, transpose=False):
+                return la.lu_solve(factors, r, trans=1 if transpose else 0)
         # JVP: K [dx; dv] = −[dA'y + dc; −dA x + db], dy = D dv, ds = dy − dv
-        z = la.lu_solve(lu, -np.concatenate([d.dA.T @ y + d.dc, -(d.dA @ x) + d.db]))
+        z = solve(-np.concatenate([d.dA.T @ y + d.dc, -(d.dA @ x) + d.db]))
         dy = D @ z[n:]
         self.jvp = np.concatenate([z[:n], dy, dy - z[n:]])
         # VJP: K' [w1; w2] = −[gx; D'(gy + gs) − gs], dc = w1, db = w2, dA = y w1' − w2 x'
-        w = la.lu_solve(lu, -np.concatenate([d.gx, D.T @ (d.gy + d.gs) - d.gs]), trans=1)
+        w = solve(-np.concatenate([d.gx, D.T @ (d.gy + d.gs) - d.gs]), transpose=True)
         w1, w2 = w[:n], w[n:]
         rows, cols = problem.A.nonzero()
         dA = sp.csc_matrix((y[rows] * w1[cols] - w2[rows] * x[cols], (rows, cols)),

@@ -33,8 +33,11 @@ from suite_reference import (
     relative_error,
 )
 
-#: Largest N = n + m with a dense reference; a finite-difference reference above.
+#: Largest N = n + m with a dense reference; above it a sparse LU reference where every
+#: cone block is small, else a finite-difference reference.
 DENSE_REFERENCE_MAX_N = 6500
+#: Largest cone block (SOC dimension, PSD side) of a sparse LU reference.
+SPARSE_REFERENCE_MAX_BLOCK = 100
 #: Largest N at which diffcp's modes are run.
 DIFFCP_MAX_N = {"lsqr": 50_000, "dense": 6000}
 #: diffcp 1.1.9's modes, as compared.
@@ -118,9 +121,15 @@ class ProblemState:
         return self._solution
 
     def build_reference(self) -> None:
-        """Dense reference where N is small enough, finite differences otherwise."""
+        """Dense reference where N is small enough, sparse LU where every cone block is
+        small, finite differences otherwise."""
+        cones = self.problem.cone_dict
+        largest_block = max([0, *cones.get("q", []), *cones.get("s", [])])
         if self.problem.N <= DENSE_REFERENCE_MAX_N:
             self.reference = DenseReference(self.problem, *self.solution, self.direction)
+        elif largest_block <= SPARSE_REFERENCE_MAX_BLOCK:
+            self.reference = DenseReference(self.problem, *self.solution, self.direction,
+                                            sparse=True)
         else:
             self.reference = FiniteDifferenceReference(self.problem, self.direction)
 
