@@ -35,14 +35,14 @@ def _elimination_tree(n, Ap, Ai):
     counts = np.zeros(n, dtype=np.int64)
     for j in range(n):
         work[j] = j
-        for p in range(Ap[j], Ap[j + 1]):
-            i = Ai[p]
+        for p in range(_U(Ap[j]), _U(Ap[j + 1])):
+            i = _U(Ai[p])
             while work[i] != j:
                 if parent[i] == -1:
                     parent[i] = j
                 counts[i] += 1
                 work[i] = j
-                i = parent[i]
+                i = _U(parent[i])
     return parent, counts
 
 
@@ -52,9 +52,9 @@ def _permuted_upper(n, Ap, Ai, inverse):
     triangle (``inverse[perm[i]] = i``), and for each entry of A its position in C."""
     counts = np.zeros(n + 1, dtype=np.int64)
     for j in range(n):
-        for p in range(Ap[j], Ap[j + 1]):
-            i = Ai[p]
-            counts[max(inverse[i], inverse[j]) + 1] += 1
+        for p in range(_U(Ap[j]), _U(Ap[j + 1])):
+            i = _U(Ai[p])
+            counts[_U(max(inverse[i], inverse[j]) + 1)] += 1
     for j in range(n):
         counts[j + 1] += counts[j]
     Cp = counts.copy()
@@ -62,12 +62,12 @@ def _permuted_upper(n, Ap, Ai, inverse):
     position = np.empty(Ap[n], dtype=np.int64)
     fill = counts[:n].copy()
     for j in range(n):
-        for p in range(Ap[j], Ap[j + 1]):
-            i = Ai[p]
+        for p in range(_U(Ap[j]), _U(Ap[j + 1])):
+            i = _U(Ai[p])
             a, b = inverse[i], inverse[j]
-            column, row = max(a, b), min(a, b)
-            q = fill[column]
-            fill[column] += 1
+            column, row = _U(max(a, b)), min(a, b)
+            q = _U(fill[column])
+            fill[column] = q + 1
             Ci[q] = row
             position[p] = q
     return Cp, Ci, position

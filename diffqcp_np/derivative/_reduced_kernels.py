@@ -47,7 +47,7 @@ def _count_upper_P(n, P_indptr, P_indices, indptr):
     triangle and the diagonal) into ``indptr[1:n+1]``."""
     for j in range(n):
         count = 1  # the diagonal
-        for p in range(P_indptr[j], P_indptr[j + 1]):
+        for p in range(_U(P_indptr[j]), _U(P_indptr[j + 1])):
             if P_indices[p] < j:
                 count += 1
         indptr[j + 1] = count
@@ -61,13 +61,13 @@ def _fill_upper_P(n, P_indptr, P_indices, P_data, indptr, indices, data):
         out = indptr[j]
         diagonal = 0.0
         ordered = True
-        for p in range(P_indptr[j], P_indptr[j + 1]):
+        for p in range(_U(P_indptr[j]), _U(P_indptr[j + 1])):
             i = P_indices[p]
             if i < j:
-                if out > indptr[j] and i < indices[out - 1]:
+                if out > indptr[j] and i < indices[_U(out - 1)]:
                     ordered = False
-                indices[out] = i
-                data[out] = P_data[p]
+                indices[_U(out)] = i
+                data[_U(out)] = P_data[p]
                 out += 1
             elif i == j:
                 diagonal += P_data[p]
@@ -97,10 +97,10 @@ def assemble_upper_diagonal(n, P_indptr, P_indices, P_data, A_indptr, A_indices,
     _count_upper_P(n, P_indptr, P_indices, indptr)
     for t in range(k):
         indptr[n + t + 1] = 1  # the diagonal
-    for p in range(A_indptr[n]):
-        t = position[A_indices[p]]
+    for p in range(_U(A_indptr[n])):
+        t = position[_U(A_indices[p])]
         if t >= 0:
-            indptr[n + t + 1] += 1
+            indptr[_U(n + t + 1)] += 1
     for j in range(n + k):
         indptr[j + 1] += indptr[j]
     indices = np.empty(indptr[n + k], dtype=np.int64)
@@ -108,13 +108,13 @@ def assemble_upper_diagonal(n, P_indptr, P_indices, P_data, A_indptr, A_indices,
     _fill_upper_P(n, P_indptr, P_indices, P_data, indptr, indices, data)
     fill = indptr[n:n + k].copy()
     for j in range(n):
-        for p in range(A_indptr[j], A_indptr[j + 1]):
-            t = position[A_indices[p]]
+        for p in range(_U(A_indptr[j]), _U(A_indptr[j + 1])):
+            t = position[_U(A_indices[p])]
             if t >= 0:
-                q = fill[t]
+                q = _U(fill[_U(t)])
                 indices[q] = j
-                data[q] = A_data[p] * d[kept[t]]
-                fill[t] = q + 1
+                data[q] = A_data[p] * d[_U(kept[_U(t)])]
+                fill[_U(t)] = q + 1
     for t in range(k):
         indices[fill[t]] = n + t
         data[fill[t]] = -e[kept[t]]
