@@ -15,8 +15,9 @@ import scipy.sparse as sp
 
 from diffqcp_np import solve_and_derivative
 from diffqcp_np._validation import check_problem
-from diffqcp_np.cones import ConeJacobian, as_cone_spec
+from diffqcp_np.cones import ConeJacobian, as_cone_spec, pi
 from diffqcp_np.cones.reduced import LIFT_SOC_ABOVE, reduced_parts
+from diffqcp_np.derivative import _ldl
 from diffqcp_np.derivative.linear_solvers import (
     DirectSolver,
     NonDifferentiableWarning,
@@ -326,3 +327,34 @@ def test_fused_block_solve_matches_the_stepwise_reduction_and_a_dense_solve(name
         z = sd.solver.solve_transpose(full) if transpose else sd.solver.solve(full)
         assert relative_error(z, np.linalg.solve(matrix, full)) < 1e-11
         assert sd.last_residual < 1e-12
+
+
+@pytest.mark.parametrize("cone_dict, path", [({"z": 5, "l": 40}, "diagonal"),
+                                             ({"z": 5, "l": 20, "ep": 8}, "fused"),
+                                             ({"l": 10, "q": [LARGE_SOC, 5]}, "lifted")])
+def test_dense_trailing_block_through_the_solver(cone_dict, path):
+    """A dense P fills a trailing block of L (dense blocked LDLᵀ, contiguous solves) on
+    each solve path (diagonal D, fused block-diagonal D, lifted SOC blocks): K and K'
+    solves match dense solves of K."""
+    rng = np.random.default_rng(0)
+    spec = as_cone_spec(cone_dict)
+    m, n = spec.dim, 90
+    F = rng.standard_normal((n, n))
+    P = sp.csc_matrix(F @ F.T / n + np.eye(n))
+    A = (sp.random(m, n, density=0.1, random_state=rng, data_rvs=rng.standard_normal)
+         + sp.eye(m, n)).tocsc()
+    v = rng.standard_normal(m)
+    y = pi(v, spec, dual=True)
+    s, x = y - v, rng.standard_normal(n)
+    data = check_problem(A, A @ x + s, -(A.T @ y) - P @ x, cone_dict, P)
+    sd = SolutionDerivative(data, x, y, s, mode="direct", factorization="ldl")
+    reduced = sd.solver._reduced
+    assert not sd.solver.uses_fallback
+    assert reduced._ldl.symbolic.dense_from <= n + reduced.kept.size - _ldl.DENSE_BLOCK_MIN
+    assert path == ("diagonal" if reduced.parts.D.diagonal is not None
+                    else "fused" if reduced.fused else "lifted")
+    K = _dense_K(sd)
+    r = rng.standard_normal(n + m)
+    for transpose, matrix in ((False, K), (True, K.T)):
+        z = sd.solver.solve_transpose(r) if transpose else sd.solver.solve(r)
+        assert relative_error(z, np.linalg.solve(matrix, r)) < 1e-11
