@@ -147,6 +147,14 @@ def test_operator_matrix_and_symmetry_agree(dual):
     assert eig.min() > -1e-10 and eig.max() < 1 + 1e-10
 
 
+@pytest.mark.parametrize("dual", [False, True])
+def test_dense_jacobian_is_the_sparse_one_densified(dual):
+    spec = as_cone_spec(ALL_CONES)
+    v = random_point(spec, np.random.default_rng(6))
+    J = ConeJacobian(v, spec, dual=dual)
+    np.testing.assert_array_equal(J.to_dense(), J.to_sparse().toarray())
+
+
 def test_sparse_jacobian_has_no_block_larger_than_its_cone():
     spec = as_cone_spec({"l": 4, "q": [5, 3], "s": [3], "ep": 2})
     v = np.random.default_rng(5).standard_normal(spec.dim)

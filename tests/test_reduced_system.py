@@ -358,3 +358,35 @@ def test_dense_trailing_block_through_the_solver(cone_dict, path):
     for transpose, matrix in ((False, K), (True, K.T)):
         z = sd.solver.solve_transpose(r) if transpose else sd.solver.solve(r)
         assert relative_error(z, np.linalg.solve(matrix, r)) < 1e-11
+
+
+def test_psd_heavy_system_is_assembled_and_factored_dense():
+    """PSD blocks that fill most of K: K is assembled dense (equal to the sparse
+    assembly) and factored by LAPACK; its solves match dense solves of the sparse K, and
+    the same problem with the sparse path gives the same derivatives."""
+    from diffqcp_np.derivative import solution_map
+
+    prob = known_solution_problem({"l": 2, "s": [7]}, seed=4, quadratic=True)
+    data = check_problem(prob.A, prob.b, prob.c, prob.cone_dict, prob.P)
+    sd = SolutionDerivative(data, prob.x, prob.y, prob.s, mode="direct")
+    assert sd._dense_system() and sd.solver._dense_lu is not None
+    K = sd._assemble().toarray()
+    np.testing.assert_allclose(sd._assemble_dense(), K, rtol=0, atol=1e-15)
+    r = np.random.default_rng(4).standard_normal(K.shape[0])
+    for transpose, matrix in ((False, K), (True, K.T)):
+        z = sd.solver.solve_transpose(r) if transpose else sd.solver.solve(r)
+        assert relative_error(z, np.linalg.solve(matrix, r)) < 1e-12
+    original = solution_map.DENSE_SYSTEM_FILL
+    try:
+        solution_map.DENSE_SYSTEM_FILL = 2.0  # never dense
+        sparse = SolutionDerivative(data, prob.x, prob.y, prob.s, mode="direct")
+    finally:
+        solution_map.DENSE_SYSTEM_FILL = original
+    assert sparse.solver._dense_lu is None
+    rng = np.random.default_rng(5)
+    g = rng.standard_normal(prob.n), rng.standard_normal(prob.m), rng.standard_normal(prob.m)
+
+    def flat(dA, db, dc):
+        return np.concatenate([dA.toarray().ravel(), db, dc])
+
+    assert relative_error(flat(*sd.vjp(*g)), flat(*sparse.vjp(*g))) < 1e-11

@@ -172,8 +172,9 @@ class ConeJacobian:
 
     __call__ = matvec
 
-    def to_sparse(self) -> sp.csc_matrix:
-        """The Jacobian as a sparse block-diagonal CSC matrix (exact blocks)."""
+    def _triplets(self, with_psd: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows, columns and values of the blocks' entries (PSD blocks only if
+        ``with_psd``)."""
         sl = self._slices
         rows, cols, vals = [], [], []
 
@@ -186,23 +187,43 @@ class ConeJacobian:
         idx = np.arange(start, self.diagonal_part.size)
         add(idx, idx, self.diagonal_part[start:], 0)
         add(*soc.soc_jacobian_triplets(self._soc_offsets, *self._soc), sl["q"].start)
-        offset = sl["s"].start
-        for block in self._psd.dense_blocks():
-            d = block.shape[0]
-            add(np.tile(np.arange(d), d), np.repeat(np.arange(d), d), block.ravel(order="F"),
-                offset)
-            offset += d
+        if with_psd:
+            for offset, block in self._psd_blocks():
+                d = block.shape[0]
+                add(np.tile(np.arange(d), d), np.repeat(np.arange(d), d),
+                    block.ravel(order="F"), offset)
         k = self._small.shape[0]
         base = np.arange(k)[:, None, None] * 3
         r = np.broadcast_to(base + np.arange(3)[None, :, None], (k, 3, 3))
         c = np.broadcast_to(base + np.arange(3)[None, None, :], (k, 3, 3))
         add(r.ravel(), c.ravel(), self._small.ravel(), self._small_start)
+        return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+
+    def _psd_blocks(self):
+        """``(first row, dense block)`` of each PSD block."""
+        offset = self._slices["s"].start
+        for block in self._psd.dense_blocks():
+            yield offset, block
+            offset += block.shape[0]
+
+    def to_sparse(self) -> sp.csc_matrix:
+        """The Jacobian as a sparse block-diagonal CSC matrix (exact blocks)."""
         m = self.shape[0]
-        mat = sp.coo_matrix(
-            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(m, m)
-        ).tocsc()
+        rows, cols, vals = self._triplets(True)
+        mat = sp.coo_matrix((vals, (rows, cols)), shape=(m, m)).tocsc()
         mat.eliminate_zeros()
         return mat
+
+    def to_dense(self) -> np.ndarray:
+        """The Jacobian as a dense ``m × m`` array (exact blocks)."""
+        m = self.shape[0]
+        out = np.zeros((m, m))
+        rows, cols, vals = self._triplets(False)
+        out[rows, cols] = vals
+        for offset, block in self._psd_blocks():
+            d = block.shape[0]
+            out[offset:offset + d, offset:offset + d] = block
+        return out
 
     def as_linear_operator(self) -> LinearOperator:
         """The Jacobian as a symmetric :class:`scipy.sparse.linalg.LinearOperator`."""

@@ -171,6 +171,10 @@ def _weights(lam: np.ndarray) -> np.ndarray:
     return np.where(zero, 1.0, num / np.where(zero, 1.0, den))
 
 
+#: Entries of ``Q' E_q Q`` formed at once by :meth:`PSDJacobian.dense_blocks`.
+_DENSE_CHUNK = 1 << 19
+
+
 class PSDJacobian:
     """Jacobian of the projection onto a product of PSD cones, at a point ``v``.
 
@@ -225,16 +229,19 @@ class PSDJacobian:
                      ) -> list[np.ndarray] | list[tuple[np.ndarray, ...]]:
         """Dense Jacobian of each block in vec coordinates, in block order.
 
-        The block Jacobian is ``T' diag(vec-positions of B) T`` where ``T`` is the
-        orthogonal matrix of ``x -> vec(Q' unvec(x) Q)``, so it is symmetric with
-        eigenvalues in ``[0, 1]`` up to rounding.
+        Column ``q`` of a block's Jacobian is the Jacobian applied to the unit vec
+        ``e_q``: ``vec(Q (B o (Q' E_q Q)) Q')`` with ``Q' E_q Q`` a sum of two outer
+        products of rows of Q. Batched over the columns, that is ``4 k³`` operations per
+        column (``k⁵`` for the block) instead of the ``k⁶/4`` of a product of two dense
+        vec-space matrices. The result is symmetric with eigenvalues in ``[0, 1]`` up to
+        rounding (the ``B_ij``).
 
         Parameters
         ----------
         *spectral_maps : callable or None
-            Each is applied elementwise to the eigenvalues ``B`` before assembly, giving
-            the matrix function ``f(J)`` (e.g. ``J(I − J)``); ``None`` gives ``J``.
-            ``T`` is built once for all of them.
+            Each is applied elementwise to the weights ``B`` before assembly, giving the
+            matrix function ``f(J)`` (e.g. ``J(I − J)``); ``None`` gives ``J``. The
+            products ``Q' E_q Q`` are formed once for all of them.
 
         Returns
         -------
@@ -248,31 +255,28 @@ class PSDJacobian:
         for i, k in enumerate(self._sides):
             position.setdefault(k, []).append(i)
         for k, _, Q, B in self._groups:
-            T = self._congruence_matrix(Q)
-            rows, cols, _ = _tri(k)
-            weights = B[:, rows, cols]
-            per_map = []
-            for spectral_map in maps:
-                w = weights if spectral_map is None else spectral_map(weights)
-                J = np.swapaxes(T, -1, -2) @ (w[:, :, None] * T)
-                per_map.append(0.5 * (J + np.swapaxes(J, -1, -2)))
+            rows, cols, scale = _tri(k)
+            size = rows.size
+            weights = [B if spectral_map is None else spectral_map(B) for spectral_map in maps]
+            out = np.empty((len(maps), Q.shape[0], size, size))
+            Qt = np.ascontiguousarray(np.swapaxes(Q, -1, -2))
+            flat = rows * k + cols
+            step = max(1, _DENSE_CHUNK // (k * k))
+            for first in range(0, size, step):
+                last = min(first + step, size)
+                # Q' E_q Q for the unit vecs e_q: E_q = (e_i e_j' + e_j e_i') / t_q, t_q = 2
+                # on the diagonal, sqrt(2) off it.
+                i, j = rows[first:last], cols[first:last]
+                factor = np.where(i == j, 0.5, 1.0 / _SQRT2)[None, :, None]
+                half = (Q[:, i, :] * factor)[..., :, None] * Q[:, j, :][..., None, :]
+                inner = half + np.swapaxes(half, -1, -2)
+                for t, w in enumerate(weights):
+                    Y = np.matmul(np.matmul(Q[:, None], w[:, None] * inner), Qt[:, None])
+                    out[t, :, first:last] = np.take(Y.reshape(Y.shape[:2] + (k * k,)), flat,
+                                                    axis=-1) * scale
+            out = 0.5 * (out + np.swapaxes(out, -1, -2))
             for j, i in enumerate(position[k]):
-                blocks[i] = tuple(np.ascontiguousarray(J[j]) for J in per_map)
+                blocks[i] = tuple(np.ascontiguousarray(out[t, j]) for t in range(len(maps)))
         if not spectral_maps:
             return [block[0] for block in blocks]
         return blocks
-
-    @staticmethod
-    def _congruence_matrix(Q: np.ndarray) -> np.ndarray:
-        """Matrices ``T`` (stack) of ``x -> vec(Q' unvec(x) Q)``.
-
-        For output entry ``p = (a, b)`` and input entry ``q = (i, j)``,
-        ``T[p, q] = s_p / t_q (Q_ia Q_jb + Q_ja Q_ib)`` with ``s_p = sqrt(2)`` if
-        ``a != b`` else ``1`` and ``t_q = sqrt(2)`` if ``i != j`` else ``2``.
-        """
-        rows, cols, scale = _tri(Q.shape[-1])
-        a, b = rows[:, None], cols[:, None]
-        i, j = rows[None, :], cols[None, :]
-        pair = Q[:, i, a] * Q[:, j, b] + Q[:, j, a] * Q[:, i, b]
-        in_scale = np.where(rows == cols, 2.0, _SQRT2)
-        return pair * (scale[:, None] / in_scale[None, :])

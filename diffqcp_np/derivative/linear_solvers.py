@@ -136,7 +136,8 @@ class KKTSolver:
 
 
 class DirectSolver(KKTSolver):
-    """Sparse LU of K (SuperLU), factored once and reused for K and K' solves.
+    """Sparse LU of K (SuperLU), factored once and reused for K and K' solves; a dense
+    LU (LAPACK) when K is given as a dense array (``permc_spec`` is then unused).
 
     One step of iterative refinement is taken when the first residual exceeds 1e-12.
     """
@@ -145,6 +146,13 @@ class DirectSolver(KKTSolver):
 
     def __init__(self, K, operator, permc_spec: str = "COLAMD", **options):
         super().__init__(K, operator, **options)
+        self._dense_lu = None
+        if isinstance(K, np.ndarray):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", la.LinAlgWarning)
+                self._dense_lu = la.lu_factor(K, check_finite=False)
+            self._check_pivots(np.diag(self._dense_lu[0]))
+            return
         try:
             self._lu = spla.splu(sp.csc_matrix(K), permc_spec=permc_spec)
         except RuntimeError as err:  # exactly singular
@@ -153,9 +161,14 @@ class DirectSolver(KKTSolver):
             return
         self._check_pivots(self._lu.U.diagonal())
 
+    def _lu_solve(self, v: np.ndarray, transpose: bool) -> np.ndarray:
+        if self._dense_lu is not None:
+            return la.lu_solve(self._dense_lu, v, trans=1 if transpose else 0,
+                               check_finite=False)
+        return self._lu.solve(v, trans="T" if transpose else "N")
+
     def _solve(self, r, transpose):
-        trans = "T" if transpose else "N"
-        return self._refined(lambda v: self._lu.solve(v, trans=trans), r, transpose)
+        return self._refined(lambda v: self._lu_solve(v, transpose), r, transpose)
 
 
 class ReducedDirectSolver(KKTSolver):

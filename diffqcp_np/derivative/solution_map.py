@@ -38,6 +38,13 @@ EXACT_MODES = ("direct", "dense", "lsqr", "lsmr")
 _IGNORED_DIFFCP_KWARGS = ("tau", "rho", "atol", "btol", "maxiter", "iter_lim", "mode")
 
 
+#: K is assembled and factored dense (LAPACK) where PSD blocks alone fill this fraction of
+#: it: a sparse LU of a K that dense spends most of its time on sparse bookkeeping ...
+DENSE_SYSTEM_FILL = 0.2
+#: ... up to this many rows (K and its LU factors take 2 · 8 N² bytes).
+DENSE_SYSTEM_MAX_N = 6000
+
+
 def _check_unused_kwargs(kwargs: dict) -> None:
     unknown = sorted(set(kwargs) - set(_IGNORED_DIFFCP_KWARGS))
     if unknown:
@@ -89,7 +96,8 @@ class SolutionDerivative:
         self.A_pattern = MatrixPattern(data.A, "A") if A_pattern is None else A_pattern
         self.quadratic = QuadraticTerm(data.P, n) if quadratic is None else quadratic
         self.cone_jacobian = ConeJacobian(self.y - self.s, data.cones, dual=True)
-        self.solver: KKTSolver = make_solver(mode, self._assemble, self._operator(),
+        assemble = self._assemble_dense if self._dense_system() else self._assemble
+        self.solver: KKTSolver = make_solver(mode, assemble, self._operator(),
                                              reduced=self._reduced,
                                              has_psd=bool(data.cones.psd), **solver_options)
 
@@ -107,6 +115,27 @@ class SolutionDerivative:
         return sp.bmat(
             [[P, self.AT @ D], [-self.A, sp.identity(m, format="csc") - D]], format="csc"
         )
+
+    def _dense_system(self) -> bool:
+        """Whether K is assembled and factored dense: where its PSD blocks alone fill at
+        least ``DENSE_SYSTEM_FILL`` of it (their Jacobians are dense, and so is A'D in
+        their rows), at most ``DENSE_SYSTEM_MAX_N`` rows."""
+        size = self.data.m + self.data.n
+        psd_entries = sum((k * (k + 1) // 2) ** 2 for k in self.data.cones.psd)
+        return size <= DENSE_SYSTEM_MAX_N and psd_entries >= DENSE_SYSTEM_FILL * size * size
+
+    def _assemble_dense(self) -> np.ndarray:
+        """K as a dense array (see :meth:`_dense_system`)."""
+        m, n = self.data.m, self.data.n
+        D = self.cone_jacobian.to_dense()
+        K = np.zeros((n + m, n + m))
+        if self.quadratic.full is not None:
+            K[:n, :n] = self.quadratic.full.toarray()
+        K[:n, n:] = self.AT @ D
+        K[n:, :n] = -self.A.toarray()
+        np.negative(D, out=K[n:, n:])
+        K[n:, n:].flat[::m + 1] += 1.0
+        return K
 
     def _reduced(self) -> ReducedSystem:
         return ReducedSystem(self.quadratic.full, self.A, self.cone_jacobian,
