@@ -390,3 +390,28 @@ def test_psd_heavy_system_is_assembled_and_factored_dense():
         return np.concatenate([dA.toarray().ravel(), db, dc])
 
     assert relative_error(flat(*sd.vjp(*g)), flat(*sparse.vjp(*g))) < 1e-11
+
+
+def test_badly_scaled_rows_are_equilibrated_instead_of_handed_to_lu():
+    """A large P beside unit constraint rows: regularised relative to max|M|, M looks
+    singular; the equilibrated factor keeps it on LDLᵀ, and its solves match dense
+    solves of K."""
+    rng = np.random.default_rng(7)
+    cone_dict = {"z": 1, "l": 60}
+    spec = as_cone_spec(cone_dict)
+    m, n = spec.dim, 60
+    F = rng.standard_normal((2 * n, n))
+    P = sp.csc_matrix(1e4 * (F.T @ F / (2 * n) + 0.01 * np.eye(n)))
+    A = sp.vstack([np.ones((1, n)), -sp.identity(n)], format="csc")
+    v = rng.standard_normal(m)
+    y = pi(v, spec, dual=True)
+    s, x = y - v, rng.standard_normal(n)
+    data = check_problem(A, A @ x + s, -(A.T @ y) - P @ x, cone_dict, P)
+    sd = SolutionDerivative(data, x, y, s, mode="direct", factorization="ldl")
+    reduced = sd.solver._reduced
+    assert not sd.solver.uses_fallback and reduced._scale is not None
+    K = _dense_K(sd)
+    r = rng.standard_normal(n + m)
+    for transpose, matrix in ((False, K), (True, K.T)):
+        z = sd.solver.solve_transpose(r) if transpose else sd.solver.solve(r)
+        assert relative_error(z, np.linalg.solve(matrix, r)) < 1e-10

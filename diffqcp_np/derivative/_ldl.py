@@ -271,6 +271,19 @@ def _checksum(values):
     return digest
 
 
+@numba.njit(nogil=True, cache=True)
+def _unscale(Lp, Li, Lx, Dinv, scale):
+    """Turn the factors of ``S A S`` (``S = diag(scale)``, both in the factor's permuted
+    order) into factors of ``A`` in place: ``L ← S⁻¹ L S`` (still unit lower
+    triangular, same pattern) and ``D ← S⁻¹ D S⁻¹``."""
+    n = Lp.shape[0] - 1
+    for j in range(n):
+        sj = scale[j]
+        for p in range(_U(Lp[j]), _U(Lp[j + 1])):
+            Lx[p] *= sj / scale[_U(Li[p])]
+        Dinv[j] *= sj * sj
+
+
 #: A trailing block of L is treated as dense from this many columns on ...
 DENSE_BLOCK_MIN = 64
 #: ... when at least this fraction of its lower triangle fills in.
@@ -375,6 +388,12 @@ class LDLFactor:
                                    symbolic.dense_from)
         if not ok:
             raise ZeroPivotError("zero pivot in the LDLᵀ factorisation")
+
+    def unscale(self, scale: np.ndarray) -> None:
+        """Make this factor of ``S A S`` (``S = diag(scale)``, in A's order) a factor of
+        ``A`` itself, so that every solve is with A (:func:`_unscale`)."""
+        _unscale(self._Lp, self._Li, self._Lx, self._Dinv,
+                 np.ascontiguousarray(scale[self.symbolic.perm]))
 
     @property
     def arrays(self) -> tuple[np.ndarray, ...]:

@@ -247,6 +247,37 @@ def symmetric_residual(indptr, indices, data, z, r):
 
 
 @numba.njit(nogil=True, cache=True)
+def equilibrating_scale(indptr, indices, data):
+    """``s = 1/√(max_j |M_ij|)`` per row of a symmetric M given by its upper triangle
+    (1 for an empty row): one pass of Ruiz's equilibration; ``S M S`` has entries of at
+    most 1, and rows that differ in scale by orders of magnitude come out within a few
+    orders of each other."""
+    size = indptr.shape[0] - 1
+    largest = np.zeros(size)
+    for j in range(size):
+        for p in range(_U(indptr[j]), _U(indptr[j + 1])):
+            i = _U(indices[p])
+            value = abs(data[p])
+            largest[i] = max(largest[i], value)
+            largest[j] = max(largest[j], value)
+    scale = np.ones(size)
+    for i in range(size):
+        if largest[i] > 0.0:
+            scale[i] = 1.0 / np.sqrt(largest[i])
+    return scale
+
+
+@numba.njit(nogil=True, cache=True)
+def scaled_values(indptr, indices, data, scale):
+    """Values of ``S M S`` (``S = diag(scale)``) for M's upper triangle in CSC form."""
+    out = np.empty(data.shape[0])
+    for j in range(indptr.shape[0] - 1):
+        for p in range(_U(indptr[j]), _U(indptr[j + 1])):
+            out[p] = data[p] * scale[_U(indices[p])] * scale[j]
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
 def shifted_diagonal(indptr, data, n, shift):
     """Values of a quasi-definite upper triangle (diagonal entries last in each column)
     with ``+shift`` added to the first ``n`` diagonal entries and ``−shift`` to the rest."""

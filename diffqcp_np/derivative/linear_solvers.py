@@ -178,8 +178,9 @@ class ReducedDirectSolver(KKTSolver):
     is below ``REFINED``: the residual with the exact M where the reduction is exact
     (zero, orthant and second-order cones; then each step costs one triangular solve and
     one product with M), with K otherwise. If the reduced system looks singular when
-    factored, or
-    refinement stalls above ``ACCEPTED``, the solver switches for good to
+    factored, even after a symmetric equilibration (badly scaled rows make a regular M
+    look singular), or refinement stalls above ``ACCEPTED``, the solver switches for good
+    to
     :class:`DirectSolver` on the assembled K, whose pivot check decides whether the
     point is non-differentiable.
 
@@ -212,7 +213,7 @@ class ReducedDirectSolver(KKTSolver):
         except FactorizationError:
             self._switch_to_lu()
             return
-        if self._reduced.nearly_singular():
+        if self._reduced.nearly_singular() and not self._reduced.equilibrate():
             self._switch_to_lu()
 
     @property

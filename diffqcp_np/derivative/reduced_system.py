@@ -40,7 +40,9 @@ from ._ldl import LDLFactor, ZeroPivotError, factorize
 from ._reduced_kernels import (
     assemble_upper,
     assemble_upper_diagonal,
+    equilibrating_scale,
     probe_vector,
+    scaled_values,
     shifted_diagonal,
     symmetric_upper_matvec,
 )
@@ -157,17 +159,53 @@ class ReducedSystem:
             If every regularisation in ``REGULARIZATIONS`` meets a zero pivot.
         """
         self._upper = upper = self._upper_matrix()
+        self._scale = None
         scale = max(1.0, float(np.abs(upper.data).max())) if upper.data.size else 1.0
         for regularization in REGULARIZATIONS:
             self.regularization = regularization * scale
-            regularized = CSCArrays(upper.indptr, upper.indices,
-                                    shifted_diagonal(upper.indptr, upper.data, self.n,
-                                                     self.regularization))
             try:
-                return factorize(regularized)
+                return self._regularized_factor(upper.data, self.regularization)
             except ZeroPivotError:
                 continue
         raise FactorizationError("zero pivot in the reduced system at every regularisation")
+
+    def _regularized_factor(self, values: np.ndarray, delta: float) -> LDLFactor:
+        """LDLᵀ of M's pattern with ``values``, ``+δ`` on the first n diagonal entries and
+        ``−δ`` on the rest."""
+        upper = self._upper
+        return factorize(CSCArrays(upper.indptr, upper.indices,
+                                   shifted_diagonal(upper.indptr, values, self.n, delta)))
+
+    def equilibrate(self) -> bool:
+        """Factor M again with a symmetric diagonal scaling ``S M S`` (one pass of Ruiz's
+        equilibration, :func:`~._reduced_kernels.equilibrating_scale`), regularised by
+        ``±δ`` relative to the scaled matrix; keep that factor (turned into one of M, see
+        :meth:`LDLFactor.unscale`) if the scaled M does not look singular
+        (:meth:`nearly_singular`).
+
+        For an M whose rows differ in scale (a large P beside unit constraint rows), a
+        regularisation relative to ``max|M|`` swamps the small rows and makes M look
+        singular; scaled, it is relative to each row. Returns whether the scaled factor
+        was kept.
+        """
+        upper = self._upper
+        scale = equilibrating_scale(upper.indptr, upper.indices, upper.data)
+        values = scaled_values(upper.indptr, upper.indices, upper.data, scale)
+        for regularization in REGULARIZATIONS:
+            try:
+                factor = self._regularized_factor(values, regularization)
+            except ZeroPivotError:
+                continue
+            factor.unscale(scale)
+            previous = self._ldl, self._scale, self.regularization, self._woodbury
+            self._ldl, self._scale, self.regularization = factor, scale, regularization
+            if self.parts.lifted.count:
+                self._woodbury = self._woodbury_terms()
+            if not self.nearly_singular():
+                return True
+            self._ldl, self._scale, self.regularization, self._woodbury = previous
+            return False
+        return False
 
     def _woodbury_terms(self) -> tuple[sp.csc_matrix, sp.csr_matrix, np.ndarray, tuple]:
         """``W``, ``W'`` (kept: SciPy builds a transpose object per ``W.T``), ``M₀⁻¹ W``
@@ -231,9 +269,14 @@ class ReducedSystem:
         One step of inverse iteration from a pseudo-random unit vector: a singular M answers
         with a norm of about ``1/(δ √N)`` (δ the regularisation), a nonsingular one with
         at most ``1/|λ_min(M)|``; a norm above ``10⁻⁴/δ`` flags the matrix (the caller
-        then decides with a pivoting LU of K).
+        then tries :meth:`equilibrate`, and decides with a pivoting LU of K if it is
+        still flagged). After :meth:`equilibrate` the test runs on the scaled ``S M S``.
         """
-        growth = vector_norm(self.solve_symmetric(probe_vector(self.n + self.kept.size, seed)))
+        probe = probe_vector(self.n + self.kept.size, seed)
+        if self._scale is None:
+            growth = vector_norm(self.solve_symmetric(probe))
+        else:  # (S M S)⁻¹ p = S⁻¹ M⁻¹ S⁻¹ p
+            growth = vector_norm(self.solve_symmetric(probe / self._scale) / self._scale)
         return not growth < 1e-4 / self.regularization
 
     def matvec_symmetric(self, z: np.ndarray) -> np.ndarray:
