@@ -160,9 +160,9 @@ class ReducedSystem:
         """
         self._upper = upper = self._upper_matrix()
         self._scale = None
-        scale = max(1.0, float(np.abs(upper.data).max())) if upper.data.size else 1.0
+        largest = max(1.0, float(np.abs(upper.data).max())) if upper.data.size else 1.0
         for regularization in REGULARIZATIONS:
-            self.regularization = regularization * scale
+            self.regularization = regularization * largest
             try:
                 return self._regularized_factor(upper.data, self.regularization)
             except ZeroPivotError:
