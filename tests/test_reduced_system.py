@@ -329,6 +329,25 @@ def test_fused_block_solve_matches_the_stepwise_reduction_and_a_dense_solve(name
         assert sd.last_residual < 1e-12
 
 
+def _ldl_derivative_at_random_point(A, P, cone_dict, rng) -> SolutionDerivative:
+    """Direct mode with LDLᵀ at the solution ``y = Π_{K*}(v)``, ``s = y − v`` for a random
+    ``v`` and ``x``, with ``b``, ``c`` made to fit."""
+    spec = as_cone_spec(cone_dict)
+    v = rng.standard_normal(spec.dim)
+    y = pi(v, spec, dual=True)
+    s, x = y - v, rng.standard_normal(A.shape[1])
+    data = check_problem(A, A @ x + s, -(A.T @ y) - P @ x, cone_dict, P)
+    return SolutionDerivative(data, x, y, s, mode="direct", factorization="ldl")
+
+
+def _assert_solves_match_dense_solves(sd: SolutionDerivative, rng, tol: float) -> None:
+    K = _dense_K(sd)
+    r = rng.standard_normal(K.shape[0])
+    for transpose, matrix in ((False, K), (True, K.T)):
+        z = sd.solver.solve_transpose(r) if transpose else sd.solver.solve(r)
+        assert relative_error(z, np.linalg.solve(matrix, r)) < tol
+
+
 @pytest.mark.parametrize("cone_dict, path", [({"z": 5, "l": 40}, "diagonal"),
                                              ({"z": 5, "l": 20, "ep": 8}, "fused"),
                                              ({"l": 10, "q": [LARGE_SOC, 5]}, "lifted")])
@@ -343,21 +362,13 @@ def test_dense_trailing_block_through_the_solver(cone_dict, path):
     P = sp.csc_matrix(F @ F.T / n + np.eye(n))
     A = (sp.random(m, n, density=0.1, random_state=rng, data_rvs=rng.standard_normal)
          + sp.eye(m, n)).tocsc()
-    v = rng.standard_normal(m)
-    y = pi(v, spec, dual=True)
-    s, x = y - v, rng.standard_normal(n)
-    data = check_problem(A, A @ x + s, -(A.T @ y) - P @ x, cone_dict, P)
-    sd = SolutionDerivative(data, x, y, s, mode="direct", factorization="ldl")
+    sd = _ldl_derivative_at_random_point(A, P, cone_dict, rng)
     reduced = sd.solver._reduced
     assert not sd.solver.uses_fallback
     assert reduced._ldl.symbolic.dense_from <= n + reduced.kept.size - _ldl.DENSE_BLOCK_MIN
     assert path == ("diagonal" if reduced.parts.D.diagonal is not None
                     else "fused" if reduced.fused else "lifted")
-    K = _dense_K(sd)
-    r = rng.standard_normal(n + m)
-    for transpose, matrix in ((False, K), (True, K.T)):
-        z = sd.solver.solve_transpose(r) if transpose else sd.solver.solve(r)
-        assert relative_error(z, np.linalg.solve(matrix, r)) < 1e-11
+    _assert_solves_match_dense_solves(sd, rng, 1e-11)
 
 
 def test_psd_heavy_system_is_assembled_and_factored_dense():
@@ -397,21 +408,10 @@ def test_badly_scaled_rows_are_equilibrated_instead_of_handed_to_lu():
     singular; the equilibrated factor keeps it on LDLᵀ, and its solves match dense
     solves of K."""
     rng = np.random.default_rng(7)
-    cone_dict = {"z": 1, "l": 60}
-    spec = as_cone_spec(cone_dict)
-    m, n = spec.dim, 60
+    cone_dict, n = {"z": 1, "l": 60}, 60
     F = rng.standard_normal((2 * n, n))
     P = sp.csc_matrix(1e4 * (F.T @ F / (2 * n) + 0.01 * np.eye(n)))
     A = sp.vstack([np.ones((1, n)), -sp.identity(n)], format="csc")
-    v = rng.standard_normal(m)
-    y = pi(v, spec, dual=True)
-    s, x = y - v, rng.standard_normal(n)
-    data = check_problem(A, A @ x + s, -(A.T @ y) - P @ x, cone_dict, P)
-    sd = SolutionDerivative(data, x, y, s, mode="direct", factorization="ldl")
-    reduced = sd.solver._reduced
-    assert not sd.solver.uses_fallback and reduced._scale is not None
-    K = _dense_K(sd)
-    r = rng.standard_normal(n + m)
-    for transpose, matrix in ((False, K), (True, K.T)):
-        z = sd.solver.solve_transpose(r) if transpose else sd.solver.solve(r)
-        assert relative_error(z, np.linalg.solve(matrix, r)) < 1e-10
+    sd = _ldl_derivative_at_random_point(A, P, cone_dict, rng)
+    assert not sd.solver.uses_fallback and sd.solver._reduced._scale is not None
+    _assert_solves_match_dense_solves(sd, rng, 1e-10)
