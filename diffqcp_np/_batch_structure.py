@@ -36,6 +36,7 @@ from ._validation import ProblemData, as_vector
 from .cones.projection import ConeJacobian
 from .cones.spec import ConeSpec, as_cone_spec, vec_psd_dim
 from .derivative import MatrixPattern, QuadraticTerm, SolutionDerivative
+from .derivative.patterns import storage_of
 from .solvers import SharedPatterns
 from .solvers.base import CSCFactory
 
@@ -291,15 +292,6 @@ class _SystemTemplate:
     indptr: np.ndarray
 
 
-def _storage(P: sp.csc_matrix) -> str | None:
-    """``"full"`` or ``"upper"`` from P's pattern; None when only the lower part is stored."""
-    rows = P.indices
-    cols = np.repeat(np.arange(P.shape[1]), np.diff(P.indptr))
-    if np.any(rows > cols):
-        return "full" if np.any(rows < cols) else None
-    return "upper"
-
-
 class BatchStructure:
     """The structure shared by a batch: cones, the patterns of ``A`` and ``P``, maps.
 
@@ -364,7 +356,7 @@ class BatchStructure:
                 return None
             if not _all_same_pattern(Ps[1:], P0):
                 return None
-            storage = _storage(P0)
+            storage = storage_of(P0)
             if storage is None:
                 return None
         if not all(c is cones0 or c == cones0 for c in cone_dicts[1:]):

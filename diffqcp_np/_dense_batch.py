@@ -40,7 +40,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import _batch_structure
-from ._batch_structure import BatchStructure, CSCFactory, _JacobianPattern
+from ._batch_structure import BatchStructure, _JacobianPattern
+from .solvers.base import CSCFactory
 from ._parallel import BLAS_PIN, Runner, tag_exception
 from ._validation import as_vector
 from .cones.projection import ConeJacobian

@@ -15,6 +15,11 @@ UNSIGNED_INDEX = np.uint64
 _U = UNSIGNED_INDEX
 
 
+def column_indices(indptr: np.ndarray) -> np.ndarray:
+    """Column index (int64) of each stored entry of a CSC matrix."""
+    return np.repeat(np.arange(indptr.size - 1, dtype=np.int64), np.diff(indptr))
+
+
 @numba.njit(nogil=True, cache=True)
 def _transpose_arrays(rows, indptr, indices, data):
     """CSC arrays (int32 indices) of the transpose of a ``rows × n`` CSC matrix; the

@@ -81,10 +81,11 @@ def as_csc(matrix, name: str, shape: tuple[int, int] | None = None) -> sp.csc_ma
     ValueError
         If it is not 2-D, has the wrong shape, or holds NaN or Inf.
     """
-    if sp.issparse(matrix):
-        out = _canonical_copy(matrix)
-        if out is None:
-            out = sp.csc_matrix(matrix, dtype=np.float64, copy=True)
+    fast = _canonical_copy(matrix) if sp.issparse(matrix) else None  # canonical, finite
+    if fast is not None:
+        out = fast
+    elif sp.issparse(matrix):
+        out = sp.csc_matrix(matrix, dtype=np.float64, copy=True)
     else:
         arr = np.asarray(matrix, dtype=np.float64)
         if arr.ndim != 2:
@@ -92,6 +93,8 @@ def as_csc(matrix, name: str, shape: tuple[int, int] | None = None) -> sp.csc_ma
         out = sp.csc_matrix(arr)
     if shape is not None and out.shape != shape:
         raise ValueError(f"{name} has shape {out.shape}, expected {shape}")
+    if fast is not None:
+        return out
     if not all_finite(out.data):
         raise ValueError(f"{name} contains NaN or Inf")
     if not out.has_canonical_format:

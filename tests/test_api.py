@@ -256,7 +256,7 @@ def test_matrix_reading_matches_scipy_on_every_kind_of_input():
     """The compiled fast path for canonical float64 CSC input and SciPy's conversion
     give the same matrix; inputs off the fast path (unsorted, duplicates, other formats
     and dtypes, malformed arrays) take SciPy's path; nothing is shared or mutated."""
-    from diffqcp_np._validation import _canonical_and_finite, as_csc
+    from diffqcp_np._validation import _canonical_and_finite, _canonical_copy, as_csc
 
     rng = np.random.default_rng(12)
     for _ in range(40):
@@ -264,6 +264,7 @@ def test_matrix_reading_matches_scipy_on_every_kind_of_input():
         M = sp.random(rows, cols, density=rng.uniform(0, 0.6), random_state=rng, format="csc")
         M.data[rng.random(M.nnz) < 0.2] = 0.0  # explicit zeros stay stored
         variants = [M, M.tocsr(), sp.csc_array(M), M.astype(np.float32)]
+        assert _canonical_copy(M) is not None  # the canonical float64 CSC takes the fast path
         if M.nnz >= 2:
             unsorted = M.copy()
             unsorted.indices = unsorted.indices[::-1].copy()  # rows out of order

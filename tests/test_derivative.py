@@ -308,7 +308,7 @@ def test_full_P_is_symmetrised_against_a_dense_average(case):
 def test_symmetry_defect_matches_a_dense_check():
     """The one-pass symmetry check against a dense comparison of patterns and values, on
     random small matrices (symmetric, nearly symmetric, lone entries at either end of a
-    column)."""
+    column), and its mirror positions against a lookup of the stored entries."""
     from diffqcp_np.derivative.patterns import _symmetry_defect
 
     rng = np.random.default_rng(1)
@@ -329,7 +329,12 @@ def test_symmetry_defect_matches_a_dense_check():
         A = sp.csc_matrix((M[rows, cols], (rows, cols)), shape=(n, n))
         A.sort_indices()
         expected = -1.0 if (stored != stored.T).any() else float(np.abs(M - M.T).max())
-        assert _symmetry_defect(A.indptr, A.indices, A.data) == expected
+        defect, mirror = _symmetry_defect(A.indptr, A.indices, A.data)
+        assert defect == expected
+        if defect >= 0:  # each entry's mirror: the stored (j, i) of a dense lookup
+            cols = np.repeat(np.arange(n), np.diff(A.indptr))
+            position = {(r, c): p for p, (r, c) in enumerate(zip(A.indices, cols))}
+            assert [position[(c, r)] for r, c in zip(A.indices, cols)] == list(mirror)
 
 
 def test_perturbation_values_and_products_on_the_pattern_match_dense_algebra():

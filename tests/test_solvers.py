@@ -350,9 +350,10 @@ def test_batch_solver_equals_solve_cone_program(solver, name):
     batch = BatchSolver(solver, prob.cones, patterns, **ACCURATE[solver])
     want = solve_cone_program(prob.A, prob.b, prob.c, prob.cones, P=prob.P, solve_method=solver,
                               **ACCURATE[solver])
+    values = (prob.A.data, prob.b, prob.c, None if upper is None else upper.data)
+    batch.solve(*values)  # prepared: the pickle must drop what was prepared
     for solver_object in (batch, pickle.loads(pickle.dumps(batch))):
-        got = solver_object.solve(prob.A.data, prob.b, prob.c,
-                                  None if upper is None else upper.data)
+        got = solver_object.solve(*values)
         assert got.status == want.status
         for g, w in zip((got.x, got.y, got.s), (want.x, want.y, want.s)):
             np.testing.assert_array_equal(g, w)

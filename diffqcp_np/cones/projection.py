@@ -113,6 +113,16 @@ def _three_by_three_jacobians(x: np.ndarray, spec: ConeSpec, dual: bool) -> np.n
     ], axis=0)
 
 
+def block_coordinates(count: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns, from the first block's first row on, of the entries of ``count``
+    consecutive dense ``size × size`` diagonal blocks, in the order of ``blocks.ravel()``
+    for a C-ordered ``(count, size, size)`` stack."""
+    base = np.arange(count)[:, None, None] * size
+    rows = np.broadcast_to(base + np.arange(size)[None, :, None], (count, size, size))
+    cols = np.broadcast_to(base + np.arange(size)[None, None, :], (count, size, size))
+    return rows.ravel(), cols.ravel()
+
+
 class ConeJacobian:
     """Jacobian ``DΠ_K(v)`` (or ``DΠ_{K*}(v)``) of the projection onto a product of cones.
 
@@ -188,23 +198,19 @@ class ConeJacobian:
         add(idx, idx, self.diagonal_part[start:], 0)
         add(*soc.soc_jacobian_triplets(self._soc_offsets, *self._soc), sl["q"].start)
         if with_psd:
-            for offset, block in self._psd_blocks():
-                d = block.shape[0]
-                add(np.tile(np.arange(d), d), np.repeat(np.arange(d), d),
-                    block.ravel(order="F"), offset)
-        k = self._small.shape[0]
-        base = np.arange(k)[:, None, None] * 3
-        r = np.broadcast_to(base + np.arange(3)[None, :, None], (k, 3, 3))
-        c = np.broadcast_to(base + np.arange(3)[None, None, :], (k, 3, 3))
-        add(r.ravel(), c.ravel(), self._small.ravel(), self._small_start)
+            for offset, block in self.psd_blocks():
+                add(*block_coordinates(1, block.shape[0]), block.ravel(), offset)
+        add(*block_coordinates(self._small.shape[0], 3), self._small.ravel(),
+            self._small_start)
         return np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
 
-    def _psd_blocks(self):
-        """``(first row, dense block)`` of each PSD block."""
+    def psd_blocks(self, *spectral_maps):
+        """``(first row, dense block)`` of each PSD block; with ``spectral_maps`` the
+        blocks are tuples of matrix functions (see :meth:`PSDJacobian.dense_blocks`)."""
         offset = self._slices["s"].start
-        for block in self._psd.dense_blocks():
+        for block in self._psd.dense_blocks(*spectral_maps):
             yield offset, block
-            offset += block.shape[0]
+            offset += (block[0] if spectral_maps else block).shape[0]
 
     def to_sparse(self) -> sp.csc_matrix:
         """The Jacobian as a sparse block-diagonal CSC matrix (exact blocks)."""
@@ -220,7 +226,7 @@ class ConeJacobian:
         out = np.zeros((m, m))
         rows, cols, vals = self._triplets(False)
         out[rows, cols] = vals
-        for offset, block in self._psd_blocks():
+        for offset, block in self.psd_blocks():
             d = block.shape[0]
             out[offset:offset + d, offset:offset + d] = block
         return out

@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from .._sparse import CSCArrays
 from ._soc_numba import SOC_BOUNDARY, soc_reduced_triplets
-from .projection import ConeJacobian
+from .projection import ConeJacobian, block_coordinates
 
 #: Boundary SOC blocks of larger dimension than this are lifted instead of densified.
 LIFT_SOC_ABOVE = 32
@@ -155,8 +155,7 @@ def reduced_parts(jac: ConeJacobian, lift_above: int = LIFT_SOC_ABOVE) -> Reduce
     spec, sl = jac.spec, jac._slices
     m = jac.shape[0]
     diagonal = jac.diagonal_part
-    is_null = (diagonal == 0.0).astype(float)
-    diagonal_e = diagonal * (1.0 - diagonal) + is_null
+    is_null, diagonal_e = _null_weights(diagonal), _e_weights(diagonal)
     no_lift = LiftedSOC(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0),
                         np.zeros(m), m)
     if diagonal.size == m:  # zero and orthant cones only: diagonal matrices
@@ -186,22 +185,16 @@ def reduced_parts(jac: ConeJacobian, lift_above: int = LIFT_SOC_ABOVE) -> Reduce
     lifted = LiftedSOC(offsets[:-1][lift] + sl["q"].start, offsets[1:][lift] + sl["q"].start,
                        ratios[lift].copy(), lifted_units, m)
 
-    offset = sl["s"].start
-    for d_block, e_block, n_block in jac._psd.dense_blocks(None, _e_weights, _null_weights):
-        k = d_block.shape[0]
-        r, c = np.tile(np.arange(k), k), np.repeat(np.arange(k), k)
-        add(r, c, d_block.ravel(order="F"), e_block.ravel(order="F"),
-            n_block.ravel(order="F"), offset)
-        offset += k
+    for offset, (d_block, e_block, n_block) in jac.psd_blocks(None, _e_weights,
+                                                                _null_weights):
+        add(*block_coordinates(1, d_block.shape[0]), d_block.ravel(), e_block.ravel(),
+            n_block.ravel(), offset)
 
     small = jac._small
     if small.shape[0]:
         E, N = _spectral_blocks(small)
-        k = small.shape[0]
-        base = np.arange(k)[:, None, None] * 3
-        r = np.broadcast_to(base + np.arange(3)[None, :, None], (k, 3, 3))
-        c = np.broadcast_to(base + np.arange(3)[None, None, :], (k, 3, 3))
-        add(r.ravel(), c.ravel(), small.ravel(), E.ravel(), N.ravel(), jac._small_start)
+        add(*block_coordinates(small.shape[0], 3), small.ravel(), E.ravel(), N.ravel(),
+            jac._small_start)
 
     # The blocks are disjoint: one conversion to CSC orders the entries of all three.
     numbered = sp.csc_matrix((np.arange(1.0, sum(r.size for r in rows) + 1),

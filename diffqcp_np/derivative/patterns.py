@@ -23,6 +23,7 @@ import scipy.sparse as sp
 
 from .._fast_checks import all_finite
 from .._sparse import UNSIGNED_INDEX as _U
+from .._sparse import column_indices
 from .._validation import as_csc
 
 
@@ -64,34 +65,20 @@ def _triangles_stored(indptr, indices):
     return lower, upper
 
 
-@numba.njit(nogil=True, cache=True)
-def _transpose_positions(indptr, indices):
-    """For each stored entry ``(i, j)`` of a canonical CSC matrix, the position of the
-    stored ``(j, i)``, or −1 if there is none."""
-    out = np.empty(indices.shape[0], dtype=np.int64)
-    for j in range(indptr.shape[0] - 1):
-        for p in range(indptr[j], indptr[j + 1]):
-            out[p] = _find(indptr, indices, indices[p], j)
-    return out
-
-
-@numba.njit(nogil=True, cache=True)
-def _find(indptr, indices, column, row):
-    """Position of the stored ``(row, column)`` of a canonical CSC matrix, or −1."""
-    lo, hi = indptr[column], indptr[column + 1]
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if indices[mid] < row:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo if lo < indptr[column + 1] and indices[lo] == row else -1
+def storage_of(P: sp.csc_matrix) -> str | None:
+    """P's storage convention from its pattern: ``"full"`` when it stores entries on both
+    sides of the diagonal, ``"upper"`` when none below it, None when only below it."""
+    lower, upper = _triangles_stored(P.indptr, P.indices)
+    if lower:
+        return "full" if upper else None
+    return "upper"
 
 
 @numba.njit(nogil=True, cache=True)
 def _symmetry_defect(indptr, indices, data):
-    """``max |P_ij − P_ji|`` over the stored entries of a canonical CSC matrix, or −1 if
-    some stored ``(i, j)`` has no stored ``(j, i)``.
+    """``max |P_ij − P_ji|`` over the stored entries of a canonical CSC matrix (−1 if
+    some stored ``(i, j)`` has no stored ``(j, i)``), and the position of each entry's
+    mirror ``(j, i)`` (valid only for a symmetric pattern).
 
     One pass: columns are visited in order, so when the pattern is symmetric the mirror of
     each entry of column ``j`` is the next entry not yet matched in its column
@@ -101,16 +88,18 @@ def _symmetry_defect(indptr, indices, data):
     cursor = np.empty(n, dtype=np.int64)
     for j in range(n):
         cursor[j] = indptr[j]
+    mirror = np.empty(indices.shape[0], dtype=np.int64)
     defect = 0.0
     for j in range(n):
         for p in range(indptr[j], indptr[j + 1]):
             i = indices[p]
             q = cursor[i]
             if q >= indptr[i + 1] or indices[q] != j:
-                return -1.0
+                return -1.0, mirror
             cursor[i] = q + 1
+            mirror[p] = q
             defect = max(defect, abs(data[p] - data[q]))
-    return defect
+    return defect, mirror
 
 
 @numba.njit(nogil=True, cache=True)
@@ -123,11 +112,6 @@ def _equal_patterns(indptr, indices, other_indptr, other_indices):
         if indices[p] != other_indices[p]:
             return False
     return True
-
-
-def _column_indices(indptr: np.ndarray) -> np.ndarray:
-    """Column index (int64) of each stored entry of a CSC matrix."""
-    return np.repeat(np.arange(indptr.size - 1, dtype=np.int64), np.diff(indptr))
 
 
 class MatrixPattern:
@@ -156,7 +140,7 @@ class MatrixPattern:
     @cached_property
     def cols(self) -> np.ndarray:
         """Column index of each stored entry (int64)."""
-        return _column_indices(self.indptr)
+        return column_indices(self.indptr)
 
     @cached_property
     def _keys(self) -> np.ndarray:
@@ -198,7 +182,7 @@ class MatrixPattern:
         d.eliminate_zeros()
         pos = np.zeros(0, dtype=np.int64)
         if d.nnz:
-            d_cols = _column_indices(d.indptr)
+            d_cols = column_indices(d.indptr)
             key_d = d_cols * self.shape[0] + d.indices.astype(np.int64)
             pos = np.minimum(np.searchsorted(self._keys, key_d), max(self.nnz - 1, 0))
             outside = (self._keys[pos] != key_d) if self.nnz else np.ones(key_d.size, bool)
@@ -292,28 +276,25 @@ class QuadraticTerm:
             self.full = None
             return
         self.pattern = MatrixPattern(P, "P")
-        lower, upper = _triangles_stored(P.indptr, P.indices)
-        if lower and not upper:
+        self.storage = storage_of(P)
+        if self.storage is None:
             raise ValueError(
                 "P stores entries only below the diagonal: pass the full symmetric matrix "
                 "or its upper triangle"
             )
-        if lower:
-            self.storage = "full"
+        if self.storage == "full":
             self.full = self._symmetrized(P, sym_tol)
         else:
-            self.storage = "upper"
             self.full = self._expand_upper(P)
 
     @staticmethod
     def _symmetrized(P: sp.csc_matrix, sym_tol: float) -> sp.csc_matrix:
         """``(P + P')/2`` after checking that ``P`` is symmetric to ``sym_tol`` (relative);
         ``P`` itself when it is exactly symmetric."""
-        asym = _symmetry_defect(P.indptr, P.indices, P.data)
+        asym, mirror = _symmetry_defect(P.indptr, P.indices, P.data)
         if asym == 0.0:
             full = P
         elif asym > 0.0:  # symmetric pattern: average entry by entry, pattern kept
-            mirror = _transpose_positions(P.indptr, P.indices)
             full = sp.csc_matrix(((P.data + P.data[mirror]) * 0.5, P.indices.copy(),
                                   P.indptr.copy()), shape=P.shape)
         else:

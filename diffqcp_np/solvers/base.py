@@ -14,6 +14,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from .._sparse import column_indices
+
 OPTIMAL = "optimal"
 OPTIMAL_INACCURATE = "optimal_inaccurate"
 INFEASIBLE = "infeasible"
@@ -240,21 +242,22 @@ def upper_triangle(P: sp.csc_matrix) -> sp.csc_matrix:
     solvers), and otherwise drops the lower entries by masking the index arrays, which
     avoids ``scipy.sparse.triu``'s COO round trip (it dominated small batched solves).
     """
-    cols = np.repeat(np.arange(P.shape[1]), np.diff(P.indptr))
-    keep = P.indices <= cols
+    keep = P.indices <= column_indices(P.indptr)
     if keep.all():
         return P
-    counts = np.bincount(cols[keep], minlength=P.shape[1])
-    indptr = np.concatenate(([0], np.cumsum(counts))).astype(P.indptr.dtype)
-    return sp.csc_matrix((P.data[keep], P.indices[keep], indptr), shape=P.shape)
+    return sp.csc_matrix(_kept_entries(P.data, P.indices, P.indptr, keep), shape=P.shape)
 
 
 def drop_zeros(data: np.ndarray, indices: np.ndarray,
                indptr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The CSC arrays without the explicit zeros (as ``eliminate_zeros`` leaves them)."""
-    keep = data != 0.0
-    cols = np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
-    counts = np.bincount(cols[keep], minlength=indptr.size - 1)
+    return _kept_entries(data, indices, indptr, data != 0.0)
+
+
+def _kept_entries(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray,
+                  keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The CSC arrays ``(data, indices, indptr)`` of the stored entries where ``keep``."""
+    counts = np.bincount(column_indices(indptr)[keep], minlength=indptr.size - 1)
     new_indptr = np.concatenate(([0], np.cumsum(counts))).astype(indptr.dtype)
     return data[keep], indices[keep], new_indptr
 
