@@ -21,6 +21,20 @@ def column_indices(indptr: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(nogil=True, cache=True)
+def equal_patterns(indptr, indices, other_indptr, other_indices):
+    """Whether two CSC patterns (index arrays of any integer types) are the same."""
+    if indptr.shape[0] != other_indptr.shape[0] or indices.shape[0] != other_indices.shape[0]:
+        return False
+    for j in range(indptr.shape[0]):
+        if indptr[j] != other_indptr[j]:
+            return False
+    for p in range(indices.shape[0]):
+        if indices[p] != other_indices[p]:
+            return False
+    return True
+
+
+@numba.njit(nogil=True, cache=True)
 def _transpose_arrays(rows, indptr, indices, data):
     """CSC arrays (int32 indices) of the transpose of a ``rows × n`` CSC matrix; the
     rows of each column come out sorted."""

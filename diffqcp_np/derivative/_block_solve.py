@@ -55,8 +55,9 @@ def block_refined_solve(Lp, Li, Lx, Dinv, perm, dense_from, Mp, Mi, Mx, Ap, Ai, 
     rhs[:n] = r[:n]
     work = np.zeros(m)
     if transpose:  # M [z₁; u] = [r₁ + A'Π₀r₂; (r₂ − Π₀r₂)[kept]]
-        add_csc_product(Np, Ni, Nx, r2, work, 1.0)
-        add_csc_transpose_product(Ap, Ai, Ax, work, rhs[:n], 1.0)
+        if Nx.shape[0]:  # D has a null space
+            add_csc_product(Np, Ni, Nx, r2, work, 1.0)
+            add_csc_transpose_product(Ap, Ai, Ax, work, rhs[:n], 1.0)
         for t in range(size):
             rhs[n + t] = r2[kept[t]] - work[kept[t]]
     else:  # M [dx; t] = [r₁; −(D r₂)[kept]]
@@ -74,10 +75,11 @@ def block_refined_solve(Lp, Li, Lx, Dinv, perm, dense_from, Mp, Mi, Mx, Ap, Ai, 
         z[n:] = work
         add_csc_product(Dp, Di, Dx, expanded, z[n:], -1.0)
     else:  # dv = t + Π₀(r₂ + A dx)
-        carried = r2.copy()
-        add_csc_product(Ap, Ai, Ax, sol[:n], carried, 1.0)
         z[n:] = expanded
-        add_csc_product(Np, Ni, Nx, carried, z[n:], 1.0)
+        if Nx.shape[0]:  # D has a null space
+            carried = r2.copy()
+            add_csc_product(Ap, Ai, Ax, sol[:n], carried, 1.0)
+            add_csc_product(Np, Ni, Nx, carried, z[n:], 1.0)
     return z, residual
 
 

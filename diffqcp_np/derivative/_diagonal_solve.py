@@ -80,7 +80,8 @@ def diagonal_refined_solve(Lp, Li, Lx, Dinv, perm, dense_from, Mp, Mi, Mx, Ap, A
             i = kept[t]
             z[n + i] -= d[i] * sol[n + t]
     else:  # dv = t + Π₀(r₂ + A dx)
-        add_csc_product(Ap, Ai, Ax, sol[:n], null_part, 1.0)
+        if size < m:  # some rows in D's null space
+            add_csc_product(Ap, Ai, Ax, sol[:n], null_part, 1.0)
         for i in range(m):
             z[n + i] = r[n + i] + null_part[i] if d[i] == 0.0 else 0.0
         for t in range(size):

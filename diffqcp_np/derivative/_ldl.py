@@ -24,7 +24,7 @@ import numba
 import numpy as np
 
 from .._sparse import UNSIGNED_INDEX as _U
-from .._sparse import CSCLike
+from .._sparse import CSCLike, equal_patterns
 from ._amd import amd_order
 from ._dense_block import dense_ldl
 from ._reduced_kernels import symmetric_residual
@@ -461,7 +461,7 @@ class SymbolicCache:
                 return None
             self._entries.move_to_end(key)
         indptr, indices, value = entry
-        if np.array_equal(indptr, upper.indptr) and np.array_equal(indices, upper.indices):
+        if equal_patterns(indptr, indices, upper.indptr, upper.indices):
             return value
         return None
 

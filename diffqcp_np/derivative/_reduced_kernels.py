@@ -177,12 +177,16 @@ def assemble_upper(n, P_indptr, P_indices, P_data, AT_indptr, AT_indices, AT_dat
     marker[:] = -1
     for t in range(k):
         column = kept[t]
-        count = _coupling_rows(AT_indptr, AT_indices, D_indptr, D_indices, column,
-                               marker, t, rows)
+        count = 0  # the rows of (A'D)[:, column] as _coupling_rows finds them, summed
         for p in range(D_indptr[column], D_indptr[column + 1]):
             i, d = D_indices[p], D_data[p]
             for q in range(AT_indptr[i], AT_indptr[i + 1]):
-                work[AT_indices[q]] += AT_data[q] * d
+                row = AT_indices[q]
+                if marker[row] != t:
+                    marker[row] = t
+                    rows[count] = row
+                    count += 1
+                work[row] += AT_data[q] * d
         out = indptr[n + t]
         ordered = True
         for c in range(count):

@@ -119,15 +119,18 @@ class KKTSolver:
         """A least-squares answer where K is singular (LSMR on the operator)."""
         return _least_squares(self.operator.T if transpose else self.operator, r)
 
+    def _least_squares_answer(self, r: np.ndarray,
+                              transpose: bool) -> tuple[np.ndarray, float]:
+        """:meth:`_least_squares` and its relative residual."""
+        z = self._least_squares(r, transpose)
+        return z, self._relative_residual(z, r, transpose)
+
     def _checked(self, r: np.ndarray, transpose: bool) -> np.ndarray:
         if not any_nonzero(r):
             self.last_residual = 0.0
             return np.zeros_like(r)
-        if self.singular:
-            z = self._least_squares(r, transpose)
-            self.last_residual = self._relative_residual(z, r, transpose)
-        else:
-            z, self.last_residual = self._solve(r, transpose)
+        solve = self._least_squares_answer if self.singular else self._solve
+        z, self.last_residual = solve(r, transpose)
         return z
 
     def _solve(self, r: np.ndarray, transpose: bool) -> tuple[np.ndarray, float]:
@@ -235,10 +238,8 @@ class ReducedDirectSolver(KKTSolver):
                 return z, residual
             self._switch_to_lu()
         if self.singular:
-            z = self._least_squares(r, transpose)
-            return z, self._relative_residual(z, r, transpose)
+            return self._least_squares_answer(r, transpose)
         return self._fallback._solve(r, transpose)
-
 
     def _reduced_solve(self, r: np.ndarray, transpose: bool) -> tuple[np.ndarray, float]:
         """Refined solve through M: refined on M itself where the reduction is exact

@@ -23,7 +23,7 @@ import scipy.sparse as sp
 
 from .._fast_checks import all_finite
 from .._sparse import UNSIGNED_INDEX as _U
-from .._sparse import column_indices
+from .._sparse import column_indices, equal_patterns
 from .._validation import as_csc
 
 
@@ -100,18 +100,6 @@ def _symmetry_defect(indptr, indices, data):
             mirror[p] = q
             defect = max(defect, abs(data[p] - data[q]))
     return defect, mirror
-
-
-@numba.njit(nogil=True, cache=True)
-def _equal_patterns(indptr, indices, other_indptr, other_indices):
-    """Whether two CSC patterns with equal shapes and entry counts are the same."""
-    for j in range(indptr.shape[0]):
-        if indptr[j] != other_indptr[j]:
-            return False
-    for p in range(indices.shape[0]):
-        if indices[p] != other_indices[p]:
-            return False
-    return True
 
 
 class MatrixPattern:
@@ -199,9 +187,8 @@ class MatrixPattern:
     def _same_pattern(self, d) -> bool:
         """Whether ``d`` is a float64 CSC matrix storing exactly this pattern."""
         return (sp.issparse(d) and d.format == "csc" and d.dtype == np.float64
-                and d.shape == self.shape and d.indices.size == self.nnz
-                and d.indptr.size == self.indptr.size
-                and _equal_patterns(d.indptr, d.indices, self.indptr, self.indices))
+                and d.shape == self.shape
+                and equal_patterns(d.indptr, d.indices, self.indptr, self.indices))
 
     def perturbation_values(self, d, argname: str) -> np.ndarray:
         """The values of a perturbation ``d`` at this pattern's stored entries (zero where

@@ -161,20 +161,26 @@ class ReducedSystem:
         self._upper = upper = self._upper_matrix()
         self._scale = None
         largest = max(1.0, float(np.abs(upper.data).max())) if upper.data.size else 1.0
+        factor, self.regularization = self._first_factor(upper.data, largest)
+        if factor is None:
+            raise FactorizationError(
+                "zero pivot in the reduced system at every regularisation")
+        return factor
+
+    def _first_factor(self, values: np.ndarray,
+                      largest: float) -> tuple[LDLFactor | None, float]:
+        """LDLᵀ of M's pattern with ``values`` regularised by ``±δ`` (``+`` on the first n
+        diagonal entries), ``δ = REGULARIZATIONS[i] · largest`` for the first ``i`` that
+        meets no zero pivot; ``(None, 0)`` if every one does."""
+        upper = self._upper
         for regularization in REGULARIZATIONS:
-            self.regularization = regularization * largest
+            delta = regularization * largest
             try:
-                return self._regularized_factor(upper.data, self.regularization)
+                return factorize(CSCArrays(upper.indptr, upper.indices, shifted_diagonal(
+                    upper.indptr, values, self.n, delta))), delta
             except ZeroPivotError:
                 continue
-        raise FactorizationError("zero pivot in the reduced system at every regularisation")
-
-    def _regularized_factor(self, values: np.ndarray, delta: float) -> LDLFactor:
-        """LDLᵀ of M's pattern with ``values``, ``+δ`` on the first n diagonal entries and
-        ``−δ`` on the rest."""
-        upper = self._upper
-        return factorize(CSCArrays(upper.indptr, upper.indices,
-                                   shifted_diagonal(upper.indptr, values, self.n, delta)))
+        return None, 0.0
 
     def equilibrate(self) -> bool:
         """Factor M again with a symmetric diagonal scaling ``S M S`` (one pass of Ruiz's
@@ -190,21 +196,18 @@ class ReducedSystem:
         """
         upper = self._upper
         scale = equilibrating_scale(upper.indptr, upper.indices, upper.data)
-        values = scaled_values(upper.indptr, upper.indices, upper.data, scale)
-        for regularization in REGULARIZATIONS:
-            try:
-                factor = self._regularized_factor(values, regularization)
-            except ZeroPivotError:
-                continue
-            factor.unscale(scale)
-            previous = self._ldl, self._scale, self.regularization, self._woodbury
-            self._ldl, self._scale, self.regularization = factor, scale, regularization
-            if self.parts.lifted.count:
-                self._woodbury = self._woodbury_terms()
-            if not self.nearly_singular():
-                return True
-            self._ldl, self._scale, self.regularization, self._woodbury = previous
+        factor, delta = self._first_factor(
+            scaled_values(upper.indptr, upper.indices, upper.data, scale), 1.0)
+        if factor is None:
             return False
+        factor.unscale(scale)
+        previous = self._ldl, self._scale, self.regularization, self._woodbury
+        self._ldl, self._scale, self.regularization = factor, scale, delta
+        if self.parts.lifted.count:
+            self._woodbury = self._woodbury_terms()
+        if not self.nearly_singular():
+            return True
+        self._ldl, self._scale, self.regularization, self._woodbury = previous
         return False
 
     def _woodbury_terms(self) -> tuple[sp.csc_matrix, sp.csr_matrix, np.ndarray, tuple]:
@@ -263,7 +266,7 @@ class ReducedSystem:
         sol, residual = self.refined_solve_symmetric(rhs, max_steps, tol)
         return self.recover(sol, carried, transpose), residual
 
-    def nearly_singular(self, seed: int = 0) -> bool:
+    def nearly_singular(self) -> bool:
         """Whether M is singular up to its regularisation.
 
         One step of inverse iteration from a pseudo-random unit vector: a singular M answers
@@ -272,7 +275,7 @@ class ReducedSystem:
         then tries :meth:`equilibrate`, and decides with a pivoting LU of K if it is
         still flagged). After :meth:`equilibrate` the test runs on the scaled ``S M S``.
         """
-        probe = probe_vector(self.n + self.kept.size, seed)
+        probe = probe_vector(self.n + self.kept.size, 0)
         if self._scale is None:
             growth = vector_norm(self.solve_symmetric(probe))
         else:  # (S M S)⁻¹ p = S⁻¹ M⁻¹ S⁻¹ p
