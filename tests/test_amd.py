@@ -3,6 +3,8 @@ from QDLDL), dense rows last, input handling."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import qdldl
@@ -15,12 +17,10 @@ from diffqcp_np.derivative._ldl import LDLSymbolic
 # Corpus: canonical upper triangles (diagonal stored unless said otherwise).
 
 
-def _upper(M: sp.spmatrix, diagonal: bool = True) -> sp.csc_matrix:
-    """Canonical upper triangle of the pattern of ``M + M'`` (plus the diagonal)."""
+def _upper(M: sp.spmatrix) -> sp.csc_matrix:
+    """Canonical upper triangle of the pattern of ``M + M'`` plus the diagonal."""
     M = sp.csc_matrix(M, dtype=float)
-    S = abs(M) + abs(M.T)
-    if diagonal:
-        S = S + sp.identity(M.shape[0])
+    S = abs(M) + abs(M.T) + sp.identity(M.shape[0])
     upper = sp.triu(S, format="csc")
     upper.sum_duplicates()
     upper.sort_indices()
@@ -103,13 +103,9 @@ CORPUS = {
     "single": lambda: _upper(sp.csc_matrix((1, 1))),
 }
 
-_cache: dict[str, sp.csc_matrix] = {}
-
-
+@functools.cache
 def _matrix(name: str) -> sp.csc_matrix:
-    if name not in _cache:
-        _cache[name] = CORPUS[name]()
-    return _cache[name]
+    return CORPUS[name]()
 
 
 def _order(upper: sp.csc_matrix, **kwargs) -> np.ndarray:
@@ -126,7 +122,7 @@ def _suitesparse_amd(upper: sp.csc_matrix) -> np.ndarray:
     n = upper.shape[0]
     values = sp.triu(upper, 1, format="csc")
     values.data[:] = 1.0
-    dominant = _upper(values, diagonal=False) + (n + 1.0) * sp.identity(n, format="csc")
+    dominant = values + (n + 1.0) * sp.identity(n, format="csc")
     return np.asarray(qdldl.Solver(sp.csc_matrix(dominant), upper=True).factors()[2])
 
 
@@ -267,9 +263,12 @@ def test_small_and_degenerate_matrices():
     assert empty.dtype == np.int64 and empty.shape == (0,)
     np.testing.assert_array_equal(amd_order(1, np.array([0, 0]), np.array([], dtype=int)), [0])
     np.testing.assert_array_equal(amd_order(1, np.array([0, 1]), np.array([0])), [0])
+    # fill is the same in every order here: these check that the orderings are valid
     full = _matrix("full")
+    _assert_permutation(_order(full), 12)
     assert _nnz_L(full, _order(full)) == 12 * 11 // 2
     diagonal = _matrix("diagonal")
+    _assert_permutation(_order(diagonal), 50)
     assert _nnz_L(diagonal, _order(diagonal)) == 0
     # Only dense rows: every row of a 20 × 20 full matrix is dense for dense_factor 0.
     full20 = _upper(np.ones((20, 20)))

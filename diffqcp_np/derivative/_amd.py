@@ -289,11 +289,39 @@ def _eliminate(iw, start, size, degree, state, used, ndense, aggressive):
         # ---- the new element Lme: union of me's elements and variables ---------------
         degme = 0
         ne_me = nelem[me]
+        pme = start[me]
         if ne_me == 0:
             # Only variables: build the element in place.
-            lo = start[me]
-            pn = lo
-            for p in range(lo, lo + size[me]):
+            lo = pme
+        else:
+            bound = size[me] - ne_me
+            for p in range(pme, pme + ne_me):
+                e = iw[_ix(p)]
+                if state[_ix(e)] == _ELEMENT:
+                    bound += size[_ix(e)]
+            if bound > nprincipal:
+                bound = nprincipal
+            if used + bound > iw.shape[0]:
+                used = _compact(iw, start, size, state, used)
+                if used + bound > iw.shape[0]:
+                    grown = np.empty(max(2 * iw.shape[0], used + bound + n), dtype=np.int64)
+                    grown[:used] = iw[:used]
+                    iw = grown
+                pme = start[me]
+            lo = used
+        pn = lo
+        for k in range(ne_me + 1):
+            if k < ne_me:
+                e = iw[pme + k]
+                if state[_ix(e)] != _ELEMENT:
+                    continue
+                first = start[_ix(e)]
+                last = first + size[_ix(e)]
+            else:
+                e = me
+                first = pme + ne_me
+                last = pme + size[me]
+            for p in range(first, last):
                 j = iw[_ix(p)]
                 wj = weight[_ix(j)]
                 if wj > 0:
@@ -309,59 +337,15 @@ def _eliminate(iw, start, size, degree, state, used, ndense, aggressive):
                         after[a] = b
                     else:
                         bucket[degree[_ix(j)]] = b
-            size[me] = pn - lo
-        else:
-            bound = size[me] - ne_me
-            for p in range(start[me], start[me] + ne_me):
-                e = iw[_ix(p)]
-                if state[_ix(e)] == _ELEMENT:
-                    bound += size[_ix(e)]
-            if bound > nprincipal:
-                bound = nprincipal
-            if used + bound > iw.shape[0]:
-                used = _compact(iw, start, size, state, used)
-                if used + bound > iw.shape[0]:
-                    grown = np.empty(max(2 * iw.shape[0], used + bound + n), dtype=np.int64)
-                    grown[:used] = iw[:used]
-                    iw = grown
-            lo = used
-            pn = lo
-            pme = start[me]
-            for k in range(ne_me + 1):
-                if k < ne_me:
-                    e = iw[pme + k]
-                    if state[_ix(e)] != _ELEMENT:
-                        continue
-                    first = start[_ix(e)]
-                    last = first + size[_ix(e)]
-                else:
-                    e = me
-                    first = pme + ne_me
-                    last = pme + size[me]
-                for p in range(first, last):
-                    j = iw[_ix(p)]
-                    wj = weight[_ix(j)]
-                    if wj > 0:
-                        degme += wj
-                        weight[_ix(j)] = -wj
-                        iw[_ix(pn)] = j
-                        pn += 1
-                        a = before[_ix(j)]
-                        b = after[_ix(j)]
-                        if b != -1:
-                            before[b] = a
-                        if a != -1:
-                            after[a] = b
-                        else:
-                            bucket[degree[_ix(j)]] = b
-                if e != me:
-                    state[_ix(e)] = _ABSORBED
-                    parent[_ix(e)] = me
-                    size[_ix(e)] = 0
-                    outside[_ix(e)] = -1
+            if e != me:
+                state[_ix(e)] = _ABSORBED
+                parent[_ix(e)] = me
+                size[_ix(e)] = 0
+                outside[_ix(e)] = -1
+        if ne_me != 0:
             used = pn
-            start[me] = lo
-            size[me] = pn - lo
+        start[me] = lo
+        size[me] = pn - lo
         state[me] = _ELEMENT
         nelem[me] = 0
         hi = lo + size[me]
