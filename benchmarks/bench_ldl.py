@@ -28,7 +28,6 @@ import suite_problems as problems
 from _common import RESULTS, median_time, write_result
 from diffqcp_np._sparse import CSCArrays
 from diffqcp_np.derivative._ldl import SYMBOLIC_CACHE, LDLFactor, factorize
-from diffqcp_np.derivative._reduced_kernels import shifted_diagonal
 from diffqcp_np.derivative.solution_map import SolutionDerivative
 from diffqcp_np._validation import check_problem
 
@@ -49,11 +48,7 @@ def regularised_M(problem) -> CSCArrays:
                                     P=problem.P, solve_method="Clarabel")
     data = check_problem(problem.A, problem.b, problem.c, problem.cone_dict, problem.P)
     derivative = SolutionDerivative(data, x, y, s, mode="direct", factorization="ldl")
-    reduced = derivative.solver._reduced
-    upper = reduced._upper
-    return CSCArrays(upper.indptr, upper.indices,
-                     shifted_diagonal(upper.indptr, upper.data, reduced.n,
-                                      reduced.regularization))
+    return derivative.solver._reduced.factored_matrix()
 
 
 def main() -> None:

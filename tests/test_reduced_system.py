@@ -413,5 +413,14 @@ def test_badly_scaled_rows_are_equilibrated_instead_of_handed_to_lu():
     P = sp.csc_matrix(1e4 * (F.T @ F / (2 * n) + 0.01 * np.eye(n)))
     A = sp.vstack([np.ones((1, n)), -sp.identity(n)], format="csc")
     sd = _ldl_derivative_at_random_point(A, P, cone_dict, rng)
-    assert not sd.solver.uses_fallback and sd.solver._reduced._scale is not None
+    reduced = sd.solver._reduced
+    assert not sd.solver.uses_fallback and reduced._scale is not None
     _assert_solves_match_dense_solves(sd, rng, 1e-10)
+    # the factored matrix is S M S regularised: its own factor solves M through S
+    from diffqcp_np.derivative._ldl import factorize
+
+    scaled = factorize(reduced.factored_matrix())
+    b = rng.standard_normal(reduced.n + reduced.kept.size)
+    scale = reduced._scale
+    np.testing.assert_allclose(reduced._ldl.solve(b), scale * scaled.solve(scale * b),
+                               rtol=1e-8)

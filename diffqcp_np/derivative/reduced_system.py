@@ -172,15 +172,28 @@ class ReducedSystem:
         """LDLᵀ of M's pattern with ``values`` regularised by ``±δ`` (``+`` on the first n
         diagonal entries), ``δ = REGULARIZATIONS[i] · largest`` for the first ``i`` that
         meets no zero pivot; ``(None, 0)`` if every one does."""
-        upper = self._upper
         for regularization in REGULARIZATIONS:
             delta = regularization * largest
             try:
-                return factorize(CSCArrays(upper.indptr, upper.indices, shifted_diagonal(
-                    upper.indptr, values, self.n, delta))), delta
+                return factorize(self._regularized(values, delta)), delta
             except ZeroPivotError:
                 continue
         return None, 0.0
+
+    def _regularized(self, values: np.ndarray, delta: float) -> CSCArrays:
+        """M's pattern with ``values``, ``+δ`` on the first n diagonal entries and ``−δ``
+        on the rest."""
+        upper = self._upper
+        return CSCArrays(upper.indptr, upper.indices,
+                         shifted_diagonal(upper.indptr, values, self.n, delta))
+
+    def factored_matrix(self) -> CSCArrays:
+        """The upper triangle that was factored: M regularised by ``±δ``, or ``S M S`` so
+        regularised after :meth:`equilibrate` (whose factor was then turned into M's)."""
+        upper = self._upper
+        values = (upper.data if self._scale is None
+                  else scaled_values(upper.indptr, upper.indices, upper.data, self._scale))
+        return self._regularized(values, self.regularization)
 
     def equilibrate(self) -> bool:
         """Factor M again with a symmetric diagonal scaling ``S M S`` (one pass of Ruiz's
