@@ -9,7 +9,7 @@ that release the GIL. A trailing block of L that fills almost completely (the Sc
 complement of large cone blocks, a dense P, many equality rows) is stored in full,
 factored by dense blocked LDLᵀ with BLAS-3 updates (:mod:`._dense_block`) and solved by
 contiguous, vectorised loops. With unsigned indices in their inner loops the kernels run
-1.2–2.3 times (solves) and 2.5–10 times (factorisations with a cached analysis) faster
+1.2–2.3 times (solves) and 2.5–8 times (factorisations with a cached analysis) faster
 than QDLDL through its Python binding, which also orders again on every factorisation,
 on the derivative systems of the benchmark suite (``benchmarks/bench_ldl.py``).
 """
