@@ -171,7 +171,9 @@ class BatchSolver:
 
     Nothing is checked or set up until the first :meth:`solve` (so that errors are
     raised, as for single solves, while solving a problem). It pickles without its
-    prepared state, which a worker process rebuilds on first use.
+    prepared state, which each unpickled copy (one per process task) rebuilds on first
+    use; threads sharing one solver may each prepare it once on their first calls at the
+    same time (harmless: the prepared states are equal).
 
     Parameters
     ----------
