@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diffqcp_np import cones
-from diffqcp_np.cones import ConeJacobian, as_cone_spec, dpi, dpi_matrix, parse_cone_dict, pi
+from diffqcp_np.cones import (ConeJacobian, ConeSpec, as_cone_spec, dpi, dpi_matrix,
+                              parse_cone_dict, pi)
 
 ALL_CONES = {"z": 2, "l": 3, "q": [3, 1, 5], "s": [1, 2, 3], "ep": 2, "ed": 2,
              "p": [0.3, -0.7, 0.5]}
@@ -52,6 +53,21 @@ def test_spec_sizes_and_empty_cvxpy_keys():
 def test_bad_cone_dicts(bad, match):
     with pytest.raises(ValueError, match=match):
         as_cone_spec(bad)
+
+
+def test_equal_cone_dicts_share_one_validated_spec():
+    first = as_cone_spec({"l": 2, "q": [3, 4], "p": [0.5, -0.25]})
+    again = as_cone_spec({"l": 2, "q": (3, 4), "p": [0.5, -0.25]})
+    assert again is first  # validated and laid out once
+    assert as_cone_spec([("l", 2), ("q", [3, 4]), ("p", [0.5, -0.25])]) is first
+    assert first == ConeSpec(nonneg=2, soc=(3, 4), power=(0.5, -0.25))
+    # values equal to a cached one but of another type are still checked
+    for bad in ({"l": 2.0}, {"l": True, "q": [3, 4]}, {"q": [3, 4.0]}, {"p": [True]}):
+        with pytest.raises(ValueError):
+            as_cone_spec(bad)
+    # numpy sizes (not cached) give the same spec
+    assert as_cone_spec({"l": np.int64(2), "q": np.array([3, 4]),
+                         "p": np.array([0.5, -0.25])}) == first
 
 
 def test_vector_length_must_match():

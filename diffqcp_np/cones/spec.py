@@ -9,7 +9,7 @@ internally by projections, Jacobians and solvers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from numbers import Integral, Real
 from typing import Any, Mapping, Sequence, Union
 
@@ -212,6 +212,53 @@ def as_cone_spec(cones: ConeLike) -> ConeSpec:
     """
     if isinstance(cones, ConeSpec):
         return cones
+    key = _cache_key(cones)
+    if key is not None:
+        return _cached_spec(key)
+    return _parse(cones)
+
+
+#: Scalar types whose values :func:`as_cone_spec` caches on: the type is part of the key
+#: (``True == 1 == 1.0`` hash alike but are not the same size).
+_KEY_SCALARS = (int, float, str)
+
+
+def _cache_key(cones: ConeLike) -> tuple | None:
+    """A hashable form of a cone dictionary (or list of pairs) holding only plain ints,
+    floats and lists or tuples of them, or None for anything else (parsed uncached)."""
+    if isinstance(cones, dict):
+        items = cones.items()
+    elif isinstance(cones, (list, tuple)):
+        items = cones
+    else:
+        return None
+    key = []
+    for item in items:
+        if type(item) is not tuple or len(item) != 2 or type(item[0]) is not str:
+            return None
+        name, value = item
+        if type(value) in _KEY_SCALARS:
+            key.append((name, type(value), value))
+        elif type(value) in (list, tuple):
+            if not all(type(v) in _KEY_SCALARS for v in value):
+                return None
+            key.append((name, list, tuple((type(v), v) for v in value)))
+        else:
+            return None
+    return tuple(key)
+
+
+@lru_cache(maxsize=256)
+def _cached_spec(key: tuple) -> ConeSpec:
+    """:func:`_parse` of the cones a :func:`_cache_key` stands for (its sizes and slices
+    computed once per distinct dictionary)."""
+    items = [(name, [v for _, v in value] if kind is list else value)
+             for name, kind, value in key]
+    return _parse(items)
+
+
+def _parse(cones: ConeLike) -> ConeSpec:
+    """Validate and normalise cones given as a mapping or a list of pairs."""
     if isinstance(cones, Mapping):
         items = list(cones.items())
     elif isinstance(cones, (list, tuple)):
@@ -243,14 +290,18 @@ def as_cone_spec(cones: ConeLike) -> ConeSpec:
             raise ValueError(f"cone key {canonical!r} is given twice (note 'f' is 'z')")
         fields[canonical] = value
 
+    def given(key: str, default: Any) -> Any:  # None counts as absent (NumPy arrays too)
+        value = fields.get(key)
+        return default if value is None else value
+
     return ConeSpec(
-        zero=_count(ZERO, fields.get(ZERO, 0) or 0),
-        nonneg=_count(POS, fields.get(POS, 0) or 0),
-        soc=_dims(SOC, fields.get(SOC, []) or [], 1),
-        psd=_dims(PSD, fields.get(PSD, []) or [], 1),
-        exp=_count(EXP, fields.get(EXP, 0) or 0),
-        exp_dual=_count(EXP_DUAL, fields.get(EXP_DUAL, 0) or 0),
-        power=_alphas(fields.get(POWER, []) or []),
+        zero=_count(ZERO, given(ZERO, 0)),
+        nonneg=_count(POS, given(POS, 0)),
+        soc=_dims(SOC, given(SOC, []), 1),
+        psd=_dims(PSD, given(PSD, []), 1),
+        exp=_count(EXP, given(EXP, 0)),
+        exp_dual=_count(EXP_DUAL, given(EXP_DUAL, 0)),
+        power=_alphas(given(POWER, [])),
     )
 
 

@@ -12,6 +12,7 @@ solver warns with :class:`NonDifferentiableWarning` and returns a least-squares 
 from __future__ import annotations
 
 import warnings
+from functools import cached_property
 from typing import Any, Callable
 
 import numpy as np
@@ -64,21 +65,28 @@ class KKTSolver:
     ----------
     K : scipy.sparse matrix or None
         The assembled matrix (direct and dense modes).
-    operator : LinearOperator
-        K as an operator with ``matvec`` and ``rmatvec``.
+    operator : callable
+        Returns K as a LinearOperator with ``matvec`` and ``rmatvec``; called on first use
+        of :attr:`operator` (a solve through a factorisation never needs it).
     """
 
     name = "base"
 
-    def __init__(self, K: sp.spmatrix | None, operator: spla.LinearOperator, **options: Any):
+    def __init__(self, K: sp.spmatrix | None,
+                 operator: Callable[[], spla.LinearOperator], **options: Any):
         self.K = K
-        self.operator = operator
+        self._make_operator = operator
         self.last_residual = 0.0
         self.singular = False
         if options:
             raise ValueError(
                 f"unknown options {sorted(options)} for the {self.name!r} derivative mode"
             )
+
+    @cached_property
+    def operator(self) -> spla.LinearOperator:
+        """K as a LinearOperator, built on first use."""
+        return self._make_operator()
 
     def solve(self, r: np.ndarray) -> np.ndarray:
         """Solve ``K z = r``."""
@@ -194,8 +202,8 @@ class ReducedDirectSolver(KKTSolver):
         a singularity estimate.
     assemble : callable
         Returns the sparse K (called only for the fallback).
-    operator : LinearOperator
-        K as an operator.
+    operator : callable
+        Returns K as a LinearOperator (see :class:`KKTSolver`).
     permc_spec : str, default "COLAMD"
         Column ordering of the fallback LU.
     """
@@ -206,7 +214,8 @@ class ReducedDirectSolver(KKTSolver):
     ACCEPTED = 1e-10
 
     def __init__(self, reduced: Callable[[], Any], assemble: Callable[[], sp.spmatrix],
-                 operator: spla.LinearOperator, permc_spec: str = "COLAMD", **options):
+                 operator: Callable[[], spla.LinearOperator], permc_spec: str = "COLAMD",
+                 **options):
         super().__init__(None, operator, **options)
         self._assemble = assemble
         self._permc_spec = permc_spec
@@ -226,7 +235,7 @@ class ReducedDirectSolver(KKTSolver):
         return self._fallback is not None
 
     def _switch_to_lu(self) -> None:
-        self._fallback = DirectSolver(self._assemble(), self.operator,
+        self._fallback = DirectSolver(self._assemble(), lambda: self.operator,
                                       permc_spec=self._permc_spec)
         self.K = self._fallback.K
         self.singular = self._fallback.singular
@@ -298,7 +307,7 @@ class IterativeSolver(KKTSolver):
         super().__init__(K, operator, **options)
         self.method = method
         self.atol, self.btol = atol, btol
-        self.maxiter = maxiter if maxiter is not None else 10 * operator.shape[0]
+        self.maxiter = maxiter if maxiter is not None else 10 * self.operator.shape[0]
         self.last_iterations = 0
 
     def _solve(self, r, transpose):
@@ -321,7 +330,8 @@ class IterativeSolver(KKTSolver):
 
 
 def make_solver(mode: str, assemble: Callable[[], sp.spmatrix],
-                operator: spla.LinearOperator, reduced: Callable[[], Any] | None = None,
+                operator: Callable[[], spla.LinearOperator],
+                reduced: Callable[[], Any] | None = None,
                 factorization: str = "auto", has_psd: bool = False,
                 **options: Any) -> KKTSolver:
     """Build the solver of the derivative system for ``mode``.
@@ -331,8 +341,8 @@ def make_solver(mode: str, assemble: Callable[[], sp.spmatrix],
     mode : {"direct", "dense", "lsqr", "lsmr"}
     assemble : callable
         Returns the sparse K (direct and dense modes; called only when needed).
-    operator : LinearOperator
-        K as an operator.
+    operator : callable
+        Returns K as a LinearOperator (built only where a solver needs it).
     reduced : callable, optional
         Returns the reduced symmetric system (direct mode with ``factorization="ldl"``).
     factorization : {"auto", "ldl", "lu"}, default "auto"

@@ -97,7 +97,7 @@ class SolutionDerivative:
         self.quadratic = QuadraticTerm(data.P, n) if quadratic is None else quadratic
         self.cone_jacobian = ConeJacobian(self.y - self.s, data.cones, dual=True)
         assemble = self._assemble_dense if self._dense_system() else self._assemble
-        self.solver: KKTSolver = make_solver(mode, assemble, self._operator(),
+        self.solver: KKTSolver = make_solver(mode, assemble, self._operator,
                                              reduced=self._reduced,
                                              has_psd=bool(data.cones.psd), **solver_options)
 
