@@ -329,9 +329,10 @@ def test_symmetry_defect_matches_a_dense_check():
         A = sp.csc_matrix((M[rows, cols], (rows, cols)), shape=(n, n))
         A.sort_indices()
         expected = -1.0 if (stored != stored.T).any() else float(np.abs(M - M.T).max())
-        defect, mirror = _symmetry_defect(A.indptr, A.indices, A.data)
+        defect, largest, mirror = _symmetry_defect(A.indptr, A.indices, A.data)
         assert defect == expected
         if defect >= 0:  # each entry's mirror: the stored (j, i) of a dense lookup
+            assert largest == np.abs(M).max()
             cols = np.repeat(np.arange(n), np.diff(A.indptr))
             position = {(r, c): p for p, (r, c) in enumerate(zip(A.indices, cols))}
             assert [position[(c, r)] for r, c in zip(A.indices, cols)] == list(mirror)
@@ -403,3 +404,18 @@ def test_fast_vector_checks_agree_with_numpy(bad):
             v[rng.integers(size)] = bad
             assert not all_finite(v)
             assert any_nonzero(np.where(np.isfinite(v), 0.0, v))
+
+
+def test_fast_reductions_agree_with_numpy():
+    from diffqcp_np._fast_checks import largest_magnitude, nonzero_positions
+    from diffqcp_np.cones.reduced import _diagonal_weights, _e_weights, _null_weights
+
+    rng = np.random.default_rng(6)
+    for size in (0, 1, 7, 1000):
+        v = rng.standard_normal(size) * (rng.random(size) < 0.4)
+        np.testing.assert_array_equal(nonzero_positions(v), np.flatnonzero(v))
+        assert largest_magnitude(v) == (np.abs(v).max() if size else 0.0)
+        d = rng.choice([0.0, 1e-7, 0.5, 1.0], size) * rng.random(size) ** (rng.random() < 0.5)
+        e, null = _diagonal_weights(d)
+        np.testing.assert_array_equal(e, _e_weights(d))
+        np.testing.assert_array_equal(null, _null_weights(d))

@@ -77,8 +77,8 @@ def storage_of(P: sp.csc_matrix) -> str | None:
 @numba.njit(nogil=True, cache=True)
 def _symmetry_defect(indptr, indices, data):
     """``max |P_ij − P_ji|`` over the stored entries of a canonical CSC matrix (−1 if
-    some stored ``(i, j)`` has no stored ``(j, i)``), and the position of each entry's
-    mirror ``(j, i)`` (valid only for a symmetric pattern).
+    some stored ``(i, j)`` has no stored ``(j, i)``), ``max |P_ij|`` and the position of
+    each entry's mirror ``(j, i)`` (the last two valid only for a symmetric pattern).
 
     One pass: columns are visited in order, so when the pattern is symmetric the mirror of
     each entry of column ``j`` is the next entry not yet matched in its column
@@ -89,17 +89,18 @@ def _symmetry_defect(indptr, indices, data):
     for j in range(n):
         cursor[j] = indptr[j]
     mirror = np.empty(indices.shape[0], dtype=np.int64)
-    defect = 0.0
+    defect = largest = 0.0
     for j in range(n):
         for p in range(indptr[j], indptr[j + 1]):
             i = indices[p]
             q = cursor[i]
             if q >= indptr[i + 1] or indices[q] != j:
-                return -1.0, mirror
+                return -1.0, largest, mirror
             cursor[i] = q + 1
             mirror[p] = q
             defect = max(defect, abs(data[p] - data[q]))
-    return defect, mirror
+            largest = max(largest, abs(data[p]))
+    return defect, largest, mirror
 
 
 class MatrixPattern:
@@ -278,7 +279,7 @@ class QuadraticTerm:
     def _symmetrized(P: sp.csc_matrix, sym_tol: float) -> sp.csc_matrix:
         """``(P + P')/2`` after checking that ``P`` is symmetric to ``sym_tol`` (relative);
         ``P`` itself when it is exactly symmetric."""
-        asym, mirror = _symmetry_defect(P.indptr, P.indices, P.data)
+        asym, largest, mirror = _symmetry_defect(P.indptr, P.indices, P.data)
         if asym == 0.0:
             full = P
         elif asym > 0.0:  # symmetric pattern: average entry by entry, pattern kept
@@ -289,7 +290,8 @@ class QuadraticTerm:
             full = ((P + PT) * 0.5).tocsc()
             difference = (P - PT).data
             asym = float(np.abs(difference).max()) if difference.size else 0.0
-        scale = max(float(np.abs(P.data).max()) if P.nnz else 0.0, 1.0)
+            largest = float(np.abs(P.data).max()) if P.nnz else 0.0
+        scale = max(largest, 1.0)
         if asym > sym_tol * scale:
             raise ValueError(
                 f"P is not symmetric (max |P - P'| = {asym:.3g}); pass the full symmetric "

@@ -31,6 +31,7 @@ import numpy as np
 import scipy.linalg as la
 import scipy.sparse as sp
 
+from .._fast_checks import largest_magnitude, nonzero_positions
 from .._sparse import CSCArrays
 from ..cones.projection import ConeJacobian
 from ..cones.reduced import LiftedSOC, ReducedParts, reduced_parts
@@ -118,7 +119,7 @@ class ReducedSystem:
         # Rows where D vanishes are in D's null space: decoupled from M (their part of
         # the answer comes from Π₀), so M keeps only the others.
         diagonal = self.parts.D.diagonal
-        self.kept = (np.flatnonzero(diagonal) if diagonal is not None
+        self.kept = (nonzero_positions(diagonal) if diagonal is not None
                      else np.flatnonzero(np.diff(self.parts.D.indptr)))
         self._ldl = self._factor()
         self._woodbury = None
@@ -160,7 +161,7 @@ class ReducedSystem:
         """
         self._upper = upper = self._upper_matrix()
         self._scale = None
-        largest = max(1.0, float(np.abs(upper.data).max())) if upper.data.size else 1.0
+        largest = max(1.0, largest_magnitude(upper.data))
         factor, self.regularization = self._first_factor(upper.data, largest)
         if factor is None:
             raise FactorizationError(
