@@ -227,3 +227,58 @@ def test_property_random_products(nonneg, soc, psd, exp, exp_dual, power, log_sc
     np.testing.assert_allclose(M, M.T, atol=1e-12)
     # Euler: the projection is positively homogeneous, so DΠ(v) v = Π(v)
     np.testing.assert_allclose(J.matvec(v), p, atol=1e-6 * scale)
+
+
+def _symmetric_stack(rng, count):
+    """Random symmetric 3×3 blocks with hard cases: eigenvalues exactly 0 and 1, repeated
+    eigenvalues, diagonal and zero blocks, tiny off-diagonal entries, extreme scales."""
+    Q = np.linalg.qr(rng.standard_normal((count, 3, 3)))[0]
+    lam = rng.choice([0.0, 1.0, 0.25, 0.25, 0.8], (count, 3))
+    lam[::4] = rng.random((lam[::4].shape[0], 3))
+    blocks = Q @ (lam[..., None] * np.swapaxes(Q, 1, 2))
+    blocks = 0.5 * (blocks + np.swapaxes(blocks, 1, 2))
+    blocks[::7] = np.eye(3) * rng.random((blocks[::7].shape[0], 1, 3))  # diagonal
+    blocks[1] = 0.0
+    blocks[2] = np.diag([0.5, 0.5, 1e-3])
+    blocks[2, 0, 1] = blocks[2, 1, 0] = 1e-200
+    blocks[3] *= 1e150
+    blocks[5] *= 1e-150
+    return blocks
+
+
+def test_jacobi_eigh_3x3_against_lapack():
+    from diffqcp_np.cones._sym3_eigen import eigh_3x3
+
+    rng = np.random.default_rng(3)
+    blocks = _symmetric_stack(rng, 500)
+    lam, V = eigh_3x3(blocks)
+    want = np.linalg.eigvalsh(blocks)
+    scale = np.abs(blocks).max(axis=(1, 2))
+    assert np.all(np.abs(np.sort(lam, axis=1) - want) <= 1e-14 * scale[:, None])
+    np.testing.assert_allclose(np.swapaxes(V, 1, 2) @ V, np.broadcast_to(np.eye(3), V.shape),
+                               atol=1e-14)
+    rebuilt = V @ (lam[..., None] * np.swapaxes(V, 1, 2))
+    assert np.all(np.abs(rebuilt - blocks) <= 1e-14 * scale[:, None, None])
+
+
+def test_null_and_e_blocks_match_dense_matrix_functions():
+    """E = D(I − D) + Π₀ and Π₀ of each block, against LAPACK's eigenvectors; the
+    eigenvalues are kept away from the null cut-off, where rounding decides."""
+    from diffqcp_np.cones._sym3_eigen import null_and_e_blocks
+    from diffqcp_np.cones.reduced import NULL_EIGENVALUE
+
+    rng = np.random.default_rng(4)
+    blocks = _symmetric_stack(rng, 500)[:, :, :]
+    blocks[3] /= 1e150  # eigenvalues of a cone Jacobian lie in [0, 1]
+    blocks[5] *= 1e150
+    E, null = null_and_e_blocks(blocks, NULL_EIGENVALUE)
+    lam, V = np.linalg.eigh(blocks)
+    assert not np.any(np.abs(lam - NULL_EIGENVALUE) < 1e-9)
+    in_null = lam < NULL_EIGENVALUE
+    Vt = np.swapaxes(V, 1, 2)
+    want_null = V @ (in_null[..., None] * Vt)
+    want_E = V @ (np.where(in_null, 1.0, lam * (1 - lam))[..., None] * Vt)
+    np.testing.assert_allclose(null, want_null, atol=1e-14)
+    np.testing.assert_allclose(E, want_E, atol=1e-14)
+    D = blocks
+    np.testing.assert_allclose(E, D - D @ D + null, atol=1e-13)  # the definition

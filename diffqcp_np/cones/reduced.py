@@ -20,6 +20,7 @@ import scipy.sparse as sp
 
 from .._sparse import CSCArrays
 from ._soc_numba import SOC_BOUNDARY, soc_reduced_triplets
+from ._sym3_eigen import null_and_e_blocks
 from .projection import ConeJacobian, block_coordinates
 
 #: Boundary SOC blocks of larger dimension than this are lifted instead of densified.
@@ -122,13 +123,6 @@ class ReducedParts:
         return out
 
 
-def _spectral_blocks(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``E`` and ``Π₀`` of stacked small symmetric blocks, via their eigenvalues."""
-    lam, V = np.linalg.eigh(blocks)
-    Vt = np.swapaxes(V, -1, -2)
-    return V @ (_e_weights(lam)[..., None] * Vt), V @ (_null_weights(lam)[..., None] * Vt)
-
-
 @numba.njit(nogil=True, cache=True)
 def _diagonal_weights(lam):
     """:func:`_e_weights` and :func:`_null_weights` of a vector in one compiled pass (the
@@ -205,7 +199,7 @@ def reduced_parts(jac: ConeJacobian, lift_above: int = LIFT_SOC_ABOVE) -> Reduce
 
     small = jac._small
     if small.shape[0]:
-        E, N = _spectral_blocks(small)
+        E, N = null_and_e_blocks(small, NULL_EIGENVALUE)
         add(*block_coordinates(small.shape[0], 3), small.ravel(), E.ravel(), N.ravel(),
             jac._small_start)
 
