@@ -231,7 +231,7 @@ def test_property_random_products(nonneg, soc, psd, exp, exp_dual, power, log_sc
 
 def _symmetric_stack(rng, count):
     """Random symmetric 3×3 blocks with hard cases: eigenvalues exactly 0 and 1, repeated
-    eigenvalues, diagonal and zero blocks, tiny off-diagonal entries, extreme scales."""
+    eigenvalues, diagonal and zero blocks, tiny off-diagonal entries, extreme scales (1e±200)."""
     Q = np.linalg.qr(rng.standard_normal((count, 3, 3)))[0]
     lam = rng.choice([0.0, 1.0, 0.25, 0.25, 0.8], (count, 3))
     lam[::4] = rng.random((lam[::4].shape[0], 3))
@@ -241,8 +241,8 @@ def _symmetric_stack(rng, count):
     blocks[1] = 0.0
     blocks[2] = np.diag([0.5, 0.5, 1e-3])
     blocks[2, 0, 1] = blocks[2, 1, 0] = 1e-200
-    blocks[3] *= 1e150
-    blocks[5] *= 1e-150
+    blocks[3] *= 1e200
+    blocks[5] *= 1e-200
     return blocks
 
 
@@ -269,8 +269,8 @@ def test_null_and_e_blocks_match_dense_matrix_functions():
 
     rng = np.random.default_rng(4)
     blocks = _symmetric_stack(rng, 500)[:, :, :]
-    blocks[3] /= 1e150  # eigenvalues of a cone Jacobian lie in [0, 1]
-    blocks[5] *= 1e150
+    blocks[3] /= 1e200  # eigenvalues of a cone Jacobian lie in [0, 1]
+    blocks[5] *= 1e200
     E, null = null_and_e_blocks(blocks, NULL_EIGENVALUE)
     lam, V = np.linalg.eigh(blocks)
     assert not np.any(np.abs(lam - NULL_EIGENVALUE) < 1e-9)

@@ -25,13 +25,13 @@ def _jacobi_eigh(A, V):
     for i in range(3):
         for j in range(3):
             V[i, j] = 1.0 if i == j else 0.0
-    scale = 0.0
+    scale = 0.0  # max |A_ij| (not a sum of squares, which overflows from 1e154 on)
     for i in range(3):
         for j in range(3):
-            scale += A[i, j] * A[i, j]
+            scale = max(scale, abs(A[i, j]))
     for _ in range(_MAX_SWEEPS):
-        off = A[0, 1] * A[0, 1] + A[0, 2] * A[0, 2] + A[1, 2] * A[1, 2]
-        if off <= 1e-36 * scale:  # also for the zero matrix
+        off = max(abs(A[0, 1]), abs(A[0, 2]), abs(A[1, 2]))
+        if off <= 1e-18 * scale:  # also for the zero matrix
             return
         for p in range(2):
             for q in range(p + 1, 3):
