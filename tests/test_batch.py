@@ -20,6 +20,7 @@ import pytest
 import scipy.sparse as sp
 
 import diffqcp_np._batch_structure as batch_structure
+from diffqcp_np.cones import as_cone_spec
 from diffqcp_np import (
     NonDifferentiableWarning,
     SolverError,
@@ -222,7 +223,9 @@ def stored_zeros(P: sp.csc_matrix, zeros: list, keep: list) -> sp.csc_matrix:
 
 
 def structured_forward_batch(cones, storage, seed=35):
-    """A same-structure batch whose last problem has a zero value where P is stored.
+    """A same-structure batch whose last problem has a zero value where P is stored and
+    where A is stored in rows that a solver reorders or scales (PSD, dual exponential,
+    power cones).
 
     ``storage="full-asymmetric"``: a full P whose pattern is not symmetric (an entry
     stored as an explicit zero, its transpose not stored), in every problem.
@@ -230,10 +233,16 @@ def structured_forward_batch(cones, storage, seed=35):
     base = known_solution_problem(cones, None, seed=seed, quadratic=storage is not None)
     rng = np.random.default_rng(seed)
     n = base.A.shape[1]
+    slices = as_cone_spec(cones).slices()
+    transformed_rows = [sl.start + 1 for key, sl in slices.items()
+                        if key in ("s", "ed", "p") and sl.stop > sl.start + 1]
     probs = []
     for k in range(3):
         A = base.A.copy()
         A.data = A.data * (1 + 0.01 * rng.standard_normal(A.nnz))
+        if k == 2:
+            for row in transformed_rows:
+                A.data[np.flatnonzero(A.indices == row)[:1]] = 0.0
         P = None
         if storage is not None:
             R = random_like(base.P, rng)

@@ -644,3 +644,26 @@ def test_upper_triangle_matches_scipy_and_keeps_upper_input():
         np.testing.assert_array_equal(upper_triangle(M).toarray(), sp.triu(M).toarray())
         U = sp.triu(M, format="csc")
         assert upper_triangle(U) is U
+
+
+def test_row_transform_gather_is_the_sparse_product():
+    """``T A`` as a gather on A's pattern equals SciPy's product, entry for entry, once
+    the entries that come out zero are dropped as SciPy drops them."""
+    from diffqcp_np.solvers.base import RowTransform, drop_zeros
+    from diffqcp_np.solvers.clarabel import _cones_and_rows
+
+    spec = as_cone_spec({"z": 1, "l": 2, "s": [3, 4], "ed": 2, "p": [0.3, -0.6]})
+    _, blocks = _cones_and_rows(spec)
+    rows = RowTransform(spec.dim, blocks)
+    rng = np.random.default_rng(8)
+    A = sp.random(spec.dim, 7, density=0.5, random_state=rng, format="csc")
+    A.data[::5] = 0.0  # explicit zeros, kept in A's pattern
+    indices, indptr, source, factor = rows.gather(A.indices, A.indptr, A.shape)
+    want, _ = rows.to_solver(A, np.zeros(spec.dim))
+    got = drop_zeros(factor * A.data[source], indices, indptr)
+    np.testing.assert_array_equal(got[1], want.indices)
+    np.testing.assert_array_equal(got[2], want.indptr)
+    np.testing.assert_array_equal(got[0], want.data)
+    with pytest.raises(ValueError, match="scaled permutation"):
+        RowTransform(2, [(0, np.ones((2, 2)), np.eye(2))]).gather(A.indices[:0],
+                                                                 np.zeros(2, int), (2, 1))

@@ -208,6 +208,44 @@ class RowTransform:
         """The rows the solver sees: new arrays ``(T A, T b)``."""
         return sp.csc_matrix(self._T @ A), self._T @ b
 
+    def vector_to_solver(self, b: np.ndarray) -> np.ndarray:
+        """``T b``."""
+        return self._T @ b
+
+    def gather(self, indices: np.ndarray, indptr: np.ndarray,
+               shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`to_solver`'s ``T A`` for every ``A`` on one CSC pattern, as a gather.
+
+        Every T here has one entry per row (a scaled permutation of the rows), so each
+        entry of ``T A`` is one entry of ``A`` times one factor: ``(T A).data =
+        factor * A.data[source]``, exactly the products SciPy forms (before it drops
+        the entries that come out zero, which the caller drops too).
+
+        Returns
+        -------
+        indices, indptr : ndarray
+            The canonical CSC pattern of ``T A``.
+        source : ndarray of int64
+            Position in ``A.data`` of each entry's factor.
+        factor : ndarray
+            The entry of T it is multiplied by.
+
+        Raises
+        ------
+        ValueError
+            If some row of T has more than one entry.
+        """
+        T = self._T
+        if np.any(np.diff(T.indptr) != 1):
+            raise ValueError("the row transform is not a scaled permutation")
+        position = sp.csc_matrix((np.arange(1.0, indices.size + 1), indices, indptr),
+                                 shape=shape)
+        selection = sp.csr_matrix((np.ones(T.shape[0]), T.indices, T.indptr), shape=T.shape)
+        product = sp.csc_matrix(selection @ position)
+        product.sort_indices()
+        return (product.indices, product.indptr, product.data.astype(np.int64) - 1,
+                T.data[product.indices])
+
     def from_solver(self, y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Map the solver's ``(y', s')`` back to ``(T' y', T^{-1} s')``."""
         return self._T.T @ y, self._T_inv @ s
