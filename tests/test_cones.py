@@ -261,17 +261,16 @@ def test_jacobi_eigh_3x3_against_lapack():
     assert np.all(np.abs(rebuilt - blocks) <= 1e-14 * scale[:, None, None])
 
 
-def test_null_and_e_blocks_match_dense_matrix_functions():
+def test_small_block_parts_match_dense_matrix_functions():
     """E = D(I − D) + Π₀ and Π₀ of each block, against LAPACK's eigenvectors; the
     eigenvalues are kept away from the null cut-off, where rounding decides."""
-    from diffqcp_np.cones._sym3_eigen import null_and_e_blocks
-    from diffqcp_np.cones.reduced import NULL_EIGENVALUE
+    from diffqcp_np.cones.reduced import NULL_EIGENVALUE, _small_block_parts
 
     rng = np.random.default_rng(4)
-    blocks = _symmetric_stack(rng, 500)[:, :, :]
+    blocks = _symmetric_stack(rng, 500)
     blocks[3] /= 1e200  # eigenvalues of a cone Jacobian lie in [0, 1]
     blocks[5] *= 1e200
-    E, null = null_and_e_blocks(blocks, NULL_EIGENVALUE)
+    E, null = _small_block_parts(blocks)
     lam, V = np.linalg.eigh(blocks)
     assert not np.any(np.abs(lam - NULL_EIGENVALUE) < 1e-9)
     in_null = lam < NULL_EIGENVALUE

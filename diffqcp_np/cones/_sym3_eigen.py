@@ -2,10 +2,10 @@
 
 The exponential and power cones' Jacobians are 3×3 blocks; the reduced derivative
 system needs matrix functions of each (``E = D(I − D) + Π₀`` and the null projector
-``Π₀``). ``np.linalg.eigh`` on a ``(k, 3, 3)`` stack costs about 0.9 µs per block (LAPACK
-called once per matrix); cyclic Jacobi rotations in one compiled loop cost a fraction
-of that and are as accurate (backward stable, eigenvalues to a few ulps of the
-matrix norm).
+``Π₀``, see :mod:`..reduced`). ``np.linalg.eigh`` on a ``(k, 3, 3)`` stack costs about
+0.9 µs per block (LAPACK called once per matrix); cyclic Jacobi rotations in one
+compiled loop cost a fraction of that and are as accurate (backward stable, eigenvalues
+to a few ulps of the matrix norm).
 """
 
 from __future__ import annotations
@@ -78,31 +78,3 @@ def eigh_3x3(blocks):
         for i in range(3):
             lam[b, i] = A[i, i]
     return lam, vectors
-
-
-@numba.njit(nogil=True, cache=True)
-def null_and_e_blocks(blocks, null_eigenvalue):
-    """``E = D(I − D) + Π₀`` and ``Π₀`` of each symmetric 3×3 block ``D`` of a
-    ``(k, 3, 3)`` stack, an eigenvalue below ``null_eigenvalue`` counting as null.
-
-    Returns
-    -------
-    E, null : ndarray, shape (k, 3, 3)
-    """
-    lam, vectors = eigh_3x3(blocks)
-    k = blocks.shape[0]
-    E = np.zeros((k, 3, 3))
-    null = np.zeros((k, 3, 3))
-    for b in range(k):
-        for t in range(3):
-            value = lam[b, t]
-            in_null = value < null_eigenvalue
-            weight = 1.0 if in_null else value * (1.0 - value)
-            for i in range(3):
-                vi = vectors[b, i, t]
-                for j in range(3):
-                    product = vi * vectors[b, j, t]
-                    E[b, i, j] += weight * product
-                    if in_null:
-                        null[b, i, j] += product
-    return E, null

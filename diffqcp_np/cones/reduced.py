@@ -20,7 +20,7 @@ import scipy.sparse as sp
 
 from .._sparse import CSCArrays
 from ._soc_numba import SOC_BOUNDARY, soc_reduced_triplets
-from ._sym3_eigen import null_and_e_blocks
+from ._sym3_eigen import eigh_3x3
 from .projection import ConeJacobian, block_coordinates
 
 #: Boundary SOC blocks of larger dimension than this are lifted instead of densified.
@@ -123,26 +123,42 @@ class ReducedParts:
         return out
 
 
+@numba.vectorize(["float64(float64)"], nopython=True, cache=True)
+def _e_weights(lam):
+    """Eigenvalues of ``E = D(I − D) + Π₀`` from those of ``D`` (a compiled ufunc: on
+    arrays of any shape, and on scalars inside kernels)."""
+    return 1.0 if lam < NULL_EIGENVALUE else lam * (1.0 - lam)
+
+
+@numba.vectorize(["float64(float64)"], nopython=True, cache=True)
+def _null_weights(lam):
+    """Eigenvalues of ``Π₀`` from those of ``D`` (a compiled ufunc)."""
+    return 1.0 if lam < NULL_EIGENVALUE else 0.0
+
+
 @numba.njit(nogil=True, cache=True)
-def _diagonal_weights(lam):
-    """:func:`_e_weights` and :func:`_null_weights` of a vector in one compiled pass (the
-    diagonal cones' part, paid by every derivative)."""
-    e, null = np.empty_like(lam), np.empty_like(lam)
-    for i in range(lam.shape[0]):
-        in_null = lam[i] < NULL_EIGENVALUE
-        e[i] = 1.0 if in_null else lam[i] * (1.0 - lam[i])
-        null[i] = 1.0 if in_null else 0.0
-    return e, null
+def _small_block_parts(blocks):
+    """``E`` and ``Π₀`` of each symmetric 3×3 block ``D`` of a ``(k, 3, 3)`` stack, from
+    its compiled eigen-decomposition (:func:`~._sym3_eigen.eigh_3x3`).
 
-
-def _e_weights(lam: np.ndarray) -> np.ndarray:
-    """Eigenvalues of ``E = D(I − D) + Π₀`` from those of ``D``."""
-    return np.where(lam < NULL_EIGENVALUE, 1.0, lam * (1.0 - lam))
-
-
-def _null_weights(lam: np.ndarray) -> np.ndarray:
-    """Eigenvalues of ``Π₀`` from those of ``D``."""
-    return (lam < NULL_EIGENVALUE).astype(float)
+    Returns
+    -------
+    E, null : ndarray, shape (k, 3, 3)
+    """
+    lam, vectors = eigh_3x3(blocks)
+    k = blocks.shape[0]
+    E = np.zeros((k, 3, 3))
+    null = np.zeros((k, 3, 3))
+    for b in range(k):
+        for t in range(3):
+            e_weight, null_weight = _e_weights(lam[b, t]), _null_weights(lam[b, t])
+            for i in range(3):
+                vi = vectors[b, i, t]
+                for j in range(3):
+                    product = vi * vectors[b, j, t]
+                    E[b, i, j] += e_weight * product
+                    null[b, i, j] += null_weight * product
+    return E, null
 
 
 def reduced_parts(jac: ConeJacobian, lift_above: int = LIFT_SOC_ABOVE) -> ReducedParts:
@@ -162,7 +178,7 @@ def reduced_parts(jac: ConeJacobian, lift_above: int = LIFT_SOC_ABOVE) -> Reduce
     spec, sl = jac.spec, jac._slices
     m = jac.shape[0]
     diagonal = jac.diagonal_part
-    diagonal_e, is_null = _diagonal_weights(diagonal)
+    diagonal_e, is_null = _e_weights(diagonal), _null_weights(diagonal)
     no_lift = LiftedSOC(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0),
                         np.zeros(m), m)
     if diagonal.size == m:  # zero and orthant cones only: diagonal matrices
@@ -199,7 +215,7 @@ def reduced_parts(jac: ConeJacobian, lift_above: int = LIFT_SOC_ABOVE) -> Reduce
 
     small = jac._small
     if small.shape[0]:
-        E, N = null_and_e_blocks(small, NULL_EIGENVALUE)
+        E, N = _small_block_parts(small)
         add(*block_coordinates(small.shape[0], 3), small.ravel(), E.ravel(), N.ravel(),
             jac._small_start)
 

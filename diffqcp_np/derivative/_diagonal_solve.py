@@ -22,29 +22,9 @@ def diagonal_refined_solve(Lp, Li, Lx, Dinv, perm, dense_from, Mp, Mi, Mx, Ap, A
                            kept, r, transpose, max_steps, tol):
     """Solve ``K z = r`` (or ``K' z = r`` if ``transpose``) for ``D = diag(d)``.
 
-    Parameters
-    ----------
-    Lp, Li, Lx, Dinv, perm, dense_from
-        LDLᵀ factors of the regularised M (see :class:`~._ldl.LDLFactor`).
-    Mp, Mi, Mx
-        Upper triangle of the exact M, refined against.
-    Ap, Ai, Ax
-        A in CSC form (``m × n``).
-    d : ndarray (m,)
-        Diagonal of D.
-    kept : ndarray
-        The rows with ``d ≠ 0``, increasing: the last block of M.
-    r : ndarray (n + m,)
-    transpose : bool
-    max_steps : int
-    tol : float
-        Refinement rules of :func:`~._ldl._refined_solve`.
-
-    Returns
-    -------
-    z : ndarray (n + m,)
-    residual : float
-        Relative residual of the M system.
+    Parameters and returns as for :func:`~._block_solve.block_refined_solve`, with the
+    diagonal ``d`` (length m) in place of D's and Π₀'s CSC arrays (``Π₀ = diag(d == 0)``)
+    and ``kept`` the rows where ``d ≠ 0``.
     """
     n = Ap.shape[0] - 1
     m = d.shape[0]

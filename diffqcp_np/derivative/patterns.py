@@ -21,7 +21,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from .._fast_checks import all_finite
+from .._fast_checks import all_finite, largest_magnitude
 from .._sparse import UNSIGNED_INDEX as _U
 from .._sparse import column_indices, equal_patterns
 from .._validation import as_csc
@@ -290,7 +290,7 @@ class QuadraticTerm:
             full = ((P + PT) * 0.5).tocsc()
             difference = (P - PT).data
             asym = float(np.abs(difference).max()) if difference.size else 0.0
-            largest = float(np.abs(P.data).max()) if P.nnz else 0.0
+            largest = largest_magnitude(P.data)
         scale = max(largest, 1.0)
         if asym > sym_tol * scale:
             raise ValueError(

@@ -206,7 +206,7 @@ class RowTransform:
 
     def to_solver(self, A: sp.csc_matrix, b: np.ndarray) -> tuple[sp.csc_matrix, np.ndarray]:
         """The rows the solver sees: new arrays ``(T A, T b)``."""
-        return sp.csc_matrix(self._T @ A), self._T @ b
+        return sp.csc_matrix(self._T @ A), self.vector_to_solver(b)
 
     def vector_to_solver(self, b: np.ndarray) -> np.ndarray:
         """``T b``."""
