@@ -335,12 +335,8 @@ def _forward_pass(runner: Runner, settings: _Settings, problems: list[_Problem],
                   set_up_derivative: bool, raise_on_error: bool) -> list[_Solved]:
     def check(solved: _Solved) -> None:
         if raise_on_error and not solved.ok:
-            info = solved.info
-            raise SolverError(
-                f"problem {solved.index}: solver {info.get('solver', settings.solve_method)} "
-                f"returned status {info.get('solver_status', info.get('status'))!r} "
-                f"({solved.status})"
-            )
+            raise SolverError(f"{solved.info['error_message']} (problem {solved.index} of the "
+                              "batch)")
 
     if settings.solver is not None and not runner.in_process:
         return runner.map(_forward_values, _ValuesJob(settings.solver),

@@ -422,7 +422,7 @@ def test_infeasible_and_unbounded(solver, make, expected):
     A, b, c, cones = make()
     if solver == "ECOS" and cones.psd:
         pytest.skip("ECOS has no PSD cones")
-    with pytest.raises(SolverError, match=solver):
+    with pytest.raises(SolverError, match=f"^Solver {solver.lower()} "):
         solve_cone_program(A, b, c, cones, solve_method=solver)
     result = solve_cone_program(A, b, c, cones, solve_method=solver, raise_on_error=False)
     assert result.status in (expected, expected + "_inaccurate")
@@ -576,7 +576,7 @@ def test_scs_eps_overrides_explicit_settings_like_diffcp(scs_settings_seen):
 
 def test_scs_retries_inaccurate_without_acceleration(scs_settings_seen):
     prob = problem("exp")
-    with pytest.warns(InaccurateSolutionWarning, match="SCS"):
+    with pytest.warns(InaccurateSolutionWarning, match="^Solver scs returned an inaccurate"):
         result = solve_cone_program(prob.A, prob.b, prob.c, prob.cones, eps=1e-12, max_iters=5)
     assert result.status == "optimal_inaccurate" and result.ok
     assert [s.get("acceleration_lookback") for s in scs_settings_seen] == [None, 0]
@@ -597,7 +597,7 @@ def test_scs_warm_start_reduces_iterations():
 )
 def test_interior_point_failures_raise(solver, limit):
     prob = problem("socp")
-    with pytest.raises(SolverError, match=solver):
+    with pytest.raises(SolverError, match=f"^Solver {solver.lower()} "):
         solve_cone_program(prob.A, prob.b, prob.c, prob.cones, solve_method=solver, **limit)
     result = solve_cone_program(
         prob.A, prob.b, prob.c, prob.cones, solve_method=solver, raise_on_error=False, **limit

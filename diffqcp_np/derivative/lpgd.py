@@ -10,13 +10,15 @@ solutions of a problem whose linear terms are perturbed by the cotangents. As
 
 from __future__ import annotations
 
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import numpy as np
 import scipy.sparse as sp
 
 from .._validation import ProblemData, as_vector
 from ..cones.spec import as_cone_spec
+from ..solvers.base import SolverError
 from ..utils import embed_problem, regularize_P
 from .patterns import MatrixPattern, QuadraticTerm
 
@@ -31,6 +33,18 @@ def _check_tau_rho(tau: float | None, rho: float) -> None:
         raise ValueError(f"LPGD modes need tau > 0, got tau={tau!r}")
     if not rho >= 0:
         raise ValueError(f"LPGD modes need rho >= 0, got rho={rho!r}")
+
+
+@contextmanager
+def _perturbed_solve(t: float) -> Iterator[None]:
+    """Re-raise a failed re-solve at ``t`` as diffcp does: naming the side and the remedy."""
+    try:
+        yield
+    except SolverError as err:
+        side, other = ("right", "lpgd_left") if t > 0 else ("left", "lpgd_right")
+        reason = str(err).rstrip(".")
+        raise SolverError(f"Computation of {side}-perturbed problem failed: {reason}. Consider "
+                          f"decreasing tau or switching to {other!r} mode.") from err
 
 
 class LPGDDerivative:
@@ -97,10 +111,11 @@ class LPGDDerivative:
                 sols.append((self.x, self.y, self.s))
                 continue
             P_t = P_full if dP_full is None else (P_full + t * dP_full).tocsc()
-            sols.append(self.forward(
-                (d.A + t * dA).tocsc(), d.b + t * db, d.c + t * dc - rho * self.x, d.cones,
-                regularize_P(P_t, rho, d.n), (self.x, self.y, self.s),
-            ))
+            with _perturbed_solve(t):
+                sols.append(self.forward(
+                    (d.A + t * dA).tocsc(), d.b + t * db, d.c + t * dc - rho * self.x, d.cones,
+                    regularize_P(P_t, rho, d.n), (self.x, self.y, self.s),
+                ))
         (x1, y1, s1), (x0, y0, s0) = sols
         div = self._divisor(tau)
         return (x1 - x0) / div, (y1 - y0) / div, (s1 - s0) / div
@@ -139,10 +154,13 @@ class LPGDDerivative:
         gx = np.zeros(d.n) if dx is None else as_vector(dx, "dx", d.n)
         gy = np.zeros(d.m) if dy is None else as_vector(dy, "dy", d.m)
         gs = np.zeros(d.m) if ds is None else as_vector(ds, "ds", d.m)
-        sols = [
-            (self.x, self.y) if is_base else self._adjoint_solve(gx, gy, gs, t, rho)
-            for t, is_base in self._sides(tau)
-        ]
+        sols = []
+        for t, is_base in self._sides(tau):
+            if is_base:
+                sols.append((self.x, self.y))
+                continue
+            with _perturbed_solve(t):
+                sols.append(self._adjoint_solve(gx, gy, gs, t, rho))
         (x1, y1), (x0, y0) = sols
         div = self._divisor(tau)
         rows, cols = self.A_pattern.rows, self.A_pattern.cols

@@ -113,6 +113,53 @@ def as_solution_vector(value: Optional[Sequence[float]], size: int) -> np.ndarra
     return out
 
 
+#: What a status without a solution means, for :class:`SolverError` messages.
+_MEANING = {
+    INFEASIBLE: "The problem is primal infeasible.",
+    UNBOUNDED: "The problem is unbounded (dual infeasible).",
+    INFEASIBLE_INACCURATE: "The problem is probably primal infeasible; the solver could not "
+                           "confirm it to its tolerance.",
+    UNBOUNDED_INACCURATE: "The problem is probably unbounded; the solver could not confirm it "
+                          "to its tolerance.",
+    FAILED: "The solver stopped without a solution: an iteration or time limit, or numerical "
+            "difficulties.",
+}
+
+
+def failure_message(wording: str, status: str, native_status: Any = None,
+                    iterations: Any = None) -> str:
+    """The text of a :class:`SolverError`: diffcp's wording, then what the status means.
+
+    Parameters
+    ----------
+    wording : str
+        diffcp 1.1.9's message for the same solver and status, e.g.
+        ``"Solver scs returned status infeasible"``, so that code matching diffcp's
+        messages with regular expressions keeps working.
+    status : str
+        Canonical status without a solution.
+    native_status : optional
+        The solver's own status, named in the details unless ``wording`` contains it.
+    iterations : int, optional
+        Iterations the solver took.
+
+    Returns
+    -------
+    str
+        E.g. ``"Solver scs returned status infeasible. The problem is primal infeasible.
+        Canonical status: 'infeasible'; iterations: 50."``
+    """
+    details = []
+    if native_status is not None and str(native_status) not in wording:
+        details.append(f"solver status: {native_status}")
+    details.append(f"canonical status: {status!r}")
+    if iterations is not None:
+        details.append(f"iterations: {int(iterations)}")
+    details_text = "; ".join(details)
+    return (f"{wording.rstrip('.')}. {_MEANING[status]} "
+            f"{details_text[0].upper()}{details_text[1:]}.")
+
+
 def finish(
     solver: str,
     native_status: Any,
@@ -122,29 +169,34 @@ def finish(
     s: np.ndarray,
     info: dict[str, Any],
     raise_on_error: bool,
+    wording: str,
 ) -> SolverResult:
     """Build the result; raise or warn according to its status.
 
     Parameters
     ----------
     solver : str
-        Solver name, for messages.
+        Solver name, for ``info["solver"]``.
     native_status
-        The solver's own status, for messages and ``info["solver_status"]``.
+        The solver's own status, for ``info["solver_status"]``.
     status : str
         Canonical status.
     x, y, s : numpy.ndarray
         Point in SCS row order and layout.
     info : dict
         Information dictionary; ``canonical_status``, ``solver`` and ``solver_status``
-        are added.
+        are added, and ``error_message`` (the :class:`SolverError` text) when the
+        status has no solution.
     raise_on_error : bool
         Raise :class:`SolverError` when ``status`` is not a solution.
+    wording : str
+        diffcp's message for this solver and status (see :func:`failure_message`).
 
     Raises
     ------
     SolverError
-        If ``raise_on_error`` and the status is not ``optimal`` or ``optimal_inaccurate``.
+        If ``raise_on_error`` and the status is not ``optimal`` or ``optimal_inaccurate``;
+        its message starts with ``wording``.
 
     Warns
     -----
@@ -156,12 +208,14 @@ def finish(
     info["solver_status"] = str(native_status)
     if status == OPTIMAL_INACCURATE:
         warnings.warn(
-            f"Solver {solver} returned an inaccurate solution (status {native_status!r})",
+            f"Solver {solver.lower()} returned an inaccurate solution (status {native_status!r})",
             InaccurateSolutionWarning,
             stacklevel=4,
         )
-    elif status not in SOLUTION_STATUSES and raise_on_error:
-        raise SolverError(f"Solver {solver} returned status {native_status!r} ({status})")
+    elif status not in SOLUTION_STATUSES:
+        info["error_message"] = failure_message(wording, status, native_status, info.get("iter"))
+        if raise_on_error:
+            raise SolverError(info["error_message"])
     return SolverResult(x=x, y=y, s=s, status=status, info=info)
 
 

@@ -174,7 +174,8 @@ def _run(P, c, A, b, solver_cones: list, settings, rows: Optional[RowTransform],
             setup_time,
         ),
     }
-    return finish(NAME, native, status, x, y, s, info, raise_on_error)
+    return finish(NAME, native, status, x, y, s, info, raise_on_error,
+                  wording=f"Solver clarabel returned status {native}")
 
 
 def solve(

@@ -55,6 +55,19 @@ STATUS = {
     12: UNBOUNDED_INACCURATE,
 }
 
+#: ``exitFlag`` to the status word of diffcp 1.1.9's ``SolverError`` messages
+#: (``"Solver ecos returned status Infeasible"``; a negative flag is
+#: ``"Solver ecos errored."``).
+_DIFFCP_STATUS_WORD = {1: "Infeasible", 2: "Unbounded", 11: "Infeasible Inaccurate",
+                       12: "Unbounded Inaccurate"}
+
+
+def _diffcp_wording(flag: int) -> str:
+    if flag < 0:
+        return "Solver ecos errored."
+    return f"Solver ecos returned status {_DIFFCP_STATUS_WORD.get(flag, flag)}"
+
+
 #: Our exponential-cone coordinates (r, s, t) in ECOS's order (r, t, s).
 _SWAP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
 _EXP_DUAL = _SWAP @ EXP_DUAL_TO_EXP
@@ -171,4 +184,5 @@ def solve(
             timing.get("tsetup", np.nan),
         ),
     }
-    return finish(NAME, f"{flag} ({native['infostring']})", status, x, y, s, info, raise_on_error)
+    return finish(NAME, f"{flag} ({native['infostring']})", status, x, y, s, info, raise_on_error,
+                  wording=_diffcp_wording(flag))

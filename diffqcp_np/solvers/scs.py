@@ -129,6 +129,7 @@ def _solve(data: dict, cone_dict: dict, settings: dict, warm_start: Optional[tup
         as_solution_vector(result.get("s"), m),
         info,
         raise_on_error,
+        wording=f"Solver scs returned status {info['status']}",
     )
 
 
