@@ -27,7 +27,8 @@ Python and SciPy overhead than in arithmetic. This module sets the batch up at o
 
 Members whose factorisation is singular or badly conditioned (pivot ratio below
 ``SINGULAR_PIVOT_RATIO``, or not finite) get the general path's per-problem derivative,
-which warns with :class:`NonDifferentiableWarning` and answers by least squares.
+which answers by least squares and warns (:class:`NonDifferentiableWarning`, naming the
+problem) where a requested product does not exist.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from ._batch_structure import BatchStructure, _JacobianPattern
 from .solvers.base import CSCFactory
 from ._parallel import BLAS_PIN, Runner, tag_exception
 from ._validation import as_vector
+from ._warnings import warn_at_caller
 from .cones.projection import ConeJacobian
 from .cones.spec import ConeSpec
 from .derivative.linear_solvers import SINGULAR_PIVOT_RATIO
@@ -597,6 +599,16 @@ def _stack_rows(arrays: list, size: int) -> np.ndarray:
     return np.concatenate(arrays).astype(np.float64, copy=False).reshape(len(arrays), size)
 
 
+def _naming_warnings(index: int, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, its warnings re-issued at the caller with ``"problem i: "``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = fn(*args, **kwargs)
+    for w in caught:
+        warn_at_caller(f"problem {index}: {w.message}", w.category)
+    return out
+
+
 class DenseBatchDerivative:
     """The derivatives of the solved members of a same-structure batch, set up at once.
 
@@ -685,11 +697,7 @@ class DenseBatchDerivative:
         out.singular = ~(out.pivot_ratio >= SINGULAR_PIVOT_RATIO)  # NaN: singular
         for i in members[out.singular]:
             i = int(i)
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                out.fallbacks[i] = fallback(i)
-            for w in caught:
-                warnings.warn(f"problem {i}: {w.message}", w.category, stacklevel=3)
+            out.fallbacks[i] = _naming_warnings(i, fallback, i)
         return out
 
     # -- application ------------------------------------------------------------------------
@@ -698,7 +706,8 @@ class DenseBatchDerivative:
         out = {}
         for i, args in calls.items():
             try:
-                out[i] = getattr(self.fallbacks[i], method)(*args[0], **args[1])
+                out[i] = _naming_warnings(i, getattr(self.fallbacks[i], method), *args[0],
+                                          **args[1])
             except Exception as err:
                 tag_exception(err, i)
                 raise

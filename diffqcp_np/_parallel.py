@@ -45,6 +45,8 @@ from typing import Any, Callable, Sequence, Union
 
 from threadpoolctl import threadpool_limits
 
+from ._warnings import warn_at_caller
+
 BACKENDS = ("serial", "threads", "processes")
 
 #: Attribute set on an exception raised while processing a problem: its batch index.
@@ -358,7 +360,7 @@ class Runner:
     def _collect(out, chunk, on_result, progress) -> list:
         for (result, caught), item in zip(out, chunk):
             for category, message in caught:
-                warnings.warn(f"problem {item.index}: {message}", category, stacklevel=2)
+                warn_at_caller(f"problem {item.index}: {message}", category)
             if on_result is not None:
                 on_result(result)
         progress.update(len(chunk))

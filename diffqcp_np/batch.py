@@ -59,7 +59,8 @@ Same-structure batches
     (:mod:`diffqcp_np._dense_batch`: one cone Jacobian call per block of problems, dense
     systems factored by LAPACK in a compiled loop, one compiled pass per
     ``D_batch``/``DT_batch`` call); a member whose system is singular falls back to its
-    own (least-squares) derivative with a ``NonDifferentiableWarning`` naming it.
+    own (least-squares) derivative, and a product of it that does not exist warns
+    (``NonDifferentiableWarning``) naming the member.
     ``D_batch.dense_batch`` (and ``DT_batch.dense_batch``) is that batched derivative,
     or None on the other paths.
 

@@ -398,8 +398,10 @@ def test_worker_warnings_reach_the_caller_with_the_problem_index():
                            cs=np.ones(1), cone_dicts={"l": 2}, Ps=None).items():
         args[key].append(value)
     xs, ys, ss, D_batch, DT_batch = solve_and_derivative_batch(**args, backend="processes")
-    with pytest.warns(NonDifferentiableWarning, match=r"^problem 1: "):
-        DT_batch(xs, [None] * 2, [None] * 2)
+    DT_batch(xs, [None] * 2, [None] * 2)  # x is unique: silent
+    with pytest.warns(NonDifferentiableWarning, match=r"^problem 1: ") as record:
+        DT_batch(xs, [None, np.array([1.0, 0.0])], [None] * 2)  # weighs y0 alone
+    assert {w.filename for w in record} == {__file__}
 
 
 # -- warm starts, progress, inputs ------------------------------------------------------------

@@ -168,15 +168,17 @@ def test_singular_member_warns_and_others_stay_exact(backend):
     args = dict(As=[p["A"] for p in probs], bs=[p["b"] for p in probs],
                 cs=[p["c"] for p in probs], cone_dicts=[p["cone_dict"] for p in probs],
                 Ps=[p["P"] for p in probs])
-    with pytest.warns(NonDifferentiableWarning, match=r"^problem 1: "):
-        xs, ys, ss, D_batch, DT_batch = solve_and_derivative_batch(**args, backend=backend)
+    xs, ys, ss, D_batch, DT_batch = solve_and_derivative_batch(**args, backend=backend)
     dense = DT_batch.dense_batch
     assert dense is not None
     assert dense.singular.tolist() == [False, True, False] and list(dense.fallbacks) == [1]
     gx = [np.array([1.0]), np.array([0.5]), np.array([-2.0])]
     gy = [np.array([0.3, -0.2]), None, np.array([1.0, 2.0])]
-    dAs, dbs, dcs, dPs = DT_batch(gx, gy, [None] * 3, return_dP=True)
+    dAs, dbs, dcs, dPs = DT_batch(gx, gy, [None] * 3, return_dP=True)  # they all exist
     dxs, dys, dss = D_batch(args["As"], args["bs"], args["cs"], dPs=args["Ps"])
+    with pytest.warns(NonDifferentiableWarning, match=r"^problem 1: .*y\[0, 1\]") as record:
+        DT_batch(gx, [None, np.array([1.0, 0.0]), None], [None] * 3)  # weighs y0 alone
+    assert {w.filename for w in record} == {__file__}
     for i, p in enumerate(probs):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NonDifferentiableWarning)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -205,20 +203,26 @@ def test_small_perturbation_is_not_rounded_to_zero():
     assert relative_error(db_grad, 1e-15 * DT(gx, None, None)[1]) < 1e-10
 
 
-def test_non_differentiable_point_warns_and_returns_least_squares():
-    # Two identical inequality rows, both active: the dual is not unique.
+@pytest.mark.parametrize("mode", ["direct", "dense", "lsqr", "lsmr"])
+def test_non_differentiable_point_warns_only_for_products_that_do_not_exist(mode):
+    # Two identical inequality rows, both active: the dual is not unique (y0 + y1 is).
     A = sp.csc_matrix(np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]]))
     x = np.array([1.0, 1.0])
     s = np.array([0.0, 0.0, 0.0, 1.0])
     y = np.array([1.0, 1.0, 2.0, 0.0])
     b = A @ x + s
     c = -(A.T @ y)
-    with pytest.warns(NonDifferentiableWarning):
-        D, DT = derivative(A, b, c, {"l": 4}, x, y, s)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NonDifferentiableWarning)
-        dx, dy, ds = D(None, np.ones(4), None)
-        dA, db, dc = DT(np.ones(2), np.zeros(4), np.zeros(4))
+    D, DT = derivative(A, b, c, {"l": 4}, x, y, s, mode=mode)  # silent (module filter)
+    dx, dy, ds = D(None, np.ones(4), None)  # the two rows move together: exists
+    dA, db, dc = DT(np.ones(2), np.zeros(4), np.zeros(4))  # x is unique: exists
+    np.testing.assert_allclose(dx, [1.0, 1.0], atol=1e-9)  # x = (b0, b2) near this point
+    np.testing.assert_allclose(dc, 0.0, atol=1e-9)  # x does not depend on c here
+    np.testing.assert_allclose(db[:2].sum(), 1.0, atol=1e-9)  # d(x0 + x1)/d(b0 = b1)
+    with pytest.warns(NonDifferentiableWarning, match=r"change of b\[0, 1\]") as record:
+        D(None, np.array([1.0, 0.0, 0.0, 0.0]), None)  # one row only: one becomes inactive
+    assert record[0].filename == __file__
+    with pytest.warns(NonDifferentiableWarning, match=r"not unique at this point \(y\[0, 1\]\)"):
+        DT(None, np.array([1.0, 0.0, 0.0, 0.0]), None)  # weighs y0 alone
     for arr in (dx, dy, ds, db, dc, dA.data):
         assert np.all(np.isfinite(arr))
 

@@ -146,15 +146,23 @@ def test_ldl_and_lu_factorizations_agree_through_the_api(name):
         assert relative_error(got, want) < 1e-10
 
 
-def test_singular_system_falls_back_to_lu_and_warns():
+def test_singular_system_falls_back_to_lu_and_warns_on_inconsistent_solves():
     # Two identical active rows: the dual is not unique, K is singular.
     A = sp.csc_matrix(np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]]))
     x, y = np.array([1.0, 1.0]), np.array([1.0, 1.0, 2.0, 0.0])
     s = np.array([0.0, 0.0, 0.0, 1.0])
     data = check_problem(A, A @ x + s, -(A.T @ y), {"l": 4}, None)
-    with pytest.warns(NonDifferentiableWarning):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NonDifferentiableWarning)
         sd = SolutionDerivative(data, x, y, s, mode="direct")
-    assert sd.solver.uses_fallback and sd.solver.singular
+        assert sd.solver.uses_fallback and sd.solver.singular
+        K = _dense_K(sd)
+        consistent = K @ np.arange(1.0, 7.0)  # in K's range: solved silently
+        z = sd.solver.solve(consistent)
+        np.testing.assert_allclose(K @ z, consistent, atol=1e-12)
+        np.testing.assert_allclose(z, np.linalg.pinv(K) @ consistent, atol=1e-10)  # least norm
+    with pytest.warns(NonDifferentiableWarning, match=r"change of b\[0, 1\]"):
+        sd.solver.solve(np.eye(6)[2])  # row 0 of the constraints alone: not in K's range
 
 
 def test_unknown_factorization_is_rejected():

@@ -35,6 +35,11 @@ from diffqcp_np.solvers.base import EXP_DUAL_TO_EXP, dual_power_to_power
 SOLVERS = available_solvers()
 SQRT2 = np.sqrt(2.0)
 
+#: Clarabel 0.11 stops the PSD problem at "AlmostSolved" (see
+#: test_solution_matches_oracles): its warning is expected there.
+CLARABEL_MAY_STOP_INACCURATE = pytest.mark.filterwarnings(
+    "ignore:Solver clarabel returned an inaccurate"
+    ":diffqcp_np.solvers.base.InaccurateSolutionWarning")
 #: Accurate settings per solver, for comparisons with the oracles.
 ACCURATE = {"SCS": {"eps": 1e-10, "max_iters": 200_000}, "CLARABEL": {}, "ECOS": {}}
 
@@ -316,6 +321,7 @@ def test_problem_generator_is_an_oracle(name):
         np.testing.assert_allclose(reference[1], prob.x0, rtol=1e-4, atol=1e-4)
 
 
+@CLARABEL_MAY_STOP_INACCURATE
 @pytest.mark.parametrize("name", sorted(PROBLEMS))
 @pytest.mark.parametrize("solver", SOLVERS)
 def test_solution_matches_oracles(solver, name):
@@ -339,6 +345,7 @@ def test_solution_matches_oracles(solver, name):
         np.testing.assert_allclose(result.x, reference[1], rtol=1e-4, atol=1e-4)
 
 
+@CLARABEL_MAY_STOP_INACCURATE
 @pytest.mark.parametrize("name", sorted(PROBLEMS))
 @pytest.mark.parametrize("solver", SOLVERS)
 def test_batch_solver_equals_solve_cone_program(solver, name):

@@ -5,8 +5,9 @@
 and falls back to a sparse LU of K itself (SuperLU) when refinement stalls;
 ``dense`` does the same with a dense LU (tiny problems); ``lsqr`` and ``lsmr`` run
 matrix-free on K with forwarded tolerances and check the true residual. Where K is
-singular or numerically so (the solution map is not differentiable there), every
-solver warns with :class:`NonDifferentiableWarning` and returns a least-squares answer.
+singular or numerically so, every solver returns the least-squares answer of least norm;
+where that answer leaves a residual (the right-hand side is not in K's range) it reports
+the residual through ``on_defect`` (:class:`NonDifferentiableWarning` by default).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from .._fast_checks import any_nonzero
+from .._warnings import warn_at_caller
 from .norms import refine, vector_norm
 from .reduced_system import FactorizationError
 
@@ -28,14 +30,28 @@ from .reduced_system import FactorizationError
 SINGULAR_PIVOT_RATIO = 1e-13
 #: Relative residual above which an answer is reported as inaccurate.
 RESIDUAL_WARN = 1e-6
+#: Relative residual of a least-squares answer (singular K) above which the right-hand
+#: side is taken to have a part outside K's range: the requested product does not exist.
+DEFECT_RESIDUAL = 1e-8
 
 
 class NonDifferentiableWarning(RuntimeWarning):
-    """The derivative system is singular: the solution map is not differentiable here."""
+    """The requested derivative product does not exist at this point.
+
+    The derivative system is singular (a non-unique solution, or no strict
+    complementarity) and the product depends on the non-unique part: a perturbation the
+    solution cannot follow to first order, or cotangents that weigh entries of the
+    solution that are not unique. A least-squares answer is returned.
+    """
 
 
 class InaccurateDerivativeWarning(RuntimeWarning):
     """An iterative solve of the derivative system stopped with a large residual."""
+
+
+#: Called with ``(defect, transpose, detail)`` when a least-squares answer leaves the
+#: residual ``defect = K z - r`` (or ``K' z - r``); ``detail`` says why K is singular.
+DefectHandler = Callable[[np.ndarray, bool, str], None]
 
 
 def _relative_residual(matvec: Callable, z: np.ndarray, r: np.ndarray) -> float:
@@ -48,14 +64,13 @@ def _least_squares(op: spla.LinearOperator, r: np.ndarray) -> np.ndarray:
     return spla.lsmr(op, r, atol=1e-14, btol=1e-14, maxiter=20 * n)[0]
 
 
-def _warn_singular(detail: str) -> None:
-    warnings.warn(
-        "the derivative system is singular (" + detail + "): the solution map is not "
-        "differentiable at this point (non-unique solution or no strict complementarity); "
-        "returning a least-squares answer",
-        NonDifferentiableWarning,
-        stacklevel=4,
-    )
+def warn_defect(defect: np.ndarray, transpose: bool, detail: str) -> None:
+    """The default :data:`DefectHandler`: a :class:`NonDifferentiableWarning`."""
+    system = "K'" if transpose else "K"
+    warn_at_caller(
+        f"the derivative system is singular ({detail}) and the right-hand side has a part "
+        f"outside the range of {system}: the requested product does not exist at this "
+        "point; returning a least-squares answer", NonDifferentiableWarning)
 
 
 class KKTSolver:
@@ -68,16 +83,22 @@ class KKTSolver:
     operator : callable
         Returns K as a LinearOperator with ``matvec`` and ``rmatvec``; called on first use
         of :attr:`operator` (a solve through a factorisation never needs it).
+    on_defect : callable, default :func:`warn_defect`
+        Called as ``on_defect(defect, transpose, detail)`` when K is singular and a
+        right-hand side has a part outside its range (see :meth:`_least_squares_answer`).
     """
 
     name = "base"
 
     def __init__(self, K: sp.spmatrix | None,
-                 operator: Callable[[], spla.LinearOperator], **options: Any):
+                 operator: Callable[[], spla.LinearOperator],
+                 on_defect: DefectHandler = warn_defect, **options: Any):
         self.K = K
         self._make_operator = operator
+        self.on_defect = on_defect
         self.last_residual = 0.0
         self.singular = False
+        self.singular_detail = ""
         if options:
             raise ValueError(
                 f"unknown options {sorted(options)} for the {self.name!r} derivative mode"
@@ -120,8 +141,12 @@ class KKTSolver:
         pivots = np.abs(pivots)
         ratio = pivots.min() / pivots.max() if pivots.size and pivots.max() > 0 else 0.0
         if not np.isfinite(ratio) or ratio < SINGULAR_PIVOT_RATIO:
-            self.singular = True
-            _warn_singular(f"pivot ratio {ratio:.2e}")
+            self._mark_singular(f"LU pivot ratio {ratio:.1e}")
+
+    def _mark_singular(self, detail: str) -> None:
+        """Answer every later solve by least squares; ``detail`` says why."""
+        self.singular = True
+        self.singular_detail = detail
 
     def _least_squares(self, r: np.ndarray, transpose: bool) -> np.ndarray:
         """A least-squares answer where K is singular (LSMR on the operator)."""
@@ -129,9 +154,21 @@ class KKTSolver:
 
     def _least_squares_answer(self, r: np.ndarray,
                               transpose: bool) -> tuple[np.ndarray, float]:
-        """:meth:`_least_squares` and its relative residual."""
+        """:meth:`_least_squares` and its relative residual; a residual above
+        ``DEFECT_RESIDUAL`` is passed to ``on_defect``.
+
+        Where K is singular, ``K z = r`` has solutions exactly when ``r`` is orthogonal to
+        the null space of ``K'``; the answer is then the solution of least norm (and any
+        quantity that does not depend on the choice is exact). Otherwise no solution
+        exists and the residual ``K z - r`` is ``r``'s part in that null space (for ``K'``,
+        a null vector of K).
+        """
         z = self._least_squares(r, transpose)
-        return z, self._relative_residual(z, r, transpose)
+        defect = self._matvec(z, transpose) - r
+        residual = float(vector_norm(defect) / max(vector_norm(r), np.finfo(float).tiny))
+        if residual > DEFECT_RESIDUAL:
+            self.on_defect(defect, transpose, self.singular_detail or "numerically singular")
+        return z, residual
 
     def _checked(self, r: np.ndarray, transpose: bool) -> np.ndarray:
         if not any_nonzero(r):
@@ -155,8 +192,9 @@ class DirectSolver(KKTSolver):
 
     name = "direct"
 
-    def __init__(self, K, operator, permc_spec: str = "COLAMD", **options):
-        super().__init__(K, operator, **options)
+    def __init__(self, K, operator, on_defect: DefectHandler = warn_defect,
+                 permc_spec: str = "COLAMD", **options):
+        super().__init__(K, operator, on_defect, **options)
         self._dense_lu = None
         if isinstance(K, np.ndarray):
             with warnings.catch_warnings():
@@ -167,8 +205,7 @@ class DirectSolver(KKTSolver):
         try:
             self._lu = spla.splu(sp.csc_matrix(K), permc_spec=permc_spec)
         except RuntimeError as err:  # exactly singular
-            self.singular = True
-            _warn_singular(str(err))
+            self._mark_singular(f"sparse LU: {err}")
             return
         self._check_pivots(self._lu.U.diagonal())
 
@@ -214,9 +251,10 @@ class ReducedDirectSolver(KKTSolver):
     ACCEPTED = 1e-10
 
     def __init__(self, reduced: Callable[[], Any], assemble: Callable[[], sp.spmatrix],
-                 operator: Callable[[], spla.LinearOperator], permc_spec: str = "COLAMD",
+                 operator: Callable[[], spla.LinearOperator],
+                 on_defect: DefectHandler = warn_defect, permc_spec: str = "COLAMD",
                  **options):
-        super().__init__(None, operator, **options)
+        super().__init__(None, operator, on_defect, **options)
         self._assemble = assemble
         self._permc_spec = permc_spec
         self._fallback: DirectSolver | None = None
@@ -236,9 +274,10 @@ class ReducedDirectSolver(KKTSolver):
 
     def _switch_to_lu(self) -> None:
         self._fallback = DirectSolver(self._assemble(), lambda: self.operator,
-                                      permc_spec=self._permc_spec)
+                                      self.on_defect, permc_spec=self._permc_spec)
         self.K = self._fallback.K
         self.singular = self._fallback.singular
+        self.singular_detail = self._fallback.singular_detail
 
     def _solve(self, r, transpose):
         if self._fallback is None:
@@ -273,8 +312,8 @@ class DenseSolver(KKTSolver):
 
     name = "dense"
 
-    def __init__(self, K, operator, **options):
-        super().__init__(K, operator, **options)
+    def __init__(self, K, operator, on_defect: DefectHandler = warn_defect, **options):
+        super().__init__(K, operator, on_defect, **options)
         self._dense = K.toarray() if sp.issparse(K) else np.asarray(K)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", la.LinAlgWarning)
@@ -292,6 +331,11 @@ class DenseSolver(KKTSolver):
 class IterativeSolver(KKTSolver):
     """LSQR or LSMR on K, matrix-free.
 
+    An answer with a relative residual above ``RESIDUAL_WARN`` raises an
+    :class:`InaccurateDerivativeWarning`, unless the method reports a least-squares
+    solution (its ``istop`` 2: K is singular and the right-hand side is not in its range),
+    which goes to ``on_defect``.
+
     Parameters
     ----------
     method : {"lsqr", "lsmr"}
@@ -301,10 +345,11 @@ class IterativeSolver(KKTSolver):
         Iteration limit; default ``10 · N``.
     """
 
-    def __init__(self, K, operator, method: str = "lsmr", atol: float = 1e-12,
-                 btol: float = 1e-12, maxiter: int | None = None, **options):
+    def __init__(self, K, operator, on_defect: DefectHandler = warn_defect,
+                 method: str = "lsmr", atol: float = 1e-12, btol: float = 1e-12,
+                 maxiter: int | None = None, **options):
         self.name = method
-        super().__init__(K, operator, **options)
+        super().__init__(K, operator, on_defect, **options)
         self.method = method
         self.atol, self.btol = atol, btol
         self.maxiter = maxiter if maxiter is not None else 10 * self.operator.shape[0]
@@ -316,15 +361,18 @@ class IterativeSolver(KKTSolver):
             out = spla.lsqr(op, r, atol=self.atol, btol=self.btol, iter_lim=self.maxiter)
         else:
             out = spla.lsmr(op, r, atol=self.atol, btol=self.btol, maxiter=self.maxiter)
-        z, self.last_iterations = out[0], out[2]
-        residual = self._relative_residual(z, r, transpose)
-        if residual > RESIDUAL_WARN:
-            warnings.warn(
+        z, stop, self.last_iterations = out[0], out[1], out[2]
+        defect = self._matvec(z, transpose) - r
+        residual = float(vector_norm(defect) / max(vector_norm(r), np.finfo(float).tiny))
+        if stop == 2 and residual > DEFECT_RESIDUAL:  # a least-squares solution: no solution
+            self.on_defect(defect, transpose,
+                           f"{self.method} ended at a least-squares solution")
+        elif residual > RESIDUAL_WARN:
+            warn_at_caller(
                 f"{self.method} stopped after {self.last_iterations} iterations with relative "
                 f"residual {residual:.2e}; the derivative may be inaccurate (tighten atol/btol, "
                 "raise maxiter, or use mode='direct')",
                 InaccurateDerivativeWarning,
-                stacklevel=4,
             )
         return z, residual
 
@@ -333,7 +381,7 @@ def make_solver(mode: str, assemble: Callable[[], sp.spmatrix],
                 operator: Callable[[], spla.LinearOperator],
                 reduced: Callable[[], Any] | None = None,
                 factorization: str = "auto", has_psd: bool = False,
-                **options: Any) -> KKTSolver:
+                on_defect: DefectHandler = warn_defect, **options: Any) -> KKTSolver:
     """Build the solver of the derivative system for ``mode``.
 
     Parameters
@@ -352,6 +400,8 @@ def make_solver(mode: str, assemble: Callable[[], sp.spmatrix],
         products each, more than the LU saves) and ``"ldl"`` otherwise.
     has_psd : bool, default False
         Whether the cones include PSD blocks (for ``"auto"``).
+    on_defect : callable, default :func:`warn_defect`
+        See :class:`KKTSolver`.
     **options
         Options of the chosen solver.
     """
@@ -359,13 +409,13 @@ def make_solver(mode: str, assemble: Callable[[], sp.spmatrix],
         if factorization == "auto":
             factorization = "lu" if has_psd else "ldl"
         if factorization == "lu":
-            return DirectSolver(assemble(), operator, **options)
+            return DirectSolver(assemble(), operator, on_defect, **options)
         if factorization != "ldl":
             raise ValueError(
                 f"factorization must be 'auto', 'ldl' or 'lu', got {factorization!r}")
-        return ReducedDirectSolver(reduced, assemble, operator, **options)
+        return ReducedDirectSolver(reduced, assemble, operator, on_defect, **options)
     if mode == "dense":
-        return DenseSolver(assemble(), operator, **options)
+        return DenseSolver(assemble(), operator, on_defect, **options)
     if mode in ("lsqr", "lsmr"):
-        return IterativeSolver(None, operator, method=mode, **options)
+        return IterativeSolver(None, operator, on_defect, method=mode, **options)
     raise ValueError(f"no linear solver for mode {mode!r}")

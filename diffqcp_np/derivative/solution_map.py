@@ -25,8 +25,9 @@ import scipy.sparse.linalg as spla
 
 from .._sparse import transpose
 from .._validation import ProblemData, as_vector
+from .._warnings import warn_at_caller
 from ..cones.projection import ConeJacobian
-from .linear_solvers import KKTSolver, make_solver
+from .linear_solvers import KKTSolver, NonDifferentiableWarning, make_solver
 from .patterns import MatrixPattern, QuadraticTerm, gradient_A
 from .reduced_system import ReducedSystem
 
@@ -43,6 +44,24 @@ _IGNORED_DIFFCP_KWARGS = ("tau", "rho", "atol", "btol", "maxiter", "iter_lim", "
 DENSE_SYSTEM_FILL = 0.2
 #: ... up to this many rows (K and its LU factors take 2 · 8 N² bytes).
 DENSE_SYSTEM_MAX_N = 6000
+
+
+#: Entries within this fraction of the largest are named in NonDifferentiableWarning.
+_NAMED_FRACTION = 1e-3
+#: At most this many indices are named per vector.
+_NAMED_MAX = 6
+
+
+def _named_entries(parts: dict[str, np.ndarray]) -> str:
+    """``"x[6], s[3, 4]"``: the entries of the named vectors that are not negligible."""
+    largest = max((float(np.max(np.abs(v))) for v in parts.values() if v.size), default=0.0)
+    names = []
+    for name, vector in parts.items():
+        index = np.flatnonzero(np.abs(vector) > _NAMED_FRACTION * largest)
+        if index.size:
+            shown = ", ".join(str(i) for i in index[:_NAMED_MAX])
+            names.append(f"{name}[{shown}{', ...' if index.size > _NAMED_MAX else ''}]")
+    return ", ".join(names)
 
 
 def _check_unused_kwargs(kwargs: dict) -> None:
@@ -99,7 +118,8 @@ class SolutionDerivative:
         assemble = self._assemble_dense if self._dense_system() else self._assemble
         self.solver: KKTSolver = make_solver(mode, assemble, self._operator,
                                              reduced=self._reduced,
-                                             has_psd=bool(data.cones.psd), **solver_options)
+                                             has_psd=bool(data.cones.psd),
+                                             on_defect=self._warn_defect, **solver_options)
 
     @cached_property
     def AT(self) -> sp.csc_matrix:
@@ -161,6 +181,30 @@ class SolutionDerivative:
             return np.concatenate([top, D(self.A @ w1) + w2 - D(w2)])
 
         return spla.LinearOperator((n + m, n + m), matvec=matvec, rmatvec=rmatvec, dtype=float)
+
+    def _warn_defect(self, defect: np.ndarray, transpose: bool, detail: str) -> None:
+        """Warn that the requested product does not exist, and say which part fails.
+
+        K is singular here. A JVP's right-hand side then has a part outside K's range,
+        which ``defect`` (the least-squares residual) is, row by row: a perturbation of
+        ``c`` (rows of x) and ``b`` (rows of the constraints) that no first-order change
+        of the solution can follow. A VJP's residual is a null vector of K, the change of
+        ``(x, y, s)`` that the derivative leaves undetermined: the cotangents weigh it.
+        """
+        n = self.data.n
+        if transpose:
+            dv = defect[n:]
+            dy = self.cone_jacobian.matvec(dv)
+            where = _named_entries({"x": defect[:n], "y": dy, "s": dy - dv})
+            what = (f"the cotangents weigh entries of the solution that are not unique at "
+                    f"this point ({where}), so the gradient asked for does not exist")
+        else:
+            where = _named_entries({"c": defect[:n], "b": defect[n:]})
+            what = (f"the perturbation has a part that no first-order change of the "
+                    f"solution can follow (it acts as a change of {where}): the solution map "
+                    "has no directional derivative along it")
+        warn_at_caller(f"{what} (the derivative system is singular: {detail}); returning the "
+                       "least-squares answer", NonDifferentiableWarning)
 
     @property
     def last_residual(self) -> float:

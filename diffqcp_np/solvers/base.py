@@ -7,7 +7,6 @@ returns a :class:`SolverResult` through :func:`finish`, which raises
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
@@ -15,6 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._sparse import column_indices
+from .._warnings import warn_at_caller
 
 OPTIMAL = "optimal"
 OPTIMAL_INACCURATE = "optimal_inaccurate"
@@ -207,10 +207,9 @@ def finish(
     info["solver"] = solver
     info["solver_status"] = str(native_status)
     if status == OPTIMAL_INACCURATE:
-        warnings.warn(
+        warn_at_caller(
             f"Solver {solver.lower()} returned an inaccurate solution (status {native_status!r})",
             InaccurateSolutionWarning,
-            stacklevel=4,
         )
     elif status not in SOLUTION_STATUSES:
         info["error_message"] = failure_message(wording, status, native_status, info.get("iter"))
