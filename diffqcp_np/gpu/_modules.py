@@ -1,10 +1,12 @@
 """CuPy modules and launchers for the kernels of ``kernels/*.cu``, compiled on first use.
 
 Each ``.cu`` file is compiled, with ``_prelude.cu`` prepended, into one
-``cupy.RawModule`` by NVRTC (CuPy adds ``-arch`` for the current device); the options
-are :data:`COMPILE_OPTIONS`, plus ``--fmad=false`` for the build that does only IEEE
-``+ − × / sqrt`` in source order (bitwise comparable with the CPU kernels where they
-need no ``exp``/``log``/``pow``). Nothing here runs without CuPy and a CUDA device.
+``cupy.RawModule`` by NVRTC. CuPy adds ``-ftz=true`` (single precision only), ``-arch``
+for the current device, ``--device-as-default-execution-space`` and, for NVRTC 12.8 and
+newer, ``--pch``; the options here are :data:`COMPILE_OPTIONS`, plus ``--fmad=false``
+for the build that does only IEEE ``+ − × / sqrt`` in source order (bitwise comparable
+with the CPU kernels where they need no ``exp``/``log``/``pow``). Nothing here runs
+without CuPy and a CUDA device.
 """
 
 from __future__ import annotations

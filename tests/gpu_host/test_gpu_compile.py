@@ -55,10 +55,11 @@ def nvrtc_compile(nvrtc, source: str, name: str, options: list[str]) -> tuple[bo
 
 
 def cupy_options(nvrtc, arch: str, fmad: bool) -> list[str]:
-    """What CuPy 14's RawModule passes: -arch, our options, the execution space flag,
+    """What CuPy 14.2's RawModule passes to NVRTC (cupy/cuda/compiler.py): our options,
+    -ftz=true (single precision only), -arch from the device, the execution-space flag,
     and --pch with NVRTC 12.8 or newer."""
     _, major, minor = nvrtc.nvrtcVersion()
-    options = [arch, *compile_options(fmad), "--device-as-default-execution-space"]
+    options = [*compile_options(fmad), "-ftz=true", arch, "--device-as-default-execution-space"]
     return options + (["--pch"] if (major, minor) >= (12, 8) else [])
 
 
