@@ -5,6 +5,8 @@ K, batched dense LDLᵀ, refinement, LSMR, and the batched dense derivative agai
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -291,3 +293,22 @@ def test_lsmr_on_the_batch_system_matches_the_direct_solve(host_kernels):
                              lambda w, t=transpose: dense.matvec(batch.K, w, not t), r,
                              r.shape[1], np, atol=1e-14, btol=1e-14, maxiter=500)
         np.testing.assert_allclose(result.x, direct, rtol=1e-8, atol=1e-10)
+
+
+def test_lsmr_reads_the_device_only_every_check_every_iterations():
+    """The only host read in LSMR's loop is ``bool(xp.any(...))`` every ``check_every``
+    iterations: count the calls of ``any`` on a NumPy namespace that records them."""
+    calls = []
+    counting = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np)
+                                        if not k.startswith("__")})
+    counting.any = lambda *args, **kwargs: calls.append(1) or np.any(*args, **kwargs)
+    rng = np.random.default_rng(13)
+    A, b = rng.standard_normal((3, 40, 15)), rng.standard_normal((3, 40))
+    result = refine.lsmr(lambda v: dense.matvec(A, v), lambda u: dense.matvec(A, u, True), b,
+                         15, counting, atol=1e-12, btol=1e-12, maxiter=100, check_every=4)
+    iterations = int(result.itn.max())
+    assert len(calls) == -(-iterations // 4)
+    calls.clear()
+    refine.lsmr(lambda v: dense.matvec(A, v), lambda u: dense.matvec(A, u, True), b, 15,
+                counting, maxiter=30, check_every=None)
+    assert not calls
