@@ -205,7 +205,7 @@ class _Derivative:
             else:
                 self._built = _make_derivative(self.data, self.quadratic, self.x, self.y,
                                                self.s, st.mode, st.solve_method,
-                                               st.solver_kwargs, st.derivative_kwargs)
+                                               st.solver_kwargs, st.derivative_kwargs).derivative
         return self._built
 
     def __getstate__(self) -> dict:

@@ -9,6 +9,13 @@ Problem (SCS form), with ``P`` optional::
 is ``"direct"`` (a sparse LDLᵀ of the symmetric reduced system, LU where that fails,
 factored once and reused), and ``P`` is supported in every mode.
 
+In the exact modes the forward solution is refined by Newton steps on the residual map
+before it is differentiated (``refine=True``, the default; see
+:mod:`~diffqcp_np.derivative.solution_refinement`): a solver's default-tolerance
+solution can leave an inequality on the wrong side of its kink, and the derivative
+there is wrong. The refined ``x, y, s`` are the ones returned, and where the solution
+does not decide every face an :class:`InaccurateDerivativeWarning` says so.
+
 ``P`` may be the full symmetric matrix or its upper triangle. Whatever pattern was given
 is the pattern of ``DT``'s ``dP``, which is the exact adjoint of ``D``'s ``dP`` argument
 read in the same storage convention (with upper storage an off-diagonal gradient entry
@@ -23,6 +30,12 @@ from typing import Any, Callable
 from ._validation import ProblemData, check_problem
 from .derivative import EXACT_MODES, LPGD_MODES, MODES, LPGDDerivative, SolutionDerivative
 from .derivative.patterns import QuadraticTerm
+from .derivative.solution_refinement import (
+    Refinement,
+    ResidualMap,
+    refine_solution,
+    warn_inaccurate,
+)
 from .solvers import SolverError, SolverResult, solve_cone_program
 
 DEFAULT_MODE = "direct"
@@ -64,16 +77,27 @@ def _forward_for_lpgd(solve_method: str | None, solver_kwargs: dict) -> Callable
 
 
 def _make_derivative(data: ProblemData, quadratic: QuadraticTerm, x, y, s, mode: str,
-                     solve_method: str | None, solver_kwargs: dict, derivative_kwargs: dict):
+                     solve_method: str | None, solver_kwargs: dict, derivative_kwargs: dict,
+                     refine: bool = False) -> Refinement:
+    """The derivative at ``(x, y, s)``, refined first if ``refine`` (exact modes; the LPGD
+    modes re-solve and are neither refined nor checked: their report is None)."""
     if mode in LPGD_MODES:
         options = dict(derivative_kwargs)
         unknown = sorted(set(options) - set(_LPGD_OPTIONS))
         if unknown:
             raise ValueError(f"unknown derivative_kwargs {unknown} for mode {mode!r}")
-        return LPGDDerivative(data, x, y, s, mode, _forward_for_lpgd(solve_method, solver_kwargs),
+        lpgd = LPGDDerivative(data, x, y, s, mode, _forward_for_lpgd(solve_method, solver_kwargs),
                               quadratic=quadratic, **options)
+        return Refinement(lpgd, lpgd.x, lpgd.y, lpgd.s, None)
     options = {k: v for k, v in derivative_kwargs.items() if k not in _LPGD_OPTIONS}
-    return SolutionDerivative(data, x, y, s, mode=mode, quadratic=quadratic, **options)
+
+    def build(x, y, s, previous, same_faces):
+        return SolutionDerivative(
+            data, x, y, s, mode=mode, quadratic=quadratic,
+            A_pattern=None if previous is None else previous.A_pattern, reuse=previous,
+            same_faces=same_faces, **options)
+
+    return refine_solution(ResidualMap(data, quadratic.full), x, y, s, build, refine=refine)
 
 
 def _failed_derivative(status: str) -> tuple[Callable, Callable]:
@@ -84,8 +108,16 @@ def _failed_derivative(status: str) -> tuple[Callable, Callable]:
 
 
 def derivative(A, b, c, cone_dict, x, y, s, P=None, mode: str = DEFAULT_MODE,
-               solve_method: str | None = None, **derivative_kwargs: Any):
+               solve_method: str | None = None, refine: bool = False,
+               return_info: bool = False, **derivative_kwargs: Any):
     """Derivative of the solution map at a solution obtained elsewhere.
+
+    The solution is checked in the exact modes: where it does not decide the face of
+    every cone (e.g. an inequality with both ``y_i`` and ``s_i`` well above zero, from a
+    loose tolerance) an :class:`InaccurateDerivativeWarning` says so. With
+    ``refine=True`` it is first refined by Newton steps on the residual map (see
+    :mod:`~diffqcp_np.derivative.solution_refinement`) and the derivative is taken at
+    the refined solution.
 
     Parameters
     ----------
@@ -103,9 +135,16 @@ def derivative(A, b, c, cone_dict, x, y, s, P=None, mode: str = DEFAULT_MODE,
         ``lpgd_left`` (which re-solve perturbed problems with ``solve_method``).
     solve_method : str, optional
         Forward solver for the LPGD modes (default SCS).
+    refine : bool, default False
+        Refine the solution before differentiating (exact modes).
+    return_info : bool, default False
+        Also return a dict with the solution the derivative is taken at (``x``, ``y``,
+        ``s``: the refined one with ``refine=True``) and ``refinement``, the report of
+        :class:`~diffqcp_np.derivative.solution_refinement.RefinementReport` as a dict
+        (None in the LPGD modes).
     **derivative_kwargs
-        Linear-solver options (``permc_spec``; ``atol``, ``btol``, ``maxiter``) or the
-        LPGD parameters ``tau`` and ``rho``.
+        Linear-solver options (``factorization``, ``permc_spec``; ``atol``, ``btol``,
+        ``maxiter``) or the LPGD parameters ``tau`` and ``rho``.
 
     Returns
     -------
@@ -113,12 +152,20 @@ def derivative(A, b, c, cone_dict, x, y, s, P=None, mode: str = DEFAULT_MODE,
         ``D(dA, db, dc, dP=None) -> (dx, dy, ds)``.
     DT : callable
         ``DT(dx, dy, ds, return_dP=False) -> (dA, db, dc[, dP])``.
+    info : dict
+        Only with ``return_info=True``.
     """
     mode = _check_mode(mode)
     data = check_problem(A, b, c, cone_dict, P)
-    deriv = _make_derivative(data, QuadraticTerm(data.P, data.n), x, y, s, mode, solve_method,
-                             {}, derivative_kwargs)
-    return deriv.jvp, deriv.vjp
+    result = _make_derivative(data, QuadraticTerm(data.P, data.n), x, y, s, mode, solve_method,
+                              {}, derivative_kwargs, refine=refine)
+    if result.report is not None:
+        warn_inaccurate(result.report)
+    D, DT = result.derivative.jvp, result.derivative.vjp
+    if not return_info:
+        return D, DT
+    report = None if result.report is None else result.report.as_dict()
+    return D, DT, {"x": result.x, "y": result.y, "s": result.s, "refinement": report}
 
 
 def solve_internal(A, b, c, cone_dict, solve_method: str | None = None, warm_start=None,
@@ -137,11 +184,15 @@ def solve_internal(A, b, c, cone_dict, solve_method: str | None = None, warm_sta
 
 def solve_and_derivative_internal(A, b, c, cone_dict, solve_method: str | None = None,
                                   warm_start=None, mode: str = DEFAULT_MODE,
-                                  raise_on_error: bool = True, P=None, **kwargs: Any) -> dict:
+                                  raise_on_error: bool = True, P=None, refine: bool = True,
+                                  **kwargs: Any) -> dict:
     """Solve and set up the derivative; returns ``x``, ``y``, ``s``, ``info``, ``D``, ``DT``.
 
     ``kwargs`` go to the forward solver, except ``derivative_kwargs`` (a dict of options
-    for the derivative, as in diffcp).
+    for the derivative, as in diffcp). With ``refine`` (exact modes) the solution is
+    refined before it is differentiated and returned refined; ``info["refinement"]`` is
+    the report (:class:`~diffqcp_np.derivative.solution_refinement.RefinementReport` as a
+    dict).
     """
     mode = _check_mode(mode)
     derivative_kwargs = dict(kwargs.pop("derivative_kwargs", None) or {})
@@ -152,14 +203,19 @@ def solve_and_derivative_internal(A, b, c, cone_dict, solve_method: str | None =
     if not result.ok:
         out["D"], out["DT"] = _failed_derivative(result.status)
         return out
-    deriv = _make_derivative(data, quadratic, result.x, result.y, result.s, mode, solve_method,
-                             kwargs, derivative_kwargs)
-    out["D"], out["DT"] = deriv.jvp, deriv.vjp
+    refined = _make_derivative(data, quadratic, result.x, result.y, result.s, mode,
+                               solve_method, kwargs, derivative_kwargs, refine=refine)
+    if refined.report is not None:
+        warn_inaccurate(refined.report)
+        out["info"]["refinement"] = refined.report.as_dict()
+        out["x"], out["y"], out["s"] = refined.x, refined.y, refined.s
+    out["D"], out["DT"] = refined.derivative.jvp, refined.derivative.vjp
     return out
 
 
 def solve_and_derivative(A, b, c, cone_dict, warm_start=None, mode: str = DEFAULT_MODE,
-                         solve_method: str = DEFAULT_SOLVER, P=None, **kwargs: Any):
+                         solve_method: str = DEFAULT_SOLVER, P=None, refine: bool = True,
+                         **kwargs: Any):
     """Solve a cone program and return its solution and the derivative of its solution map.
 
     Parameters
@@ -174,11 +230,16 @@ def solve_and_derivative(A, b, c, cone_dict, warm_start=None, mode: str = DEFAUL
     warm_start : tuple (x, y, s), optional
         Warm start for SCS (and Clarabel where supported).
     mode : str, default "direct"
-        ``direct`` (sparse LU, factored once), ``dense``, ``lsqr``, ``lsmr``, ``lpgd``,
-        ``lpgd_right`` or ``lpgd_left``.
+        ``direct`` (LDLᵀ of the reduced system, factored once), ``dense``, ``lsqr``,
+        ``lsmr``, ``lpgd``, ``lpgd_right`` or ``lpgd_left``.
     solve_method : {"SCS", "Clarabel", "ECOS"}, default "SCS"
     P : scipy.sparse matrix or ndarray (n, n), optional
         Quadratic objective ``½ x'Px``: full symmetric or upper triangle.
+    refine : bool, default True
+        In the exact modes, refine the solution by Newton steps on the residual map before
+        differentiating (:mod:`~diffqcp_np.derivative.solution_refinement`); an
+        :class:`InaccurateDerivativeWarning` reports a solution that does not decide the
+        face of every cone, refined or not.
     **kwargs
         Forward-solver settings (``eps``, ``verbose``, ...), and ``derivative_kwargs``
         (a dict: linear-solver options, or ``tau``/``rho`` for the LPGD modes).
@@ -186,7 +247,7 @@ def solve_and_derivative(A, b, c, cone_dict, warm_start=None, mode: str = DEFAUL
     Returns
     -------
     x, y, s : ndarray
-        Primal solution, dual solution and slack.
+        Primal solution, dual solution and slack (refined, with ``refine``).
     D : callable
         ``D(dA, db, dc, dP=None) -> (dx, dy, ds)``, the Jacobian-vector product.
     DT : callable
@@ -202,7 +263,7 @@ def solve_and_derivative(A, b, c, cone_dict, warm_start=None, mode: str = DEFAUL
     """
     result = solve_and_derivative_internal(
         A, b, c, cone_dict, solve_method=solve_method, warm_start=warm_start, mode=mode,
-        raise_on_error=True, P=P, **kwargs,
+        raise_on_error=True, P=P, refine=refine, **kwargs,
     )
     return result["x"], result["y"], result["s"], result["D"], result["DT"]
 

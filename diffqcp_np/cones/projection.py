@@ -182,6 +182,17 @@ class ConeJacobian:
 
     __call__ = matvec
 
+    def same_as(self, other: ConeJacobian) -> bool:
+        """Whether ``other`` is the same matrix: the same cones and equal blocks (as at
+        two points on one face of a polyhedral cone, or inside the same SOC regions)."""
+        if self.spec != other.spec or self.dual != other.dual:
+            return False
+        if not np.array_equal(self.diagonal_part, other.diagonal_part):
+            return False
+        if not all(np.array_equal(a, b) for a, b in zip(self._soc, other._soc)):
+            return False
+        return np.array_equal(self._small, other._small) and self._psd.same_as(other._psd)
+
     def _triplets(self, with_psd: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows, columns and values of the blocks' entries (PSD blocks only if
         ``with_psd``)."""

@@ -204,6 +204,14 @@ class PSDJacobian:
             self._groups.append((k, index, Q, _weights(lam)))
         self.size = int(v.shape[0])
 
+    def same_as(self, other: PSDJacobian) -> bool:
+        """Whether ``other`` is the same Jacobian (same blocks, equal eigenvectors and
+        weights)."""
+        if self._sides != other._sides:
+            return False
+        return all(np.array_equal(Q, Q2) and np.array_equal(B, B2)
+                   for (_, _, Q, B), (_, _, Q2, B2) in zip(self._groups, other._groups))
+
     def matvec(self, x: np.ndarray) -> np.ndarray:
         """Apply the Jacobian to ``x`` in ``O(sum k^3)`` operations.
 

@@ -46,7 +46,9 @@ class NonDifferentiableWarning(RuntimeWarning):
 
 
 class InaccurateDerivativeWarning(RuntimeWarning):
-    """An iterative solve of the derivative system stopped with a large residual."""
+    """The derivative may be inaccurate: an iterative solve of the derivative system
+    stopped with a large residual, or the solution does not decide the face of every
+    cone (see :mod:`~diffqcp_np.derivative.solution_refinement`)."""
 
 
 #: Called with ``(defect, transpose, detail)`` when a least-squares answer leaves the
@@ -209,14 +211,15 @@ class DirectSolver(KKTSolver):
             return
         self._check_pivots(self._lu.U.diagonal())
 
-    def _lu_solve(self, v: np.ndarray, transpose: bool) -> np.ndarray:
+    def factor_solve(self, v: np.ndarray, transpose: bool) -> np.ndarray:
+        """``K⁻¹ v`` (or ``K'⁻¹ v``) with the LU factors, unrefined."""
         if self._dense_lu is not None:
             return la.lu_solve(self._dense_lu, v, trans=1 if transpose else 0,
                                check_finite=False)
         return self._lu.solve(v, trans="T" if transpose else "N")
 
     def _solve(self, r, transpose):
-        return self._refined(lambda v: self._lu_solve(v, transpose), r, transpose)
+        return self._refined(lambda v: self.factor_solve(v, transpose), r, transpose)
 
 
 class ReducedDirectSolver(KKTSolver):
@@ -279,6 +282,12 @@ class ReducedDirectSolver(KKTSolver):
         self.singular = self._fallback.singular
         self.singular_detail = self._fallback.singular_detail
 
+    def factor_solve(self, v: np.ndarray, transpose: bool) -> np.ndarray:
+        """An approximate ``K⁻¹ v`` (or ``K'⁻¹ v``) from the factorisation, unrefined."""
+        if self._fallback is not None:
+            return self._fallback.factor_solve(v, transpose)
+        return self._reduced.solve_transpose(v) if transpose else self._reduced.solve(v)
+
     def _solve(self, r, transpose):
         if self._fallback is None:
             z, residual = self._reduced_solve(r, transpose)
@@ -323,8 +332,12 @@ class DenseSolver(KKTSolver):
     def _least_squares(self, r, transpose):
         return la.lstsq(self._dense.T if transpose else self._dense, r, check_finite=False)[0]
 
+    def factor_solve(self, v: np.ndarray, transpose: bool) -> np.ndarray:
+        """``K⁻¹ v`` (or ``K'⁻¹ v``) with the LU factors."""
+        return la.lu_solve(self._lu, v, trans=1 if transpose else 0, check_finite=False)
+
     def _solve(self, r, transpose):
-        z = la.lu_solve(self._lu, r, trans=1 if transpose else 0, check_finite=False)
+        z = self.factor_solve(r, transpose)
         return z, self._relative_residual(z, r, transpose)
 
 

@@ -27,6 +27,7 @@ from .._sparse import transpose
 from .._validation import ProblemData, as_vector
 from .._warnings import warn_at_caller
 from ..cones.projection import ConeJacobian
+from .borrowed_factorization import BorrowedFactorSolver, lender_of
 from .linear_solvers import KKTSolver, NonDifferentiableWarning, make_solver
 from .patterns import MatrixPattern, QuadraticTerm, gradient_A
 from .reduced_system import ReducedSystem
@@ -90,6 +91,16 @@ class SolutionDerivative:
         The stored pattern of ``data.A`` (shared across a same-structure batch).
     AT : scipy.sparse.csc_matrix, optional
         ``data.A.T`` in CSC form, if already computed.
+    reuse : SolutionDerivative, optional
+        A derivative of the same problem, in the same mode, at another point (a step of
+        :mod:`~diffqcp_np.derivative.solution_refinement`): where its cone Jacobian
+        equals this point's, K is the same matrix and its solver (with its
+        factorisation) is shared instead of factoring again.
+    same_faces : bool, default False
+        Whether this point lies on the same face of every cone as ``reuse``'s, close to
+        it: then K differs from ``reuse``'s only by the cones' curvature, and ``reuse``'s
+        factorisation serves as an approximate solver, refined against this K
+        (:class:`~diffqcp_np.derivative.borrowed_factorization.BorrowedFactorSolver`).
     **solver_options
         Options of the linear solver: ``factorization`` ("auto", the default: "lu" with
         PSD cones, else "ldl"; "ldl": LDLᵀ of the reduced symmetric system; "lu": LU of
@@ -100,6 +111,7 @@ class SolutionDerivative:
     def __init__(self, data: ProblemData, x: np.ndarray, y: np.ndarray, s: np.ndarray,
                  mode: str = "direct", *, quadratic: QuadraticTerm | None = None,
                  A_pattern: MatrixPattern | None = None, AT: sp.csc_matrix | None = None,
+                 reuse: SolutionDerivative | None = None, same_faces: bool = False,
                  **solver_options: Any) -> None:
         if mode not in EXACT_MODES:
             raise ValueError(f"mode must be one of {EXACT_MODES}, got {mode!r}")
@@ -110,16 +122,36 @@ class SolutionDerivative:
         self.y = as_vector(y, "y", m)
         self.s = as_vector(s, "s", m)
         self.A = data.A
+        if AT is None and reuse is not None and "AT" in reuse.__dict__:
+            AT = reuse.AT
         if AT is not None:
             self.AT = AT
         self.A_pattern = MatrixPattern(data.A, "A") if A_pattern is None else A_pattern
         self.quadratic = QuadraticTerm(data.P, n) if quadratic is None else quadratic
         self.cone_jacobian = ConeJacobian(self.y - self.s, data.cones, dual=True)
+        self._solver_options = solver_options
+        self.solver: KKTSolver = self._reused_solver(reuse, same_faces) or self._factored()
+
+    def _reused_solver(self, reuse: SolutionDerivative | None,
+                       same_faces: bool) -> KKTSolver | None:
+        """``reuse``'s solver where K is the same matrix, a solver that borrows its
+        factorisation where the point is on the same faces, else None."""
+        if reuse is None or reuse.mode != self.mode:
+            return None
+        if reuse.cone_jacobian.same_as(self.cone_jacobian):
+            return reuse.solver
+        lender = lender_of(reuse.solver) if same_faces else None
+        if lender is None:
+            return None
+        return BorrowedFactorSolver(lender, self._operator, self._factored,
+                                    on_defect=self._warn_defect)
+
+    def _factored(self) -> KKTSolver:
+        """The solver of this point's K in this mode (factored in direct and dense mode)."""
         assemble = self._assemble_dense if self._dense_system() else self._assemble
-        self.solver: KKTSolver = make_solver(mode, assemble, self._operator,
-                                             reduced=self._reduced,
-                                             has_psd=bool(data.cones.psd),
-                                             on_defect=self._warn_defect, **solver_options)
+        return make_solver(self.mode, assemble, self._operator, reduced=self._reduced,
+                           has_psd=bool(self.data.cones.psd), on_defect=self._warn_defect,
+                           **self._solver_options)
 
     @cached_property
     def AT(self) -> sp.csc_matrix:
