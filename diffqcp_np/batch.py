@@ -80,12 +80,11 @@ import scipy.sparse as sp
 from . import _dense_batch
 from ._batch_structure import BatchStructure
 from ._dense_batch import DenseBatchDerivative
-from ._parallel import ProgressLike, Runner, make_runner, tag_exception
+from ._parallel import BLAS_PIN, ProgressLike, Runner, make_runner, tag_exception
 from ._validation import ProblemData, check_problem
 from .cone_program import (
     _LPGD_OPTIONS,
     DEFAULT_MODE,
-    DEFAULT_SOLVER,
     _check_mode,
     _make_derivative,
     _solve,
@@ -93,7 +92,18 @@ from .cone_program import (
 from .cones.spec import as_cone_spec
 from .derivative import EXACT_MODES, QuadraticTerm
 from .derivative.solution_map import _check_unused_kwargs
-from .solvers import BatchSolver, SolverError, SolverResult
+from .solvers import (
+    BatchSolver,
+    SolverError,
+    SolverResult,
+    check_warm_start,
+    resolve_solve_method,
+)
+from .solvers.batched_ipm import BatchedIPM
+
+#: The batch functions' default forward solver: the batched interior-point method for
+#: the small same-structure batches it covers, SCS otherwise (see ``resolve_solve_method``).
+BATCH_DEFAULT_SOLVER = "auto"
 
 __all__ = ["solve_and_derivative_batch", "solve_only_batch"]
 
@@ -109,6 +119,7 @@ class _Settings:
     derivative_kwargs: dict = field(default_factory=dict)
     structure: BatchStructure | None = None
     solver: BatchSolver | None = None  # the forward solver of a same-structure batch
+    batched: BatchedIPM | None = None  # or its batched interior-point method
 
 
 @dataclass
@@ -265,6 +276,24 @@ def _forward(job: _ForwardJob, problem: _Problem) -> _Solved:
     return solved
 
 
+@dataclass
+class _Setup:
+    """A solved problem whose derivative is to be set up (a forward work item)."""
+
+    problem: _Problem
+    solved: _Solved
+
+    @property
+    def index(self) -> int:
+        return self.problem.index
+
+
+def _set_up(settings: _Settings, item: _Setup) -> None:
+    r = item.solved
+    r.derivative = _Derivative(settings, item.problem, r.x, r.y, r.s)
+    r.derivative.get()
+
+
 def _forward_values(job: _ValuesJob, item: _Values) -> _Solved:
     result = job.solver.solve(item.A, item.b, item.c, item.P, item.warm_start)
     return _solved(item.index, result, item.c.size, item.b.size)
@@ -326,7 +355,7 @@ def _validate(As, bs, cs, cone_dicts, Ps) -> tuple[list[tuple], BatchStructure |
 def _split_kwargs(kwargs: dict) -> tuple[str, dict, dict]:
     """``solve_method``, ``derivative_kwargs`` and the forward solver's settings."""
     kwargs = dict(kwargs)
-    solve_method = kwargs.pop("solve_method", None) or DEFAULT_SOLVER
+    solve_method = kwargs.pop("solve_method", None) or BATCH_DEFAULT_SOLVER
     derivative_kwargs = dict(kwargs.pop("derivative_kwargs", None) or {})
     return solve_method, derivative_kwargs, kwargs
 
@@ -339,11 +368,47 @@ def _forward_pass(runner: Runner, settings: _Settings, problems: list[_Problem],
             raise SolverError(f"{solved.info['error_message']} (problem {solved.index} of the "
                               "batch)")
 
+    if settings.batched is not None:
+        solved = _batched_forward(runner, settings, problems, check)
+        if set_up_derivative:
+            runner.map(_set_up, settings, [_Setup(p, r) for p, r in zip(problems, solved)
+                                           if r.ok], "solve")
+        return solved
     if settings.solver is not None and not runner.in_process:
         return runner.map(_forward_values, _ValuesJob(settings.solver),
                           _value_items(settings.structure, problems), "solve", on_result=check)
     return runner.map(_forward, _ForwardJob(settings, set_up_derivative), problems,
                       "solve", on_result=check)
+
+
+def _batched_forward(runner: Runner, settings: _Settings, problems: list[_Problem],
+                     check: Callable[[_Solved], None]) -> list[_Solved]:
+    """The forward pass of a same-structure batch on the batched interior-point method:
+    one compiled solve of the stacked values, on this process's threads whatever the
+    back end (sending small problems away costs more than solving them)."""
+    m, n = settings.structure.shape
+    for p in problems:
+        if p.warm_start is not None:
+            try:
+                check_warm_start(p.warm_start, n, m)
+            except ValueError as err:
+                tag_exception(err, p.index)
+                raise
+    items = _value_items(settings.structure, problems)
+    local = runner.local()
+    progress = local.progress_reporter(len(problems), "solve")
+    try:
+        with BLAS_PIN:
+            out = settings.batched.solve(items.A, items.b, items.c, items.P,
+                                         items.warm_starts, n_jobs=local.n_jobs,
+                                         progress=progress.update)
+    finally:
+        progress.close()
+    solved = []
+    for k, p in enumerate(problems):
+        solved.append(_solved(p.index, out.result(k), n, m))
+        check(solved[-1])
+    return solved
 
 
 def _value_items(structure: BatchStructure, problems: list[_Problem]) -> _ValuesBlock:
@@ -363,11 +428,21 @@ def _prepare(As, bs, cs, cone_dicts, warm_starts, Ps, settings_kwargs: dict):
     validated, structure = _validate(As, bs, cs, cone_dicts, Ps)
     problems = [_Problem(i, data, quadratic, warm)
                 for i, ((data, quadratic), warm) in enumerate(zip(validated, warm_starts))]
-    solver = None
+    solver = batched = None
     if structure is not None:
-        solver = BatchSolver(settings_kwargs["solve_method"], structure.cones,
-                             structure.patterns, **settings_kwargs["solver_kwargs"])
-    return problems, _Settings(structure=structure, solver=solver, **settings_kwargs)
+        method = resolve_solve_method(settings_kwargs["solve_method"], structure.cones,
+                                      structure.shape, settings_kwargs["solver_kwargs"])
+        auto = str(settings_kwargs["solve_method"]).lower() == "auto"
+        settings_kwargs = dict(settings_kwargs, solve_method=method)
+        if str(method).upper() == "IPM":
+            batched = BatchedIPM(structure.cones, structure.patterns,
+                                 fallback="Clarabel" if auto else None,
+                                 **settings_kwargs["solver_kwargs"])
+        else:
+            solver = BatchSolver(method, structure.cones, structure.patterns,
+                                 **settings_kwargs["solver_kwargs"])
+    return problems, _Settings(structure=structure, solver=solver, batched=batched,
+                               **settings_kwargs)
 
 
 def _outputs(solved: list[_Solved], return_info: bool, extra: tuple = ()) -> tuple:
@@ -613,7 +688,7 @@ def solve_only_batch(As: Sequence, bs: Sequence, cs: Sequence, cone_dicts: Seque
     infos : list of dict
         Only with ``return_info=True``.
     """
-    solve_method = kwargs.pop("solve_method", None) or DEFAULT_SOLVER
+    solve_method = kwargs.pop("solve_method", None) or BATCH_DEFAULT_SOLVER
     problems, settings = _prepare(As, bs, cs, cone_dicts, warm_starts, Ps,
                                   dict(solve_method=solve_method, solver_kwargs=kwargs))
     runner = make_runner(backend, executor, n_jobs_forward, "n_jobs_forward", len(problems),

@@ -31,6 +31,7 @@ from diffqcp_np.solvers import (
     solve_cone_program,
 )
 from diffqcp_np.solvers.base import EXP_DUAL_TO_EXP, dual_power_to_power
+from diffqcp_np.solvers.batched_ipm import unsupported_cones
 
 SOLVERS = available_solvers()
 SQRT2 = np.sqrt(2.0)
@@ -41,7 +42,8 @@ CLARABEL_MAY_STOP_INACCURATE = pytest.mark.filterwarnings(
     "ignore:Solver clarabel returned an inaccurate"
     ":diffqcp_np.solvers.base.InaccurateSolutionWarning")
 #: Accurate settings per solver, for comparisons with the oracles.
-ACCURATE = {"SCS": {"eps": 1e-10, "max_iters": 200_000}, "CLARABEL": {}, "ECOS": {}}
+ACCURATE = {"SCS": {"eps": 1e-10, "max_iters": 200_000}, "CLARABEL": {}, "ECOS": {},
+            "IPM": {}}
 
 
 # ----------------------------------------------------------------------------- cones
@@ -254,6 +256,16 @@ def ecos_can_solve(prob: Problem) -> bool:
     return prob.P is None and not prob.cones.psd and not prob.cones.power
 
 
+def can_solve(solver: str, prob: Problem) -> bool:
+    """Whether the solver takes the problem (ECOS: no P, PSD or power cones; IPM: zero,
+    nonnegative and second-order cones only)."""
+    if solver == "ECOS":
+        return ecos_can_solve(prob)
+    if solver == "IPM":
+        return not unsupported_cones(prob.cones)
+    return True
+
+
 @functools.lru_cache(maxsize=None)
 def cvxpy_solution(name: str) -> Optional[tuple[float, np.ndarray]]:
     """Objective and x from CVXPY's own formulation, or None for cones CVXPY lacks."""
@@ -326,8 +338,8 @@ def test_problem_generator_is_an_oracle(name):
 @pytest.mark.parametrize("solver", SOLVERS)
 def test_solution_matches_oracles(solver, name):
     prob = problem(name)
-    if solver == "ECOS" and not ecos_can_solve(prob):
-        pytest.skip("ECOS has no P, PSD or power cones (tested to raise below)")
+    if not can_solve(solver, prob):
+        pytest.skip(f"{solver} does not take these cones or P (tested to raise below)")
     result = solve_cone_program(
         prob.A, prob.b, prob.c, prob.cones, P=prob.P, solve_method=solver, **ACCURATE[solver]
     )
@@ -352,8 +364,8 @@ def test_batch_solver_equals_solve_cone_program(solver, name):
     """The same data reach the solver: the results are identical, before and after a
     pickle round trip (which drops the prepared state)."""
     prob = problem(name)
-    if solver == "ECOS" and not ecos_can_solve(prob):
-        pytest.skip("ECOS has no P, PSD or power cones (tested to raise below)")
+    if not can_solve(solver, prob):
+        pytest.skip(f"{solver} does not take these cones or P (tested to raise below)")
     upper = None if prob.P is None else sp.triu(prob.P, format="csc")
     patterns = SharedPatterns(prob.A.shape, prob.A.indices, prob.A.indptr,
                               *((None, None) if upper is None else (upper.indices, upper.indptr)))
@@ -427,8 +439,8 @@ def _sdp_infeasible():
 @pytest.mark.parametrize("solver", SOLVERS)
 def test_infeasible_and_unbounded(solver, make, expected):
     A, b, c, cones = make()
-    if solver == "ECOS" and cones.psd:
-        pytest.skip("ECOS has no PSD cones")
+    if solver in ("ECOS", "IPM") and cones.psd:
+        pytest.skip(f"{solver} has no PSD cones")
     with pytest.raises(SolverError, match=f"^Solver {solver.lower()} "):
         solve_cone_program(A, b, c, cones, solve_method=solver)
     result = solve_cone_program(A, b, c, cones, solve_method=solver, raise_on_error=False)
@@ -479,7 +491,9 @@ MUTATION_CONES = {
 
 
 def _problem_with_explicit_zeros(solver: str, cones: str) -> Problem:
-    cone_dict = MUTATION_CONES["ECOS" if solver == "ECOS" else "other", cones]
+    if solver == "IPM":  # its cones need no change of rows
+        cones = "plain"
+    cone_dict = MUTATION_CONES["ECOS" if solver in ("ECOS", "IPM") else "other", cones]
     prob = make_problem(cone_dict, 3, quadratic=False, seed=1)
     A_dense = prob.A.toarray()
     A_dense[1::4, 0] = 0.0
@@ -600,7 +614,8 @@ def test_scs_warm_start_reduces_iterations():
 
 
 @pytest.mark.parametrize(
-    "solver, limit", [("CLARABEL", {"max_iter": 1}), ("ECOS", {"max_iters": 1})]
+    "solver, limit",
+    [("CLARABEL", {"max_iter": 1}), ("ECOS", {"max_iters": 1}), ("IPM", {"max_iter": 1})],
 )
 def test_interior_point_failures_raise(solver, limit):
     prob = problem("socp")

@@ -7,6 +7,10 @@ takes the problem in our layout (SCS row order and PSD vectorisation) and return
 :func:`solve_cone_program` solves one problem; :class:`BatchSolver` solves the problems
 of a batch that share their structure, set up once and given as values
 (:mod:`~diffqcp_np.solvers.prepared`).
+
+``solve_method="auto"`` (:func:`resolve_solve_method`) picks the batched dense
+interior-point method ``"IPM"`` (:mod:`~diffqcp_np.solvers.batched_ipm`) for the small
+problems it covers and SCS otherwise.
 """
 
 from __future__ import annotations
@@ -35,11 +39,15 @@ __all__ = [
     "BatchSolver",
     "SharedPatterns",
     "available_solvers",
+    "resolve_solve_method",
     "solve_cone_program",
 ]
 
 #: Known solver names (upper case) and the module that wraps each.
-KNOWN_SOLVERS = {"SCS": "scs", "CLARABEL": "clarabel", "ECOS": "ecos"}
+KNOWN_SOLVERS = {"SCS": "scs", "CLARABEL": "clarabel", "ECOS": "ecos", "IPM": "batched_ipm"}
+
+#: The solver ``"auto"`` falls back to where the interior-point method does not apply.
+AUTO_FALLBACK = "SCS"
 
 
 def _register() -> dict[str, ModuleType]:
@@ -77,7 +85,24 @@ def _solver_module(solve_method: str) -> ModuleType:
     return _SOLVERS[name]
 
 
-def _check_warm_start(warm_start: tuple, n: int, m: int) -> None:
+def resolve_solve_method(solve_method: str, cones: ConeSpec, shape: tuple[int, int],
+                         solver_kwargs: dict) -> str:
+    """The solver that ``solve_method`` names for a problem (or a same-structure batch).
+
+    ``"auto"`` (case-insensitive) gives ``"IPM"`` where it applies (see
+    :func:`~diffqcp_np.solvers.batched_ipm.applies`: zero, nonnegative and second-order
+    cones, ``n + m`` at most :data:`~diffqcp_np.solvers.batched_ipm.AUTO_MAX_DIM`, every
+    keyword one of its settings) and :data:`AUTO_FALLBACK` otherwise; any other name is
+    returned as given.
+    """
+    if str(solve_method).lower() != "auto":
+        return solve_method
+    from diffqcp_np.solvers import batched_ipm
+
+    return "IPM" if batched_ipm.applies(cones, shape, solver_kwargs) else AUTO_FALLBACK
+
+
+def check_warm_start(warm_start: tuple, n: int, m: int) -> None:
     if len(warm_start) != 3:
         raise ValueError("warm_start must be a tuple (x, y, s)")
     for name, value, size in zip("xys", warm_start, (n, m, m)):
@@ -117,10 +142,12 @@ def solve_cone_program(
         Symmetric quadratic objective (n, n), full or upper-triangle storage: only its
         upper triangle is read.
     solve_method : str
-        ``"SCS"``, ``"Clarabel"`` or ``"ECOS"``, case-insensitive.
+        ``"SCS"``, ``"Clarabel"``, ``"ECOS"``, ``"IPM"`` (the dense interior-point method
+        for small problems) or ``"auto"`` (see :func:`resolve_solve_method`),
+        case-insensitive.
     warm_start : tuple of numpy.ndarray, optional
-        ``(x, y, s)`` to start from; used by SCS, ignored by Clarabel and ECOS, which
-        have no warm start.
+        ``(x, y, s)`` to start from; used by SCS and IPM, ignored by Clarabel and ECOS,
+        which have no warm start.
     verbose : bool
         The solver's verbosity flag.
     raise_on_error : bool
@@ -150,9 +177,10 @@ def solve_cone_program(
     InaccurateSolutionWarning
         When the solution is only ``optimal_inaccurate``.
     """
+    solve_method = resolve_solve_method(solve_method, cones, A.shape, solver_kwargs)
     module = _solver_module(solve_method)
     if warm_start is not None:
-        _check_warm_start(warm_start, A.shape[1], A.shape[0])
+        check_warm_start(warm_start, A.shape[1], A.shape[0])
     return module.solve(
         A,
         b,
@@ -178,7 +206,9 @@ class BatchSolver:
     Parameters
     ----------
     solve_method : str
-        ``"SCS"``, ``"Clarabel"`` or ``"ECOS"``, case-insensitive.
+        ``"SCS"``, ``"Clarabel"``, ``"ECOS"`` or ``"IPM"``, case-insensitive (a whole
+        same-structure batch goes to :class:`~diffqcp_np.solvers.batched_ipm.BatchedIPM`
+        instead, from the batch functions).
     cones : ConeSpec
         The batch's cones (validated).
     patterns : SharedPatterns
@@ -239,5 +269,5 @@ class BatchSolver:
             self._prepared = self._prepare()
         if warm_start is not None:
             m, n = self.patterns.shape
-            _check_warm_start(warm_start, n, m)
+            check_warm_start(warm_start, n, m)
         return self._prepared(A, b, c, P, warm_start, raise_on_error)
