@@ -92,6 +92,8 @@ def test_auto_solves_the_members_it_fails_on_again_with_clarabel():
     assert relative_error(xs[2], probs[2]["x"]) < 1e-6
 
 
+# Clarabel at 1e-13 ends some second-order cone problems "AlmostSolved"
+@pytest.mark.filterwarnings("ignore::diffqcp_np.solvers.base.InaccurateSolutionWarning")
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_batch_finds_the_known_solutions_and_clarabels_active_sets(case):
     """x, y and s to 1e-7 relative where the cones are polyhedral. Where a second-order
@@ -173,7 +175,8 @@ def infeasible_and_unbounded():
 
 def test_infeasible_and_unbounded_members_are_isolated():
     probs = infeasible_and_unbounded()
-    with pytest.raises(SolverError, match=r"problem 1\b.*IPM.*infeasible"):
+    with pytest.raises(SolverError, match=r"^Solver ipm returned status PrimalInfeasible\. "
+                                          r".*\(problem 1 of the batch\)"):
         solve_only_batch(**args_of(probs))
     xs, ys, ss, D_batch, DT_batch, infos = solve_and_derivative_batch(
         **args_of(probs), raise_on_error=False, return_info=True)
