@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backend import array_module
 from .layout import BlockLayout, segment_ranges
 
 
@@ -82,9 +83,11 @@ class GatherMap:
         return groups, position
 
 
-def gather(src: Any, gather_map: GatherMap, xp: Any) -> Any:
+def gather(src: Any, gather_map: GatherMap, xp: Any = None) -> Any:
     """The values ``(B, nnz)`` of a matrix for sources ``(B, sources)`` (one problem a
-    row): the ``gather_values`` kernel's arithmetic, on ``xp``."""
+    row): the ``gather_values`` kernel's arithmetic, on ``xp`` (by default the
+    namespace of ``src``)."""
+    xp = array_module(src) if xp is None else xp
     groups, position = gather_map.buckets
     batch = src.shape[0]
     results = []
@@ -101,9 +104,10 @@ def gather(src: Any, gather_map: GatherMap, xp: Any) -> Any:
     return xp.take(xp.concat(results, axis=1), xp.asarray(position), axis=1)
 
 
-def regularize(values: Any, signs: np.ndarray, delta: Any, xp: Any) -> Any:
+def regularize(values: Any, signs: np.ndarray, delta: Any, xp: Any = None) -> Any:
     """``values + δ_b · signs`` per problem ``b`` (``signs``: +1 on M's first n diagonal
     entries, −1 on the others, 0 elsewhere; see :attr:`ReducedMatrixMap.signs`)."""
+    xp = array_module(values) if xp is None else xp
     return values + xp.reshape(delta, (-1, 1)) * xp.asarray(signs)[None, :]
 
 
@@ -127,9 +131,10 @@ class SourceLayout:
         return self.one + 1
 
 
-def sources(P_values: Any | None, A_values: Any, d: Any, e: Any, xp: Any) -> Any:
+def sources(P_values: Any | None, A_values: Any, d: Any, e: Any, xp: Any = None) -> Any:
     """``[P | A | D | E | 1]`` per problem (``(B, ·)`` each; ``P_values`` the values of
     the full symmetric P on its stored pattern, None without P)."""
+    xp = array_module(A_values) if xp is None else xp
     batch = A_values.shape[0]
     parts = [] if P_values is None else [P_values]
     return xp.concat(parts + [A_values, d, e, xp.ones((batch, 1))], axis=1)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backend import array_module
 from ..cones.spec import ConeSpec
 from . import psd
 from .layout import BlockLayout
@@ -124,9 +125,10 @@ def _psd_parts(x_psd: Any, spec: ConeSpec, xp: Any, compute) -> list[Any]:
     return outputs
 
 
-def project(x: Any, spec: ConeSpec, kernels: Any, xp: Any, dual: bool = False) -> Any:
+def project(x: Any, spec: ConeSpec, kernels: Any, xp: Any = None, dual: bool = False) -> Any:
     """Projections of the rows of ``x`` (``(B, m)``) onto the cone product ``spec`` (or
-    onto its dual cone)."""
+    onto its dual cone); ``xp`` is the namespace of ``x`` by default."""
+    xp = array_module(x) if xp is None else xp
     batch = x.shape[0]
     sl = spec.slices()
     parts = [x[:, sl["z"]] if dual else xp.zeros((batch, spec.zero))]
@@ -147,7 +149,7 @@ def project(x: Any, spec: ConeSpec, kernels: Any, xp: Any, dual: bool = False) -
     return xp.concat(parts, axis=1)
 
 
-def jacobian_parts(v: Any, layout: BlockLayout, kernels: Any, xp: Any,
+def jacobian_parts(v: Any, layout: BlockLayout, kernels: Any, xp: Any = None,
                    dual: bool = True) -> tuple[Any, Any, Any]:
     """``D = DΠ_{K*}(v)`` (``DΠ_K(v)`` if not ``dual``), ``E = D(I − D) + Π₀`` and
     ``Π₀`` of the rows of ``v`` (``(B, m)``), each ``(B, layout.size)`` in the layout's
@@ -157,6 +159,7 @@ def jacobian_parts(v: Any, layout: BlockLayout, kernels: Any, xp: Any,
     with the host build, but for PSD blocks, whose ``eigh`` differs from the CPU's by
     rounding), on a pattern that does not depend on ``v``.
     """
+    xp = array_module(v) if xp is None else xp
     spec, batch = layout.spec, v.shape[0]
     sl = spec.slices()
     diagonal = [xp.full((batch, spec.zero), 1.0 if dual else 0.0)]

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..backend import array_module
 
-def ldlt(K: Any, xp: Any) -> tuple[Any, Any]:
+
+def ldlt(K: Any, xp: Any = None) -> tuple[Any, Any]:
     """``K = L diag(d) L'`` for each matrix of a stack ``(B, N, N)`` (lower triangles
     read), ``L`` unit lower triangular: Cholesky's recurrence without pivoting, which
     exists for quasi-definite matrices (and any whose leading minors are nonzero).
@@ -22,6 +24,7 @@ def ldlt(K: Any, xp: Any) -> tuple[Any, Any]:
     d : array, shape (B, N)
         The pivots; for a quasi-definite M the first n are positive, the others negative.
     """
+    xp = array_module(K) if xp is None else xp
     batch, size = K.shape[0], K.shape[-1]
     L = xp.zeros_like(K)
     d = xp.zeros((batch, size), dtype=K.dtype)
@@ -37,8 +40,9 @@ def ldlt(K: Any, xp: Any) -> tuple[Any, Any]:
     return L, d
 
 
-def ldlt_solve(L: Any, d: Any, rhs: Any, xp: Any) -> Any:
+def ldlt_solve(L: Any, d: Any, rhs: Any, xp: Any = None) -> Any:
     """``K⁻¹ rhs`` per problem from :func:`ldlt`'s factors (``rhs``: ``(B, N)``)."""
+    xp = array_module(rhs) if xp is None else xp
     batch, size = rhs.shape
     y = xp.zeros((batch, size), dtype=rhs.dtype)
     for k in range(size):  # L y = rhs

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backend import array_module
 from ..cones.spec import ConeSpec
 from . import dense
 from .assembly import (
@@ -141,14 +142,16 @@ class DenseBatchDerivative:
     x, y, s : arrays (B, n), (B, m), (B, m)
     kernels
         The kernel table (:class:`~._modules.DeviceKernels`, or a host build in tests).
-    xp
-        The array namespace of the arrays.
+    xp : module, optional
+        The array namespace of the arrays (by default that of ``A_values``).
     refine_steps : int, default 3
         Refinement steps of every solve against the exact K.
     """
 
     def __init__(self, structure: DenseStructure, P_values: Any | None, A_values: Any,
-                 x: Any, y: Any, s: Any, kernels: Any, xp: Any, refine_steps: int = 3) -> None:
+                 x: Any, y: Any, s: Any, kernels: Any, xp: Any = None,
+                 refine_steps: int = 3) -> None:
+        xp = array_module(A_values) if xp is None else xp
         self.structure, self.xp, self.refine_steps = structure, xp, refine_steps
         self.x, self.y = x, y
         n, m = structure.n, structure.m

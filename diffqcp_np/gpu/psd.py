@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..backend import array_module
+
 #: Eigenvalues with ``|λ| <= _ZERO_TOL · k · max|λ|`` count as zeros (as on the CPU).
 _ZERO_TOL = float(8.0 * np.finfo(np.float64).eps)
 
@@ -50,8 +52,10 @@ def vec(X: Any, xp: Any) -> Any:
     return xp.reshape(out, tuple(X.shape[:-2]) + (flat.size,))
 
 
-def project(x: Any, k: int, xp: Any) -> Any:
-    """Projections of vecs ``(n, k(k+1)/2)`` onto the PSD cone of side ``k``."""
+def project(x: Any, k: int, xp: Any = None) -> Any:
+    """Projections of vecs ``(n, k(k+1)/2)`` onto the PSD cone of side ``k`` (``xp``: the
+    arrays' namespace by default)."""
+    xp = array_module(x) if xp is None else xp
     lam, Q = xp.linalg.eigh(unvec(x, k, xp))
     positive = xp.where(lam > 0.0, lam, 0.0)
     return vec((Q * positive[:, None, :]) @ xp.matrix_transpose(Q), xp)
@@ -72,7 +76,7 @@ def jacobian_weights(lam: Any, xp: Any) -> Any:
     return xp.where(zero, 1.0, num / xp.where(zero, 1.0, den))
 
 
-def dense_jacobians(x: Any, k: int, xp: Any,
+def dense_jacobians(x: Any, k: int, xp: Any = None,
                     spectral_maps: Callable[[Any], tuple[Any, ...]] | None = None) -> list[Any]:
     """Dense Jacobians ``(n, s, s)`` (``s = k(k+1)/2``, vec coordinates, symmetric) of
     the projections at vecs ``x`` (``(n, s)``), then one stack per array that
@@ -82,6 +86,7 @@ def dense_jacobians(x: Any, k: int, xp: Any,
     Column ``q`` of ``J`` is ``vec(Q (B ∘ (Q' E_q Q)) Q')`` for the unit vec ``e_q``;
     ``Q' E_q Q`` is a sum of two outer products of rows of ``Q``.
     """
+    xp = array_module(x) if xp is None else xp
     lam, Q = xp.linalg.eigh(unvec(x, k, xp))
     B = jacobian_weights(lam, xp)
     flat, scale, _ = vec_maps(k)

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from ..backend import array_module
+
 Batched = Callable[[Any], Any]
 
 
@@ -17,7 +19,7 @@ def norms(v: Any, xp: Any) -> Any:
 
 
 def refined_solve(approx: Batched, matvec: Batched, rhs: Any, steps: int,
-                  xp: Any) -> tuple[Any, Any]:
+                  xp: Any = None) -> tuple[Any, Any]:
     """``approx(rhs)`` refined ``steps`` times against ``matvec``, per problem: a step is
     kept where it lowers that problem's residual. Returns the solutions and their
     relative residuals ``‖rhs − matvec(z)‖ / ‖rhs‖`` (``(B,)``).
@@ -25,6 +27,7 @@ def refined_solve(approx: Batched, matvec: Batched, rhs: Any, steps: int,
     The CPU's :func:`~diffqcp_np.derivative.norms.refine` stops early; here every step
     runs (no host synchronisation), and a step that does not help changes nothing.
     """
+    xp = array_module(rhs) if xp is None else xp
     scale = xp.maximum(norms(rhs, xp), 1e-300)
     z = approx(rhs)
     residual = rhs - matvec(z)
@@ -71,7 +74,7 @@ class LSMRResult:
     normr: Any
 
 
-def lsmr(matvec: Batched, rmatvec: Batched, b: Any, n: int, xp: Any, *, atol: float = 1e-8,
+def lsmr(matvec: Batched, rmatvec: Batched, b: Any, n: int, xp: Any = None, *, atol: float = 1e-8,
          btol: float = 1e-8, conlim: float = 1e8, maxiter: int | None = None,
          check_every: int | None = 10) -> LSMRResult:
     """LSMR (Fong and Saunders; SciPy's recurrences, no damping) for a batch of
@@ -82,6 +85,7 @@ def lsmr(matvec: Batched, rmatvec: Batched, b: Any, n: int, xp: Any, *, atol: fl
     stopped, which is read on the host every ``check_every`` iterations only (never with
     None: ``maxiter`` iterations).
     """
+    xp = array_module(b) if xp is None else xp
     batch, m = b.shape
     maxiter = min(m, n) if maxiter is None else maxiter
     zeros = xp.zeros(batch)

@@ -50,6 +50,7 @@ CONE_DICTS = [
     {"l": 2, "ep": 2, "ed": 1},
     {"z": 1, "p": [0.3, -0.6, 0.5]},
     {"l": 2, "s": [2, 3]},
+    {"s": [2, 3, 2, 1]},
     {"z": 1, "l": 2, "q": [3], "s": [2], "ep": 1, "ed": 1, "p": [0.4, -0.7]},
 ]
 
@@ -170,8 +171,8 @@ def test_batched_ldlt_solves_and_inertia(xp):
     rng = np.random.default_rng(10)
     M = quasi_definite(rng, 6, 5, 7)
     rhs = rng.standard_normal((6, 12))
-    L, d = dense.ldlt(xp.asarray(M), xp)
-    z = np.asarray(dense.ldlt_solve(L, d, xp.asarray(rhs), xp))
+    L, d = dense.ldlt(xp.asarray(M))  # the namespace from the arrays (backend.array_module)
+    z = np.asarray(dense.ldlt_solve(L, d, xp.asarray(rhs)))
     np.testing.assert_allclose(z, np.linalg.solve(M, rhs[..., None])[..., 0], rtol=1e-12,
                                atol=1e-12)
     d = np.asarray(d)
@@ -223,9 +224,9 @@ def test_lsmr_matches_scipy(xp, check_every):
 
 # -- the batched dense derivative -----------------------------------------------------------
 
-def same_structure_batch(cone_dict, size, seed):
+def same_structure_batch(cone_dict, size, seed, quadratic=True):
     """Problems with one pattern of A and P and nearby values and solutions."""
-    base = known_solution_problem(cone_dict, seed=seed)
+    base = known_solution_problem(cone_dict, seed=seed, quadratic=quadratic)
     spec = as_cone_spec(cone_dict)
     rng = np.random.default_rng(seed)
     problems = []
@@ -233,49 +234,52 @@ def same_structure_batch(cone_dict, size, seed):
     for k in range(size):
         A = base.A.copy()
         A.data = A.data * (1.0 + 0.05 * k * rng.standard_normal(A.nnz))
-        P = base.P.copy()
-        P.data = P.data * (1.0 + 0.05 * k * rng.uniform(0.0, 1.0))
+        P = None if base.P is None else base.P.copy()
+        if P is not None:
+            P.data = P.data * (1.0 + 0.05 * k * rng.uniform(0.0, 1.0))
         v = v0 + 0.05 * k * rng.standard_normal(v0.size)
         y = pi(v, spec, dual=True)
         problems.append((A, P, base.x + 0.1 * k, y, y - v))
     return spec, problems
 
 
-@pytest.mark.parametrize("cone_dict", CONE_DICTS)
-def test_dense_batch_derivative_matches_cpu(host_kernels, cone_dict):
-    spec, problems = same_structure_batch(cone_dict, 3, seed=3)
+@pytest.mark.parametrize("cone_dict,quadratic", [(c, True) for c in CONE_DICTS]
+                         + [({"z": 2, "l": 8}, False), ({"l": 4, "q": [3, 4]}, False)])
+def test_dense_batch_derivative_matches_cpu(host_kernels, cone_dict, quadratic):
+    spec, problems = same_structure_batch(cone_dict, 3, seed=3, quadratic=quadratic)
     A0, P0 = problems[0][:2]
     structure = DenseStructure.build(spec, A0.shape[1], (A0.indptr, A0.indices),
-                                     (P0.indptr, P0.indices))
-    stack = [np.stack(arrays) for arrays in zip(*[(A.data, P.data, x, y, s)
-                                                   for A, P, x, y, s in problems])]
-    A_vals, P_vals, x, y, s = stack
-    batch = DenseBatchDerivative(structure, P_vals, A_vals, x, y, s, host_kernels, np)
+                                     None if P0 is None else (P0.indptr, P0.indices))
+    A_vals, x, y, s = (np.stack(a) for a in zip(*[(A.data, x, y, s)
+                                                  for A, _, x, y, s in problems]))
+    P_vals = None if P0 is None else np.stack([P.data for _, P, *_ in problems])
+    batch = DenseBatchDerivative(structure, P_vals, A_vals, x, y, s, host_kernels)
     rng = np.random.default_rng(4)
-    perturbations = []
-    cotangents = []
+    perturbations, cotangents = [], []
     for A, P, *_ in problems:
         dummy = Problem(A=A, b=None, c=None, cone_dict=cone_dict, P=P, x=None, y=None, s=None)
         perturbations.append(random_perturbation(dummy, rng))
         cotangents.append((rng.standard_normal(A.shape[1]), rng.standard_normal(A.shape[0]),
                            rng.standard_normal(A.shape[0])))
-    dA = np.stack([p[0].data for p in perturbations])
-    db, dc = np.stack([p[1] for p in perturbations]), np.stack([p[2] for p in perturbations])
-    dP = np.stack([p[3].data for p in perturbations])
+    dA, db, dc = (np.stack([p[i] if i else p[0].data for p in perturbations]) for i in range(3))
+    dP = None if P0 is None else np.stack([p[3].data for p in perturbations])
     jvp = batch.jvp(dA, db, dc, dP)
     gx, gy, gs = (np.stack(c) for c in zip(*cotangents))
     vjp = batch.vjp(gx, gy, gs)
     assert np.all(batch.last_residual < 1e-12)
+    assert (vjp[3] is None) == (P0 is None)
     for k, (A, P, xk, yk, sk) in enumerate(problems):
-        zeros = np.zeros(A.shape[0])
-        D, DT = diffqcp_np.derivative(A, zeros, np.zeros(A.shape[1]), cone_dict, xk, yk, sk,
-                                      P=P)
+        b = A @ xk + sk  # (x, y, s) solves the problem with these b and c
+        c = -(A.T @ yk) - (0.0 if P is None else P @ xk)
+        D, DT = diffqcp_np.derivative(A, b, c, cone_dict, xk, yk, sk, P=P)
         dAk, dbk, dck, dPk = perturbations[k]
         for mine, theirs in zip(jvp, D(dAk, dbk, dck, dP=dPk)):
             np.testing.assert_allclose(mine[k], theirs, rtol=1e-9, atol=1e-10)
-        dA_cpu, db_cpu, dc_cpu, dP_cpu = DT(gx[k], gy[k], gs[k], return_dP=True)
-        for mine, theirs in zip(vjp, (dA_cpu.data, db_cpu, dc_cpu, dP_cpu.data)):
+        expected = DT(gx[k], gy[k], gs[k], return_dP=True)
+        for mine, theirs in zip(vjp, (expected[0].data, *expected[1:3])):
             np.testing.assert_allclose(mine[k], theirs, rtol=1e-9, atol=1e-10)
+        if P is not None:
+            np.testing.assert_allclose(vjp[3][k], expected[3].data, rtol=1e-9, atol=1e-10)
 
 
 def test_lsmr_on_the_batch_system_matches_the_direct_solve(host_kernels):

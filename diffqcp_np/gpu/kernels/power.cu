@@ -131,14 +131,17 @@ __device__ bool pow_in_polar(double x0, double y0, double rho, double alpha) {
 #define DQ_POW_ON_PLANE 2  // outside K and its polar, |z0| negligible after scaling
 #define DQ_POW_BOUNDARY 3  // the projection lies on the boundary, |z| > 0
 
-// The scaled point and the root (r, d) of a boundary case.
+// Cone c's point (x0, y0, z0) and parameter a; for a boundary case also the point
+// scaled to unit max-norm and the root (r, d) of f.
 struct pow_point {
-    double xs, ys, scale, r, d;
+    double x0, y0, z0, a, xs, ys, scale, r, d;
 };
 
-// Region of (x0, y0, z0) for parameter a; for a boundary case, p receives the point
-// scaled to unit max-norm and the root of f (_project_one / _jacobian_one's common part).
-__device__ int pow_locate(double x0, double y0, double z0, double a, pow_point* p) {
+// The region of cone c (point v[3c:3c+3], parameter alpha[c]) into p, with the scaled
+// point and the root for a boundary case (_project_one / _jacobian_one's common part).
+__device__ int pow_locate(const double* v, const double* alpha, long long c, pow_point* p) {
+    double x0 = p->x0 = v[3 * c], y0 = p->y0 = v[3 * c + 1], z0 = p->z0 = v[3 * c + 2];
+    double a = p->a = alpha[c];
     double rho = fabs(z0);
     if (pow_in_cone(x0, y0, rho, a)) return DQ_POW_IN_CONE;
     if (pow_in_polar(x0, y0, rho, a)) return DQ_POW_IN_POLAR;
@@ -156,25 +159,24 @@ extern "C" __global__ void project_power(const double* __restrict__ v,
                                          const double* __restrict__ alpha, long long ncones,
                                          double* __restrict__ out) {
     GRID_STRIDE(c, ncones) {
-        double x0 = v[3 * c], y0 = v[3 * c + 1], z0 = v[3 * c + 2], a = alpha[c];
-        double* o = out + 3 * c;
         pow_point p;
-        int region = pow_locate(x0, y0, z0, a, &p);
+        int region = pow_locate(v, alpha, c, &p);
+        double* o = out + 3 * c;
         if (region == DQ_POW_IN_CONE) {
-            o[0] = x0;
-            o[1] = y0;
-            o[2] = z0;
+            o[0] = p.x0;
+            o[1] = p.y0;
+            o[2] = p.z0;
         } else if (region == DQ_POW_IN_POLAR) {
             o[0] = o[1] = o[2] = 0.0;
         } else if (region == DQ_POW_ON_PLANE) {
-            o[0] = dq_max(x0, 0.0);
-            o[1] = dq_max(y0, 0.0);
+            o[0] = dq_max(p.x0, 0.0);
+            o[1] = dq_max(p.y0, 0.0);
             o[2] = 0.0;
         } else {
             double lam = p.r * p.d;
-            o[0] = pow_root_xi(p.xs, lam, a) * p.scale;
-            o[1] = pow_root_xi(p.ys, lam, 1.0 - a) * p.scale;
-            o[2] = copysign(p.r * p.scale, z0);
+            o[0] = pow_root_xi(p.xs, lam, p.a) * p.scale;
+            o[1] = pow_root_xi(p.ys, lam, 1.0 - p.a) * p.scale;
+            o[2] = copysign(p.r * p.scale, p.z0);
         }
     }
 }
@@ -184,11 +186,11 @@ extern "C" __global__ void jacobian_power(const double* __restrict__ v,
                                           const double* __restrict__ alpha, long long ncones,
                                           double* __restrict__ jac) {
     GRID_STRIDE(c, ncones) {
-        double x0 = v[3 * c], y0 = v[3 * c + 1], z0 = v[3 * c + 2], a = alpha[c];
+        pow_point p;
+        int region = pow_locate(v, alpha, c, &p);
+        double x0 = p.x0, y0 = p.y0, z0 = p.z0, a = p.a;
         double* o = jac + 9 * c;
         for (int i = 0; i < 9; ++i) o[i] = 0.0;
-        pow_point p;
-        int region = pow_locate(x0, y0, z0, a, &p);
         if (region == DQ_POW_IN_CONE) {
             o[0] = o[4] = o[8] = 1.0;
             continue;
