@@ -147,8 +147,10 @@ def test_derivative_at_its_solution_is_the_derivative_at_the_known_solution(case
             assert relative_error(dx, finite_difference(p, d)) < 1e-6
 
 
-def test_results_do_not_depend_on_threads_or_blocks():
-    probs = same_structure({"z": 2, "l": 10, "q": [4]}, 2 * BLOCK_SIZE + 5, 6, seed=7)
+@pytest.mark.parametrize("cone_dict", [{"z": 2, "l": 10, "q": [4]}, {"z": 2, "l": 14}])
+def test_results_do_not_depend_on_threads_or_blocks(cone_dict):
+    """Interior-point (with a SOC) and active-set (polyhedral QPs) problems."""
+    probs = same_structure(cone_dict, 2 * BLOCK_SIZE + 5, 6, seed=7)
     del probs[88]  # the member of the test above
     one = solve_only_batch(**args_of(probs), n_jobs_forward=1, return_info=True)
     two = solve_only_batch(**args_of(probs), n_jobs_forward=2, return_info=True)
@@ -230,17 +232,48 @@ def test_degenerate_and_rank_deficient_problems_are_solved():
     np.testing.assert_allclose(x, [0.2, 0.8, 0.0], atol=1e-8)
 
 
-def test_warm_starts_cut_iterations():
-    probs = same_structure({"z": 2, "l": 14}, 20, 8, seed=13)
-    xs, ys, ss, infos = solve_only_batch(**args_of(probs), return_info=True)
+@pytest.mark.parametrize("quadratic", [True, False])
+def test_warm_starts_cut_interior_point_iterations(quadratic):
+    """After a 0.1% change of b; the active-set method (strictly convex QPs) ignores warm
+    starts, so that the QPs here go to the interior-point method."""
+    probs = same_structure({"z": 2, "l": 14}, 20, 8, quadratic=quadratic, seed=13)
+    settings = dict(solve_method="IPM", active_set=False)
+    xs, ys, ss, infos = solve_only_batch(**args_of(probs), return_info=True, **settings)
     rng = np.random.default_rng(1)
     moved = [dict(p, b=p["b"] * (1 + 1e-3 * rng.standard_normal(p["b"].size))) for p in probs]
-    cold = solve_only_batch(**args_of(moved), return_info=True)
+    cold = solve_only_batch(**args_of(moved), return_info=True, **settings)
     warm = solve_only_batch(**args_of(moved), warm_starts=list(zip(xs, ys, ss)),
-                            return_info=True)
+                            return_info=True, **settings)
     assert sum(i["iter"] for i in warm[3]) < 0.75 * sum(i["iter"] for i in cold[3])
+    assert all(i["method"] == "interior_point" for i in warm[3])
     for a, b in zip(warm[0], cold[0]):
         assert relative_error(a, b) < 1e-7
+
+
+def test_active_set_method_for_strictly_convex_qps():
+    """QPs with P ≻ 0 and polyhedral cones: the dual active-set method, exactly
+    complementary; an infeasible member goes to the interior-point method, which
+    certifies it; active_set=False asks for the interior-point method."""
+    probs = same_structure({"z": 2, "l": 14}, 6, 8, seed=19)
+    infeasible = dict(probs[1])
+    A = infeasible["A"].toarray()
+    A[-1], A[-2] = A[2], -A[2]  # a_2'x ≤ b_2 - 1 and -a_2'x ≤ -b_2: no x
+    infeasible["A"] = sp.csc_matrix(A)
+    infeasible["b"] = infeasible["b"].copy()
+    infeasible["b"][-2:] = [-1.0, -infeasible["b"][2] - 2.0]
+    xs, ys, ss, infos = solve_only_batch(**args_of(probs), return_info=True)
+    assert all(i["method"] == "active_set" for i in infos)
+    for p, x, y, s in zip(probs, xs, ys, ss):
+        assert relative_error(x, p["x"]) < 1e-10 and relative_error(y, p["y"]) < 1e-10
+        assert np.all((y == 0) | (s == 0)) and s @ y == 0
+    ipm = solve_only_batch(**args_of(probs), return_info=True, active_set=False)
+    assert all(i["method"] == "interior_point" for i in ipm[3])
+    for x, x_ipm in zip(xs, ipm[0]):
+        assert relative_error(x, x_ipm) < 1e-8
+    single = args_of([infeasible])
+    infos = solve_only_batch(**single, return_info=True, raise_on_error=False)[3]
+    assert infos[0]["canonical_status"] == "infeasible"
+    assert infos[0]["method"] == "interior_point"
 
 
 def test_auto_picks_the_solver_it_can():

@@ -46,11 +46,17 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from diffqcp_np.solvers._active_set_numba import solve_qp
+
 # -- settings (the float64 array ``opts``) ------------------------------------------------------
 TOL_FEAS, TOL_GAP_ABS, TOL_GAP_REL, TOL_INFEAS_ABS, TOL_INFEAS_REL = 0, 1, 2, 3, 4
 REDUCED_TOL_FEAS, REDUCED_TOL_GAP_ABS, REDUCED_TOL_GAP_REL, REDUCED_TOL_INFEAS = 5, 6, 7, 8
 MAX_ITER, STATIC_REG, MAX_STEP_FRACTION, WARM_SHIFT, MAX_REFINE, MIN_STEP = 9, 10, 11, 12, 13, 14
-N_OPTS = 15
+ACTIVE_SET = 15
+N_OPTS = 16
+
+# -- methods (the int64 array ``method``) -------------------------------------------------------
+INTERIOR_POINT, ACTIVE_SET_METHOD = 0, 1
 
 # -- statuses (the int64 array ``status``) ------------------------------------------------------
 UNSOLVED, SOLVED, ALMOST_SOLVED = 0, 1, 2
@@ -535,6 +541,35 @@ def _kkt_solve(S, M, nk, Av, Pv, w, eta, identity, pos, max_refine, r1, r2, out_
 
 # -- one problem ---------------------------------------------------------------------------------
 @numba.njit(nogil=True, cache=True)
+def _accept(S, Av, bv, qv, Pv, x, y, s, nb, nq, tol, figures, Px, Ax, ATz,
+            tm):  # pragma: no cover - compiled
+    """Whether an active-set solution passes the interior-point method's feasibility test
+    (its gap ``s'y`` is zero by construction); fills its ``figures``."""
+    _p_mul(Pv, S, x, Px)
+    _a_mul(Av, S, x, Ax)
+    _at_mul(Av, S, y, ATz)
+    for i in range(tm.size):
+        tm[i] = Ax[i] + s[i] - bv[i]
+    res_p = _norm_inf(tm)
+    for j in range(x.size):
+        Px[j] += ATz[j] + qv[j]
+    res_d = _norm_inf(Px)
+    _p_mul(Pv, S, x, Px)
+    xPx = _dot(x, Px)
+    pobj = 0.5 * xPx + _dot(qv, x)
+    dobj = -0.5 * xPx - _dot(bv, y)
+    figures[F_POBJ] = pobj
+    figures[F_DOBJ] = dobj
+    figures[F_RES_PRIMAL] = res_p
+    figures[F_RES_DUAL] = res_d
+    figures[F_GAP] = abs(pobj - dobj)
+    feas_p = res_p / max(1.0, nb, _norm_inf(Ax), _norm_inf(s))
+    feas_d = res_d / max(1.0, nq, _norm_inf(Px), _norm_inf(ATz))
+    return feas_p <= tol and feas_d <= tol
+
+
+
+@numba.njit(nogil=True, cache=True)
 def _fail_outputs(k, x_out, y_out, s_out, figures):  # pragma: no cover - compiled
     """NaN outputs for problem ``k``."""
     x_out[k] = np.nan
@@ -545,7 +580,8 @@ def _fail_outputs(k, x_out, y_out, s_out, figures):  # pragma: no cover - compil
 
 @numba.njit(nogil=True, cache=True)
 def solve_block(S, A_vals, b_all, c_all, P_vals, opts, warm, warm_x, warm_y, warm_s,
-                x_out, y_out, s_out, status, iters, figures):  # pragma: no cover - compiled
+                x_out, y_out, s_out, status, iters, figures,
+                method):  # pragma: no cover - compiled
     """Solve every problem of a block (the rows of the data arrays) in turn.
 
     Parameters
@@ -562,7 +598,12 @@ def solve_block(S, A_vals, b_all, c_all, P_vals, opts, warm, warm_x, warm_y, war
     P_vals : (B, nnzP), nnzP possibly 0.
     opts : float64 settings (indices at the top of this module).
     warm : (B,) bool; warm_x, warm_y, warm_s the warm starts where ``warm``.
-    x_out, y_out, s_out, status, iters, figures : outputs, one row per problem.
+    x_out, y_out, s_out, status, iters, figures, method : outputs, one row per problem.
+
+    With ``opts[ACTIVE_SET]`` set and no second-order cones, a problem whose ``P`` is
+    positive definite is first solved by the dual active-set method
+    (:func:`._active_set_numba.solve_qp`); its solution is kept if it passes this
+    method's feasibility tolerance, and the interior-point method runs otherwise.
     """
     dims = S[-1]
     n, m, mz, ml, nsoc = dims[D_N], dims[D_M], dims[D_MZ], dims[D_ML], dims[D_NSOC]
@@ -584,9 +625,22 @@ def solve_block(S, A_vals, b_all, c_all, P_vals, opts, warm, warm_x, warm_y, war
                                           np.empty(m), np.empty(m), np.empty(m))
     ATz = np.empty(n)
     eta = np.ones(max(nsoc, 1))
+    active_set = opts[ACTIVE_SET] != 0.0 and nsoc == 0 and P_vals.shape[1] > 0
+    qp_work = (np.empty((n, n)), np.empty((n, n)), np.empty((n, n)), np.empty(n),
+               np.empty(n), np.empty(n), np.empty(n), np.empty(n, dtype=np.int64),
+               np.empty(m, dtype=np.bool_))
     for k in range(A_vals.shape[0]):
         Av, bv, qv, Pv = A_vals[k], b_all[k], c_all[k], P_vals[k]
         nb, nq = _norm_inf(bv), _norm_inf(qv)
+        method[k] = INTERIOR_POINT
+        if active_set:
+            steps = solve_qp(Av, bv, qv, Pv, S, qp_work, x_out[k], y_out[k], s_out[k])
+            if steps >= 0 and _accept(S, Av, bv, qv, Pv, x_out[k], y_out[k], s_out[k], nb,
+                                      nq, opts[TOL_FEAS], figures[k], Px, Ax, ATz, tl):
+                status[k] = SOLVED
+                iters[k] = steps
+                method[k] = ACTIVE_SET_METHOD
+                continue
         # -- initial point ------------------------------------------------------------------
         if warm[k]:
             x[:] = warm_x[k]

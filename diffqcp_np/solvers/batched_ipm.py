@@ -8,18 +8,28 @@ object per problem, the GIL released, blocks of problems on threads. What depend
 the structure (cone layout, the row view of ``A``, the columns each second-order cone
 touches, the dense factor's size) is built once, in :meth:`BatchedIPM.__init__`.
 
-The method: Clarabel's homogeneous embedding for quadratic objectives (so infeasible and
-unbounded problems end with certificates), Nesterov-Todd scaling, Mehrotra's
-predictor-corrector, and a dense LDLᵀ of the normal equations of the cone rows with the
-equality rows kept (``(n + mz)`` square), regularised and refined iteratively. It
-covers zero cones, nonnegative orthants and second-order cones, with or without ``P``.
-It stops at tolerances (1e-10 by default) tighter than the per-problem solvers' defaults:
-a strictly complementary solution to that accuracy is what the derivative needs, and
-the last iterations are cheap.
+The methods. Strictly convex QPs (``P`` positive definite) with zero and orthant cones
+only go first to a dual active-set method (Goldfarb-Idnani, :mod:`._active_set_numba`):
+O(n²) per active constraint, and an exactly complementary solution (``y = 0`` off the
+active set, ``s = 0`` on it); it is kept when it passes the feasibility tolerance
+(``info["method"] == "active_set"``, ``info["iter"]`` its additions and drops). Every
+other problem, and any the active-set method gives up on (infeasible members, dependent
+constraints it cannot resolve), goes to the interior-point method
+(``"interior_point"``, :mod:`._batched_ipm_numba`): Clarabel's homogeneous embedding for
+quadratic objectives (infeasible and unbounded problems end with certificates),
+Nesterov-Todd scaling, Mehrotra's predictor-corrector, and a dense regularised LDLᵀ of
+the reduced Newton system, refined iteratively. Together they cover zero cones,
+nonnegative orthants and second-order cones, with or without ``P``. The interior-point
+method stops at tolerances (1e-10 by default) tighter than the per-problem solvers'
+defaults: a strictly complementary solution to that accuracy is what the derivative
+needs, and the last iterations are cheap. ``active_set=False`` sends every problem to
+the interior-point method.
 
-Warm starts: a problem's ``(x, y, s)`` is moved ``warm_start_shift`` inside the cones and
-the embedding starts from it with ``τ = 1``; without one the starting point is
-Clarabel's (a least-squares solve with identity scaling, shifted into the cones).
+Warm starts (interior-point method only: the active-set method's work is set by the
+number of active constraints): a problem's ``(x, y, s)`` is moved ``warm_start_shift``
+inside the cones and the embedding starts from it with ``τ = 1``; without one the
+starting point is Clarabel's (a least-squares solve with identity scaling, shifted into
+the cones).
 
 ``info`` per problem: ``status`` (SCS-style, e.g. ``"Solved"``), ``status_val``,
 ``iter``, ``pobj``, ``dobj``, ``solve_time`` (ms) and ``solveTime`` (s): the wall time
@@ -74,7 +84,8 @@ STATUS = {
     kernels.UNSOLVED: ("Unsolved", FAILED),
 }
 
-#: Settings and their defaults (Clarabel's names where Clarabel has the setting).
+#: Settings and their defaults (Clarabel's names where Clarabel has the setting);
+#: ``active_set``: try the dual active-set method on strictly convex polyhedral QPs.
 DEFAULT_SETTINGS: dict[str, float] = {
     "tol_feas": 1e-10,
     "tol_gap_abs": 1e-10,
@@ -91,6 +102,7 @@ DEFAULT_SETTINGS: dict[str, float] = {
     "warm_start_shift": 1e-2,
     "iterative_refinement_max_iter": 6,
     "min_terminate_step_length": 1e-8,
+    "active_set": 1,
 }
 
 _OPTION_INDEX = {
@@ -109,7 +121,11 @@ _OPTION_INDEX = {
     "warm_start_shift": kernels.WARM_SHIFT,
     "iterative_refinement_max_iter": kernels.MAX_REFINE,
     "min_terminate_step_length": kernels.MIN_STEP,
+    "active_set": kernels.ACTIVE_SET,
 }
+
+#: Kernel method code: the ``info["method"]`` it is reported as.
+METHODS = {kernels.INTERIOR_POINT: "interior_point", kernels.ACTIVE_SET_METHOD: "active_set"}
 
 #: Kernel codes of failures (not certificates) that a fallback solver takes again.
 FAILED_CODES = [code for code, (_, status) in STATUS.items() if status == FAILED]
@@ -171,7 +187,10 @@ def settings_array(verbose: bool = False, **kwargs: Any) -> np.ndarray:
             number = float(value)
         except (TypeError, ValueError):
             raise ValueError(f"invalid {NAME} setting {key}={value!r}: not a number") from None
-        if key in ("max_iter", "iterative_refinement_max_iter"):
+        if key == "active_set":
+            if number not in (0.0, 1.0):
+                raise ValueError(f"invalid {NAME} setting {key}={value!r}: expected a bool")
+        elif key in ("max_iter", "iterative_refinement_max_iter"):
             if number != int(number) or number < 0:
                 raise ValueError(f"invalid {NAME} setting {key}={value!r}: expected a "
                                  "non-negative integer")
@@ -215,6 +234,7 @@ class BatchedResult:
     iterations: np.ndarray
     figures: np.ndarray
     solve_time: np.ndarray
+    methods: np.ndarray
     replaced: dict[int, SolverResult] = field(default_factory=dict)
 
     def status(self, k: int) -> str:
@@ -231,7 +251,8 @@ class BatchedResult:
         pobj, dobj, r_prim, r_dual, gap = self.figures[k].tolist()
         info = scs_style_info(status, int(self.iterations[k]), pobj, dobj,
                               float(self.solve_time[k]), 0.0)
-        info.update(r_prim=r_prim, r_dual=r_dual, gap=gap)
+        info.update(r_prim=r_prim, r_dual=r_dual, gap=gap,
+                    method=METHODS[int(self.methods[k])])
         return info
 
     def result(self, k: int, raise_on_error: bool = False) -> SolverResult:
@@ -341,7 +362,7 @@ class BatchedIPM:
             self.structure, A[lo:hi], b[lo:hi], c[lo:hi], P[lo:hi], self.opts,
             has_warm[lo:hi], wx[lo:hi],
             wy[lo:hi], ws[lo:hi], out.x[lo:hi], out.y[lo:hi], out.s[lo:hi],
-            out.codes[lo:hi], out.iterations[lo:hi], out.figures[lo:hi])
+            out.codes[lo:hi], out.iterations[lo:hi], out.figures[lo:hi], out.methods[lo:hi])
         elapsed = time.perf_counter() - start
         its = out.iterations[lo:hi]
         total = its.sum()
@@ -381,7 +402,8 @@ class BatchedIPM:
         warm = self._warm_arrays(warm_starts, count)
         out = BatchedResult(np.empty((count, n)), np.empty((count, m)), np.empty((count, m)),
                             np.zeros(count, dtype=np.int64), np.zeros(count, dtype=np.int64),
-                            np.empty((count, kernels.N_FIGURES)), np.zeros(count))
+                            np.empty((count, kernels.N_FIGURES)), np.zeros(count),
+                            np.zeros(count, dtype=np.int64))
         blocks = [(lo, min(lo + BLOCK_SIZE, count)) for lo in range(0, count, BLOCK_SIZE)]
         if n_jobs <= 1 or len(blocks) <= 1:
             for lo, hi in blocks:
