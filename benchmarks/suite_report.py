@@ -203,22 +203,12 @@ def batch_table(batch: dict) -> list[str]:
 
 
 def startup_table(startup: dict) -> list[str]:
-    """Import time and first-call times (warm and cold Numba cache)."""
+    """Import and first-call costs (see ``bench_startup``)."""
     if not _ok(startup):
         return [f"Start-up: {startup['skipped'] if startup else 'not run'}."]
-    lines = [
-        f"`import diffqcp_np` in a fresh interpreter (warm Numba cache), median of 5: "
-        f"{startup['import']:.3g} s.",
-        "",
-        "| Numba cache | import (s) | first solve_and_derivative + D + DT (s) "
-        "| the same call again (s) | compilation ≈ first − again (s) |",
-        "|---|---|---|---|---|",
-    ]
-    for name, key in (("warm", "warm"), ("empty NUMBA_CACHE_DIR", "cold")):
-        t = startup[key]
-        lines.append(f"| {name} | {t['import']:.3g} | {t['first']:.3g} | {t['again']:.3g} "
-                     f"| {t['first'] - t['again']:.3g} |")
-    return lines
+    import bench_startup
+
+    return bench_startup.table(startup)
 
 
 def problems_list(rows: list[dict]) -> list[str]:

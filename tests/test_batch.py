@@ -128,7 +128,7 @@ def dask_executor():
     distributed = pytest.importorskip(
         "distributed", reason="distributed (Dask) is not installed: pip install distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, \
+                                  dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as client:
         yield client.get_executor()
 

@@ -123,17 +123,42 @@ class ReducedParts:
         return out
 
 
-@numba.vectorize(["float64(float64)"], nopython=True, cache=True)
-def _e_weights(lam):
-    """Eigenvalues of ``E = D(I − D) + Π₀`` from those of ``D`` (a compiled ufunc: on
-    arrays of any shape, and on scalars inside kernels)."""
+@numba.njit(nogil=True, cache=True)
+def _e_weight(lam):
+    """Eigenvalue of ``E = D(I − D) + Π₀`` from one of ``D``."""
     return 1.0 if lam < NULL_EIGENVALUE else lam * (1.0 - lam)
 
 
-@numba.vectorize(["float64(float64)"], nopython=True, cache=True)
-def _null_weights(lam):
-    """Eigenvalues of ``Π₀`` from those of ``D`` (a compiled ufunc)."""
+@numba.njit(nogil=True, cache=True)
+def _null_weight(lam):
+    """Eigenvalue of ``Π₀`` from one of ``D``."""
     return 1.0 if lam < NULL_EIGENVALUE else 0.0
+
+
+@numba.njit(nogil=True, cache=True)
+def _flat_weights(lam):
+    """:func:`_e_weight` and :func:`_null_weight` of every entry of a flat array."""
+    e = np.empty_like(lam)
+    null = np.empty_like(lam)
+    for i in range(lam.shape[0]):
+        e[i] = _e_weight(lam[i])
+        null[i] = _null_weight(lam[i])
+    return e, null
+
+
+def _weights(lam, which: int) -> np.ndarray:
+    lam = np.asarray(lam, dtype=np.float64)
+    return _flat_weights(np.ascontiguousarray(lam).ravel())[which].reshape(lam.shape)
+
+
+def _e_weights(lam) -> np.ndarray:
+    """:func:`_e_weight` of every entry of an array of any shape."""
+    return _weights(lam, 0)
+
+
+def _null_weights(lam) -> np.ndarray:
+    """:func:`_null_weight` of every entry of an array of any shape."""
+    return _weights(lam, 1)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -151,7 +176,7 @@ def _small_block_parts(blocks):
     null = np.zeros((k, 3, 3))
     for b in range(k):
         for t in range(3):
-            e_weight, null_weight = _e_weights(lam[b, t]), _null_weights(lam[b, t])
+            e_weight, null_weight = _e_weight(lam[b, t]), _null_weight(lam[b, t])
             for i in range(3):
                 vi = vectors[b, i, t]
                 for j in range(3):
@@ -178,7 +203,7 @@ def reduced_parts(jac: ConeJacobian, lift_above: int = LIFT_SOC_ABOVE) -> Reduce
     spec, sl = jac.spec, jac._slices
     m = jac.shape[0]
     diagonal = jac.diagonal_part
-    diagonal_e, is_null = _e_weights(diagonal), _null_weights(diagonal)
+    diagonal_e, is_null = _flat_weights(np.ascontiguousarray(diagonal, dtype=np.float64))
     no_lift = LiftedSOC(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0),
                         np.zeros(m), m)
     if diagonal.size == m:  # zero and orthant cones only: diagonal matrices

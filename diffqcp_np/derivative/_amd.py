@@ -119,7 +119,8 @@ def _quotient_graph(n, indptr, indices, dense_factor, room):
             state[i] = _DENSE
             ndense += 1
     if ndense == 0:
-        length[:] = degree
+        for i in range(n):  # a loop: a slice assignment compiles a shape check for seconds
+            length[i] = degree[i]
     else:
         for j in range(n):
             if state[_ix(j)] == _DENSE:
@@ -305,7 +306,8 @@ def _eliminate(iw, start, size, degree, state, used, ndense, aggressive):
                 used = _compact(iw, start, size, state, used)
                 if used + bound > iw.shape[0]:
                     grown = np.empty(max(2 * iw.shape[0], used + bound + n), dtype=np.int64)
-                    grown[:used] = iw[:used]
+                    for p in range(used):  # a loop: a slice assignment compiles slowly
+                        grown[_ix(p)] = iw[_ix(p)]
                     iw = grown
                 pme = start[me]
             lo = used

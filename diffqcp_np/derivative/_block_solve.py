@@ -52,7 +52,8 @@ def block_refined_solve(Lp, Li, Lx, Dinv, perm, dense_from, Mp, Mi, Mx, Ap, Ai, 
     size = kept.shape[0]
     r2 = r[n:]
     rhs = np.empty(n + size)
-    rhs[:n] = r[:n]
+    for j in range(n):  # loops, not slice assignments: those compile a shape check
+        rhs[j] = r[j]   # for seconds
     work = np.zeros(m)
     if transpose:  # M [z₁; u] = [r₁ + A'Π₀r₂; (r₂ − Π₀r₂)[kept]]
         if Nx.shape[0]:  # D has a null space
@@ -67,15 +68,18 @@ def block_refined_solve(Lp, Li, Lx, Dinv, perm, dense_from, Mp, Mi, Mx, Ap, Ai, 
     sol, residual = _refined_solve(Lp, Li, Lx, Dinv, perm, dense_from, Mp, Mi, Mx, rhs,
                                    max_steps, tol)
     z = np.empty(n + m)
-    z[:n] = sol[:n]
+    for j in range(n):
+        z[j] = sol[j]
     expanded = np.zeros(m)
     for t in range(size):
         expanded[kept[t]] = sol[n + t]
     if transpose:  # z₂ = Π₀r₂ − D u
-        z[n:] = work
+        for i in range(m):
+            z[n + i] = work[i]
         add_csc_product(Dp, Di, Dx, expanded, z[n:], -1.0)
     else:  # dv = t + Π₀(r₂ + A dx)
-        z[n:] = expanded
+        for i in range(m):
+            z[n + i] = expanded[i]
         if Nx.shape[0]:  # D has a null space
             carried = r2.copy()
             add_csc_product(Ap, Ai, Ax, sol[:n], carried, 1.0)
@@ -104,7 +108,8 @@ def kkt_product(Pp, Pi, Px, Ap, Ai, Ax, Dp, Di, Dx, z, transpose):
     out = np.zeros(n + m)
     top, bottom = out[:n], out[n:]
     add_csc_product(Pp, Pi, Px, z1, top, 1.0)
-    bottom[:] = z2
+    for i in range(m):
+        bottom[i] = z2[i]
     add_csc_product(Dp, Di, Dx, z2, bottom, -1.0)
     if transpose:  # [P z₁ − A'z₂; D A z₁ + (I − D) z₂]
         add_csc_transpose_product(Ap, Ai, Ax, z2, top, -1.0)

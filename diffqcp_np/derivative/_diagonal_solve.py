@@ -37,7 +37,8 @@ def diagonal_refined_solve(Lp, Li, Lx, Dinv, perm, dense_from, Mp, Mi, Mx, Ap, A
             if d[i] == 0.0 and r[n + i] != 0.0:
                 null_part[i] = r[n + i]
                 null_nonzero = True
-        rhs[:n] = r[:n]  # r₁ + A'Π₀r₂
+        for j in range(n):  # r₁ + A'Π₀r₂
+            rhs[j] = r[j]
         if null_nonzero:  # not for cotangents of x and y alone
             add_csc_transpose_product(Ap, Ai, Ax, null_part, rhs[:n], 1.0)
         for t in range(size):
