@@ -4,6 +4,9 @@ cvxpylayers solves batches of problems that differ only in their values: every `
 has the same stored pattern, every ``P`` too, and every cone dict is the same. For
 such a batch :class:`BatchStructure` does once what only depends on the structure:
 
+* (once per structure: the :data:`RECENT_STRUCTURES` most recent are kept across calls,
+  with the forward solvers set up for them and, for ``warm_starts="previous"``, the last
+  solutions)
 * parsing and validating the cone dict, and checking the patterns of ``A`` and ``P``
   (per problem only the values are checked, for the whole batch at once in the common
   case, :meth:`BatchStructure.problems`; the copies share the pattern's read-only index
@@ -25,9 +28,11 @@ system is small use :mod:`diffqcp_np._dense_batch` instead (dense, batched).
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -39,6 +44,13 @@ from .derivative import MatrixPattern, QuadraticTerm, SolutionDerivative
 from .derivative.patterns import storage_of
 from .solvers import SharedPatterns
 from .solvers.base import CSCFactory
+
+#: Structures kept across calls (the most recently used), by their patterns and cones:
+#: a training loop's batches of one structure share the structural work and the solver
+#: set up for it (:meth:`BatchStructure.cached`).
+RECENT_STRUCTURES = 8
+_RECENT: OrderedDict = OrderedDict()
+_RECENT_LOCK = threading.Lock()
 
 #: Largest cone block whose Jacobian is read by probing (one matvec per column of the
 #: largest block); beyond it the Jacobian is read from ``ConeJacobian.to_sparse``.
@@ -312,6 +324,9 @@ class BatchStructure:
                  cones: ConeSpec) -> None:
         self.cones = cones
         self.shape = A.shape
+        self._lock = threading.Lock()
+        self._derived: dict = {}
+        self._previous: list | None = None
         m, n = A.shape
         self.A_indptr, self.A_indices = _read_only(A.indptr), _read_only(A.indices)
         self.A_pattern = MatrixPattern(A, "A")
@@ -367,7 +382,46 @@ class BatchStructure:
             return None  # reported, with the problem's index, by the general path
         if cones.dim != A0.shape[0]:
             return None
-        return cls(A0, P0, storage, cones)
+        key = (A0.shape, A0.indptr.tobytes(), A0.indices.tobytes(),
+               None if P0 is None else (P0.indptr.tobytes(), P0.indices.tobytes()), storage,
+               cones)
+        with _RECENT_LOCK:
+            structure = _RECENT.pop(key, None)
+            if structure is None:
+                structure = cls(A0, P0, storage, cones)
+            _RECENT[key] = structure  # the most recent last
+            while len(_RECENT) > RECENT_STRUCTURES:
+                _RECENT.popitem(last=False)
+        return structure
+
+    def __getstate__(self) -> dict:
+        """Pickled (to worker processes) without what is kept across calls."""
+        state = dict(self.__dict__)
+        state.update(_lock=None, _derived={}, _previous=None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    # -- what is kept per structure across calls ------------------------------------------
+    def cached(self, key: Any, make: Callable[[], Any]) -> Any:
+        """``make()``, built once per structure and ``key`` (e.g. a forward solver and its
+        settings) and kept with the structure."""
+        with self._lock:
+            if key not in self._derived:
+                self._derived[key] = make()
+            return self._derived[key]
+
+    def remember(self, solutions: list) -> None:
+        """Keep the solutions of the last batch of this structure (``(x, y, s)`` or None
+        per problem), for ``warm_starts="previous"``."""
+        self._previous = solutions
+
+    def previous(self, count: int) -> list | None:
+        """The solutions :meth:`remember` kept, if they were as many as ``count``."""
+        previous = self._previous
+        return previous if previous is not None and len(previous) == count else None
 
     # -- per-problem data ----------------------------------------------------------------
     def _values(self, mat, name: str) -> np.ndarray:

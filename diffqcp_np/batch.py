@@ -80,7 +80,7 @@ import scipy.sparse as sp
 from . import _dense_batch
 from ._batch_structure import BatchStructure
 from ._dense_batch import DenseBatchDerivative
-from ._parallel import BLAS_PIN, ProgressLike, Runner, make_runner, tag_exception
+from ._parallel import ProgressLike, Runner, make_runner, tag_exception
 from ._validation import ProblemData, check_problem
 from .cone_program import (
     _LPGD_OPTIONS,
@@ -373,12 +373,16 @@ def _forward_pass(runner: Runner, settings: _Settings, problems: list[_Problem],
         if set_up_derivative:
             runner.map(_set_up, settings, [_Setup(p, r) for p, r in zip(problems, solved)
                                            if r.ok], "solve")
-        return solved
-    if settings.solver is not None and not runner.in_process:
-        return runner.map(_forward_values, _ValuesJob(settings.solver),
-                          _value_items(settings.structure, problems), "solve", on_result=check)
-    return runner.map(_forward, _ForwardJob(settings, set_up_derivative), problems,
-                      "solve", on_result=check)
+    elif settings.solver is not None and not runner.in_process:
+        solved = runner.map(_forward_values, _ValuesJob(settings.solver),
+                            _value_items(settings.structure, problems), "solve",
+                            on_result=check)
+    else:
+        solved = runner.map(_forward, _ForwardJob(settings, set_up_derivative), problems,
+                            "solve", on_result=check)
+    if settings.structure is not None:  # for warm_starts="previous"
+        settings.structure.remember([(r.x, r.y, r.s) if r.ok else None for r in solved])
+    return solved
 
 
 def _batched_forward(runner: Runner, settings: _Settings, problems: list[_Problem],
@@ -397,11 +401,9 @@ def _batched_forward(runner: Runner, settings: _Settings, problems: list[_Proble
     items = _value_items(settings.structure, problems)
     local = runner.local()
     progress = local.progress_reporter(len(problems), "solve")
-    try:
-        with BLAS_PIN:
-            out = settings.batched.solve(items.A, items.b, items.c, items.P,
-                                         items.warm_starts, n_jobs=local.n_jobs,
-                                         progress=progress.update)
+    try:  # its kernels call no BLAS: nothing to pin
+        out = settings.batched.solve(items.A, items.b, items.c, items.P, items.warm_starts,
+                                     n_jobs=local.n_jobs, progress=progress.update)
     finally:
         progress.close()
     solved = []
@@ -423,24 +425,34 @@ def _value_items(structure: BatchStructure, problems: list[_Problem]) -> _Values
 
 
 def _prepare(As, bs, cs, cone_dicts, warm_starts, Ps, settings_kwargs: dict):
+    previous = isinstance(warm_starts, str)
+    if previous and warm_starts != "previous":
+        raise ValueError(f'warm_starts must be a list of (x, y, s) or None per problem, or '
+                         f'"previous", got {warm_starts!r}')
     As, bs, cs, cone_dicts, warm_starts, Ps = _check_lists(
-        None, As=As, bs=bs, cs=cs, cone_dicts=cone_dicts, warm_starts=warm_starts, Ps=Ps)
+        None, As=As, bs=bs, cs=cs, cone_dicts=cone_dicts,
+        warm_starts=None if previous else warm_starts, Ps=Ps)
     validated, structure = _validate(As, bs, cs, cone_dicts, Ps)
+    if previous and structure is not None:
+        warm_starts = structure.previous(len(validated)) or warm_starts
     problems = [_Problem(i, data, quadratic, warm)
                 for i, ((data, quadratic), warm) in enumerate(zip(validated, warm_starts))]
     solver = batched = None
     if structure is not None:
-        method = resolve_solve_method(settings_kwargs["solve_method"], structure.cones,
-                                      structure.shape, settings_kwargs["solver_kwargs"])
-        auto = str(settings_kwargs["solve_method"]).lower() == "auto"
+        requested, kwargs = settings_kwargs["solve_method"], settings_kwargs["solver_kwargs"]
+        method = resolve_solve_method(requested, structure.cones, structure.shape, kwargs)
         settings_kwargs = dict(settings_kwargs, solve_method=method)
+        # set up once per structure and settings (kept with the structure across calls)
+        key = (str(requested).lower(), str(method).upper(),
+               tuple(sorted((name, repr(value)) for name, value in kwargs.items())))
         if str(method).upper() == "IPM":
-            batched = BatchedIPM(structure.cones, structure.patterns,
-                                 fallback="Clarabel" if auto else None,
-                                 **settings_kwargs["solver_kwargs"])
+            auto = str(requested).lower() == "auto"
+            batched = structure.cached(key, lambda: BatchedIPM(
+                structure.cones, structure.patterns, fallback="Clarabel" if auto else None,
+                **kwargs))
         else:
-            solver = BatchSolver(method, structure.cones, structure.patterns,
-                                 **settings_kwargs["solver_kwargs"])
+            solver = structure.cached(key, lambda: BatchSolver(
+                method, structure.cones, structure.patterns, **kwargs))
     return problems, _Settings(structure=structure, solver=solver, batched=batched,
                                **settings_kwargs)
 
@@ -580,8 +592,10 @@ def solve_and_derivative_batch(As: Sequence, bs: Sequence, cs: Sequence, cone_di
         tasks (about four per job).
     mode : str, default "direct"
         Derivative mode, as for ``solve_and_derivative``.
-    warm_starts : list of (x, y, s) or None, optional
-        Per-problem warm starts (entries may be None).
+    warm_starts : list of (x, y, s) or None, or "previous", optional
+        Per-problem warm starts (entries may be None). ``"previous"``: the solutions of
+        the last batch of the same structure and size solved in this process (none for
+        the first, or for a batch whose problems differ in structure).
     Ps : list, optional
         Per-problem quadratic objectives (full symmetric or upper triangle).
     backend : {"threads", "processes", "serial"}, optional

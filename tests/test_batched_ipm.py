@@ -370,3 +370,38 @@ def test_soc_step_length_reaches_the_boundary():
             assert soc_margin(u + 0.999 * t * du) > 0
         else:
             assert all(soc_margin(u + a * du) > 0 for a in (1.0, 10.0, 1e3))
+
+
+def test_warm_starts_from_the_previous_batch_of_the_structure():
+    """Every batch of a structure leaves its solutions for the next one's
+    ``warm_starts="previous"`` (a structure of its own here: the first call starts cold)."""
+    probs = same_structure({"z": 2, "l": 15}, 20, 8, quadratic=False, seed=23)
+    rng = np.random.default_rng(2)
+    moved = [dict(p, b=p["b"] * (1 + 1e-3 * rng.standard_normal(p["b"].size))) for p in probs]
+    first = solve_only_batch(**args_of(probs), warm_starts="previous", return_info=True)[3]
+    again = solve_only_batch(**args_of(moved), warm_starts="previous", return_info=True)
+    fewer = solve_only_batch(**args_of(moved[:5]), warm_starts="previous", return_info=True)[3]
+    cold_moved = solve_only_batch(**args_of(moved), return_info=True)
+    cold = solve_only_batch(**args_of(probs), return_info=True)[3]
+    assert [i["iter"] for i in first] == [i["iter"] for i in cold]
+    assert sum(i["iter"] for i in again[3]) < 0.75 * sum(i["iter"] for i in cold_moved[3])
+    for a, b in zip(again[0], cold_moved[0]):
+        assert relative_error(a, b) < 1e-7
+    # a batch of another size has no previous solutions: a cold start
+    assert [i["iter"] for i in fewer] == [i["iter"] for i in cold_moved[3][:5]]
+    with pytest.raises(ValueError, match='warm_starts must be .* or "previous"'):
+        solve_only_batch(**args_of(probs), warm_starts="last")
+
+
+def test_structure_and_its_solver_are_set_up_once():
+    from diffqcp_np._batch_structure import BatchStructure
+
+    probs = same_structure({"z": 1, "l": 6}, 3, 4, seed=29)
+    args = args_of(probs)
+    first = BatchStructure.detect(args["As"], args["Ps"], args["cone_dicts"])
+    again = BatchStructure.detect([p.copy() for p in args["As"]], args["Ps"],
+                                  args["cone_dicts"])
+    assert first is again
+    made = []
+    assert first.cached("k", lambda: made.append(1) or "solver") == "solver"
+    assert first.cached("k", lambda: made.append(1) or "other") == "solver" and made == [1]
