@@ -147,12 +147,14 @@ def _forward_solvers() -> None:
 def _batch() -> None:
     from .batch import solve_and_derivative_batch
 
-    problems = [_known_solution({"z": 1, "l": 3, "q": [3]}, n=4, seed=seed) for seed in (1, 2)]
-    for backend in ("serial",):
+    for cone_dict, solve_method in (({"z": 1, "l": 3, "q": [3]}, "auto"),  # interior point
+                                    ({"z": 1, "l": 4}, "auto"),  # active set (polyhedral)
+                                    ({"z": 1, "l": 3, "q": [3]}, "Clarabel")):
+        problems = [_known_solution(cone_dict, n=4, seed=seed) for seed in (1, 2)]
         xs, ys, ss, D_batch, DT_batch = solve_and_derivative_batch(
             [p.A for p in problems], [p.b for p in problems], [p.c for p in problems],
-            [p.cone_dict for p in problems], Ps=[p.P for p in problems], backend=backend,
-            solve_method="Clarabel")
+            [p.cone_dict for p in problems], Ps=[p.P for p in problems], backend="serial",
+            solve_method=solve_method)
         D_batch([p.A for p in problems], [p.b for p in problems], [p.c for p in problems],
                 dPs=[p.P for p in problems])
         DT_batch(xs, ys, ss, return_dP=True)
@@ -181,7 +183,7 @@ TASKS: tuple[tuple[str, Callable[[], None]], ...] = (
         _known_solution({"z": 1, "l": 8}, row_scale=1e-6))),
     ("projections and their Jacobians", _every_cone),
     ("forward solvers (SCS, Clarabel, ECOS)", _forward_solvers),
-    ("a same-structure batch", _batch),
+    ("same-structure batches (interior point, active set, Clarabel)", _batch),
 )
 
 
