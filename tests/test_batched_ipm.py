@@ -79,17 +79,25 @@ CASES = {
 }
 
 
-def test_auto_solves_the_members_it_fails_on_again_with_clarabel():
+def test_members_it_fails_on_are_solved_again_by_the_fallback():
     """A second-order cone block that ends on the boundary for both s and y stalls the
-    method on some members (problem 88 here); "auto" hands them to Clarabel, "IPM" not."""
+    method on some members (problem 88 here); with a fallback (as "auto" sets one up)
+    Clarabel solves them again."""
     probs = same_structure({"z": 2, "l": 10, "q": [4]}, 90, 6, seed=7)[86:]
     infos = solve_only_batch(**args_of(probs), return_info=True, raise_on_error=False,
                              solve_method="IPM")[3]
-    assert infos[2]["solver_status"] == "NumericalError"
-    xs, ys, ss, infos = solve_only_batch(**args_of(probs), return_info=True)
-    assert [i["solver"] for i in infos] == ["IPM", "IPM", "CLARABEL", "IPM"]
-    assert all(i["canonical_status"] == "optimal" for i in infos)
-    assert relative_error(xs[2], probs[2]["x"]) < 1e-6
+    assert [i["solver_status"] for i in infos][2] == "NumericalError"
+    A0 = probs[0]["A"]
+    upper = sp.triu(probs[0]["P"], format="csc")
+    patterns = SharedPatterns(A0.shape, A0.indices, A0.indptr, upper.indices, upper.indptr)
+    solver = BatchedIPM(as_cone_spec(probs[0]["cone_dict"]), patterns, fallback="Clarabel")
+    out = solver.solve(np.stack([p["A"].data for p in probs]), np.stack([p["b"] for p in probs]),
+                       np.stack([p["c"] for p in probs]),
+                       np.stack([sp.triu(p["P"], format="csc").data for p in probs]))
+    results = [out.result(k) for k in range(4)]
+    assert [r.info["solver"] for r in results] == ["IPM", "IPM", "CLARABEL", "IPM"]
+    assert all(r.status == "optimal" for r in results)
+    assert relative_error(results[2].x, probs[2]["x"]) < 1e-6
 
 
 # Clarabel at 1e-13 ends some second-order cone problems "AlmostSolved"
@@ -101,7 +109,8 @@ def test_batch_finds_the_known_solutions_and_clarabels_active_sets(case):
     error, so that they (and x, for an LP) are only as accurate as √tol (1e-5)."""
     cone_dict, n, quadratic = CASES[case]
     probs = same_structure(cone_dict, 12, n, quadratic, seed=3)
-    xs, ys, ss, infos = solve_only_batch(**args_of(probs), return_info=True)
+    xs, ys, ss, infos = solve_only_batch(**args_of(probs), return_info=True,
+                                         solve_method="IPM")
     spec = as_cone_spec(cone_dict)
     orthant = slice(spec.zero, spec.zero + spec.nonneg)
     primal_tol, dual_tol = (1e-5, 1e-4) if spec.soc else (1e-7, 1e-7)
@@ -133,7 +142,8 @@ def finite_difference(p, direction, h=1e-5):
 def test_derivative_at_its_solution_is_the_derivative_at_the_known_solution(case):
     cone_dict, n, quadratic = CASES[case]
     probs = same_structure(cone_dict, 4, n, quadratic, seed=5)
-    xs, ys, ss, D_batch, DT_batch = solve_and_derivative_batch(**args_of(probs))
+    xs, ys, ss, D_batch, DT_batch = solve_and_derivative_batch(**args_of(probs),
+                                                               solve_method="IPM")
     rng = np.random.default_rng(0)
     dirs = [(rng.standard_normal(p["b"].size), rng.standard_normal(p["c"].size))
             for p in probs]
@@ -152,9 +162,11 @@ def test_results_do_not_depend_on_threads_or_blocks(cone_dict):
     """Interior-point (with a SOC) and active-set (polyhedral QPs) problems."""
     probs = same_structure(cone_dict, 2 * BLOCK_SIZE + 5, 6, seed=7)
     del probs[88]  # the member of the test above
-    one = solve_only_batch(**args_of(probs), n_jobs_forward=1, return_info=True)
-    two = solve_only_batch(**args_of(probs), n_jobs_forward=2, return_info=True)
-    alone = solve_only_batch(**args_of(probs[-3:]), n_jobs_forward=1)
+    one = solve_only_batch(**args_of(probs), n_jobs_forward=1, return_info=True,
+                           solve_method="IPM")
+    two = solve_only_batch(**args_of(probs), n_jobs_forward=2, return_info=True,
+                           solve_method="IPM")
+    alone = solve_only_batch(**args_of(probs[-3:]), n_jobs_forward=1, solve_method="IPM")
     for k in range(3):
         for a, b in zip(one[k], two[k]):
             np.testing.assert_array_equal(a, b)
@@ -277,21 +289,24 @@ def test_active_set_method_for_strictly_convex_qps():
 
 
 def test_auto_picks_the_solver_it_can():
-    probs = same_structure({"z": 1, "l": 5, "q": [3]}, 3, 4, seed=17)
-    spec = as_cone_spec(probs[0]["cone_dict"])
-    assert resolve_solve_method("auto", spec, (9, 4), {}) == "IPM"
-    assert resolve_solve_method("AUTO", spec, (9, 4), {"tol_feas": 1e-9}) == "IPM"
-    assert resolve_solve_method("auto", spec, (9, 4), {"eps": 1e-6}) == "SCS"
-    assert resolve_solve_method("auto", spec, (300, 4), {}) == "SCS"
+    polyhedral = as_cone_spec({"z": 1, "l": 8})
+    soc = as_cone_spec({"z": 1, "l": 5, "q": [3]})
+    assert resolve_solve_method("auto", polyhedral, (9, 4), {}) == "IPM"
+    assert resolve_solve_method("AUTO", polyhedral, (9, 4), {"tol_feas": 1e-9}) == "IPM"
+    assert resolve_solve_method("auto", polyhedral, (9, 4), {"eps": 1e-6}) == "SCS"
+    assert resolve_solve_method("auto", polyhedral, (300, 4), {}) == "SCS"
+    assert resolve_solve_method("auto", soc, (9, 4), {}) == "SCS"  # SOCs: not yet
     assert resolve_solve_method("auto", as_cone_spec({"l": 1, "ep": 1}), (4, 2), {}) == "SCS"
-    assert resolve_solve_method("Clarabel", spec, (9, 4), {}) == "Clarabel"
-    info = solve_only_batch(**args_of(probs), return_info=True)[3][0]
-    assert info["solver"] == "IPM"
+    assert resolve_solve_method("Clarabel", soc, (9, 4), {}) == "Clarabel"
+    probs = same_structure({"z": 1, "l": 8}, 3, 4, seed=17)
+    assert solve_only_batch(**args_of(probs), return_info=True)[3][0]["solver"] == "IPM"
     info = solve_only_batch(**args_of(probs), return_info=True, eps=1e-8)[3][0]
     assert info["solver"] == "SCS"
+    socps = same_structure({"z": 1, "l": 5, "q": [3]}, 3, 4, seed=17)
+    assert solve_only_batch(**args_of(socps), return_info=True)[3][0]["solver"] == "SCS"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        info = solve_only_batch(**args_of(probs), return_info=True, solve_method="IPM",
+        info = solve_only_batch(**args_of(socps), return_info=True, solve_method="IPM",
                                 max_iter=3, raise_on_error=False)[3][0]
     assert info["iter"] == 3
 

@@ -90,8 +90,8 @@ def resolve_solve_method(solve_method: str, cones: ConeSpec, shape: tuple[int, i
     """The solver that ``solve_method`` names for a problem (or a same-structure batch).
 
     ``"auto"`` (case-insensitive) gives ``"IPM"`` where it applies (see
-    :func:`~diffqcp_np.solvers.batched_ipm.applies`: zero, nonnegative and second-order
-    cones, ``n + m`` at most :data:`~diffqcp_np.solvers.batched_ipm.AUTO_MAX_DIM`, every
+    :func:`~diffqcp_np.solvers.batched_ipm.applies`: zero and nonnegative cones,
+    ``n + m`` at most :data:`~diffqcp_np.solvers.batched_ipm.AUTO_MAX_DIM`, every
     keyword one of its settings) and :data:`AUTO_FALLBACK` otherwise; any other name is
     returned as given.
     """

@@ -158,10 +158,16 @@ def unsupported_cones(cones: ConeSpec) -> list[str]:
 
 
 def applies(cones: ConeSpec, shape: tuple[int, int], solver_kwargs: dict) -> bool:
-    """Whether ``solve_method="auto"`` picks this solver: covered cones, ``n + m`` at most
-    :data:`AUTO_MAX_DIM`, and every keyword one of its settings (or ``verbose``)."""
+    """Whether ``solve_method="auto"`` picks this solver: zero and orthant cones only,
+    ``n + m`` at most :data:`AUTO_MAX_DIM`, and every keyword one of its settings (or
+    ``verbose``).
+
+    Second-order cones are left to the per-problem solvers: on small SOCP batches this
+    interior-point method is slower than Clarabel and, where a cone's ``s`` and ``y``
+    both end on its boundary, stalls near 1e-9 (``solve_method="IPM"`` still takes them).
+    """
     m, n = shape
-    return (not unsupported_cones(cones) and 0 < n + m <= AUTO_MAX_DIM
+    return (not unsupported_cones(cones) and not cones.soc and 0 < n + m <= AUTO_MAX_DIM
             and set(solver_kwargs) <= set(DEFAULT_SETTINGS) | {"verbose"})
 
 
