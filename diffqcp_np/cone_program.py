@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 
 from ._validation import ProblemData, check_problem
+from .backend import device_requested
 from .derivative import EXACT_MODES, LPGD_MODES, MODES, LPGDDerivative, SolutionDerivative
 from .derivative.patterns import QuadraticTerm
 from .derivative.solution_refinement import (
@@ -109,7 +110,8 @@ def _failed_derivative(status: str) -> tuple[Callable, Callable]:
 
 def derivative(A, b, c, cone_dict, x, y, s, P=None, mode: str = DEFAULT_MODE,
                solve_method: str | None = None, refine: bool = False,
-               return_info: bool = False, **derivative_kwargs: Any):
+               return_info: bool = False, device: str | None = None,
+               **derivative_kwargs: Any):
     """Derivative of the solution map at a solution obtained elsewhere.
 
     The solution is checked in the exact modes: where it does not decide the face of
@@ -142,9 +144,15 @@ def derivative(A, b, c, cone_dict, x, y, s, P=None, mode: str = DEFAULT_MODE,
         ``s``: the refined one with ``refine=True``) and ``refinement``, the report of
         :class:`~diffqcp_np.derivative.solution_refinement.RefinementReport` as a dict
         (None in the LPGD modes).
+    device : {None, "cpu", "cuda"}, optional
+        Where to differentiate: None follows the arrays (CuPy arrays and
+        ``cupyx.scipy.sparse`` matrices select the device, see
+        :mod:`diffqcp_np.gpu.api`: direct mode only, ``D``/``DT`` on device arrays,
+        the solution differentiated as given, without refinement or face check).
     **derivative_kwargs
         Linear-solver options (``factorization``, ``permc_spec``; ``atol``, ``btol``,
-        ``maxiter``) or the LPGD parameters ``tau`` and ``rho``.
+        ``maxiter``; on the device ``refine_steps``) or the LPGD parameters ``tau`` and
+        ``rho``.
 
     Returns
     -------
@@ -155,6 +163,11 @@ def derivative(A, b, c, cone_dict, x, y, s, P=None, mode: str = DEFAULT_MODE,
     info : dict
         Only with ``return_info=True``.
     """
+    if device_requested(device, dict(A=A, b=b, c=c, x=x, y=y, s=s, P=P)):
+        from .gpu import api
+
+        return api.derivative(A, b, c, cone_dict, x, y, s, P=P, mode=mode,
+                              return_info=return_info, **derivative_kwargs)
     mode = _check_mode(mode)
     data = check_problem(A, b, c, cone_dict, P)
     result = _make_derivative(data, QuadraticTerm(data.P, data.n), x, y, s, mode, solve_method,
@@ -185,15 +198,22 @@ def solve_internal(A, b, c, cone_dict, solve_method: str | None = None, warm_sta
 def solve_and_derivative_internal(A, b, c, cone_dict, solve_method: str | None = None,
                                   warm_start=None, mode: str = DEFAULT_MODE,
                                   raise_on_error: bool = True, P=None, refine: bool = True,
-                                  **kwargs: Any) -> dict:
+                                  device: str | None = None, **kwargs: Any) -> dict:
     """Solve and set up the derivative; returns ``x``, ``y``, ``s``, ``info``, ``D``, ``DT``.
 
     ``kwargs`` go to the forward solver, except ``derivative_kwargs`` (a dict of options
     for the derivative, as in diffcp). With ``refine`` (exact modes) the solution is
     refined before it is differentiated and returned refined; ``info["refinement"]`` is
     the report (:class:`~diffqcp_np.derivative.solution_refinement.RefinementReport` as a
-    dict).
+    dict). With device arrays or ``device="cuda"`` the forward solve runs on the host
+    and the derivative on the device (:mod:`diffqcp_np.gpu.api`; no refinement there).
     """
+    if device_requested(device, dict(A=A, b=b, c=c, P=P)):
+        from .gpu import api
+
+        return api.solve_and_derivative_internal(
+            A, b, c, cone_dict, solve_method=solve_method, warm_start=warm_start, mode=mode,
+            raise_on_error=raise_on_error, P=P, **kwargs)
     mode = _check_mode(mode)
     derivative_kwargs = dict(kwargs.pop("derivative_kwargs", None) or {})
     data = check_problem(A, b, c, cone_dict, P)
@@ -241,8 +261,10 @@ def solve_and_derivative(A, b, c, cone_dict, warm_start=None, mode: str = DEFAUL
         :class:`InaccurateDerivativeWarning` reports a solution that does not decide the
         face of every cone, refined or not.
     **kwargs
-        Forward-solver settings (``eps``, ``verbose``, ...), and ``derivative_kwargs``
-        (a dict: linear-solver options, or ``tau``/``rho`` for the LPGD modes).
+        Forward-solver settings (``eps``, ``verbose``, ...), ``derivative_kwargs``
+        (a dict: linear-solver options, or ``tau``/``rho`` for the LPGD modes), and
+        ``device`` (see :func:`derivative`: CuPy inputs or ``device="cuda"``
+        differentiate on the device, the forward solve staying on the host).
 
     Returns
     -------

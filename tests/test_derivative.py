@@ -1,4 +1,8 @@
-"""The derivative at a known solution: adjoint test, naive dense references, conventions."""
+"""The derivative at a known solution: adjoint test, naive dense references, conventions.
+
+The tests with a ``backend`` argument run on the CPU path and on the device path (on
+NumPy with the cuDSS stand-ins, and on CuPy with cuDSS where a GPU is present; see
+``conftest.py``)."""
 
 from __future__ import annotations
 
@@ -42,11 +46,13 @@ pytestmark = pytest.mark.filterwarnings(
 @pytest.mark.parametrize("name", list(CONE_FAMILIES))
 @pytest.mark.parametrize("mode,tol", [("direct", 1e-10), ("dense", 1e-10), ("lsmr", 1e-7),
                                       ("lsqr", 1e-7)])
-def test_adjoint_dot_product(name, mode, tol):
+def test_adjoint_dot_product(name, mode, tol, backend):
+    if not backend.supports(mode):
+        pytest.skip(f"no mode {mode!r} on the {backend.name} back end")
     prob = family(name)
     rng = np.random.default_rng(1)
-    D, DT = derivative(prob.A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s,
-                       P=prob.P, mode=mode)
+    D, DT = backend.derivative(prob.A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y,
+                               prob.s, P=prob.P, mode=mode)
     dA, db, dc, dP = random_perturbation(prob, rng)
     dx, dy, ds = D(dA, db, dc, dP=dP)
     gx, gy, gs = (rng.standard_normal(k) for k in (prob.n, prob.m, prob.m))
@@ -83,12 +89,14 @@ def active_set_reference(prob, dA, db, dc, dP):
 
 @pytest.mark.parametrize("name", ["lp", "qp"])
 @pytest.mark.parametrize("mode", ["direct", "dense", "lsmr"])
-def test_jvp_matches_active_set_reference(name, mode):
+def test_jvp_matches_active_set_reference(name, mode, backend):
+    if not backend.supports(mode):
+        pytest.skip(f"no mode {mode!r} on the {backend.name} back end")
     prob = family(name, seed=3)
     rng = np.random.default_rng(4)
     dA, db, dc, dP = random_perturbation(prob, rng)
-    D, _ = derivative(prob.A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s, P=prob.P,
-                      mode=mode)
+    D, _ = backend.derivative(prob.A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s,
+                              P=prob.P, mode=mode)
     got = D(dA, db, dc, dP=dP)
     want = active_set_reference(prob, dA, db, dc, dP)
     tol = 1e-10 if mode != "lsmr" else 1e-7
@@ -129,18 +137,19 @@ def residual_map_reference(prob, dA, db, dc, dP, eps=1e-6):
 
 
 @pytest.mark.parametrize("name", list(CONE_FAMILIES))
-def test_jvp_matches_residual_map_reference(name):
+def test_jvp_matches_residual_map_reference(name, backend):
     prob = family(name, seed=5)
     rng = np.random.default_rng(6)
     dA, db, dc, dP = random_perturbation(prob, rng)
-    D, _ = derivative(prob.A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s, P=prob.P)
+    D, _ = backend.derivative(prob.A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s,
+                              P=prob.P)
     got = D(dA, db, dc, dP=dP)
     want = residual_map_reference(prob, dA, db, dc, dP)
     for g, w in zip(got, want):
         assert relative_error(g, w) < 1e-5
 
 
-def test_dP_upper_and_full_storage_agree_and_are_adjoint():
+def test_dP_upper_and_full_storage_agree_and_are_adjoint(backend):
     prob = family("qp", seed=7)
     rng = np.random.default_rng(8)
     P_full = prob.P
@@ -149,8 +158,8 @@ def test_dP_upper_and_full_storage_agree_and_are_adjoint():
     dP_full = ((dP_full + dP_full.T) * 0.5).tocsc()
     dP_upper = sp.triu(dP_full, format="csc")
     args = (prob.A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s)
-    D_full, DT_full = derivative(*args, P=P_full)
-    D_upper, DT_upper = derivative(*args, P=P_upper)
+    D_full, DT_full = backend.derivative(*args, P=P_full)
+    D_upper, DT_upper = backend.derivative(*args, P=P_upper)
     dx_full = D_full(None, None, None, dP=dP_full)[0]
     dx_upper = D_upper(None, None, None, dP=dP_upper)[0]
     assert relative_error(dx_upper, dx_full) < 1e-12
@@ -167,7 +176,7 @@ def test_dP_upper_and_full_storage_agree_and_are_adjoint():
     assert abs(inner(g_upper, dP_upper) - gx @ dx_upper) < 1e-10 * max(1, abs(gx @ dx_upper))
 
 
-def test_dA_keeps_explicit_zeros_in_canonical_order():
+def test_dA_keeps_explicit_zeros_in_canonical_order(backend):
     prob = family("lp", seed=9)
     dense = prob.A.toarray()
     rows, cols = np.nonzero(dense)
@@ -178,7 +187,7 @@ def test_dA_keeps_explicit_zeros_in_canonical_order():
     A = sp.csc_matrix((dense[rows, cols], (rows, cols)), shape=dense.shape)
     assert np.sum(A.data == 0) == zi[::2].size > 0
     A_copy = A.copy()
-    D, DT = derivative(A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s)
+    D, DT = backend.derivative(A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s)
     dA = DT(np.ones(prob.n), np.zeros(prob.m), np.zeros(prob.m))[0]
     assert isinstance(dA, sp.csc_matrix)
     np.testing.assert_array_equal(dA.indptr, A.indptr)
@@ -189,10 +198,11 @@ def test_dA_keeps_explicit_zeros_in_canonical_order():
     np.testing.assert_array_equal(A.indices, A_copy.indices)
 
 
-def test_small_perturbation_is_not_rounded_to_zero():
+def test_small_perturbation_is_not_rounded_to_zero(backend):
     prob = family("qp", seed=10)
     rng = np.random.default_rng(11)
-    D, DT = derivative(prob.A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s, P=prob.P)
+    D, DT = backend.derivative(prob.A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s,
+                               P=prob.P)
     db = rng.standard_normal(prob.m)
     dx = D(None, db, None)[0]
     dx_tiny = D(None, 1e-14 * db, None)[0]
@@ -204,7 +214,9 @@ def test_small_perturbation_is_not_rounded_to_zero():
 
 
 @pytest.mark.parametrize("mode", ["direct", "dense", "lsqr", "lsmr"])
-def test_non_differentiable_point_warns_only_for_products_that_do_not_exist(mode):
+def test_non_differentiable_point_warns_only_for_products_that_do_not_exist(mode, backend):
+    if not backend.supports(mode):
+        pytest.skip(f"no mode {mode!r} on the {backend.name} back end")
     # Two identical inequality rows, both active: the dual is not unique (y0 + y1 is).
     A = sp.csc_matrix(np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]]))
     x = np.array([1.0, 1.0])
@@ -212,7 +224,7 @@ def test_non_differentiable_point_warns_only_for_products_that_do_not_exist(mode
     y = np.array([1.0, 1.0, 2.0, 0.0])
     b = A @ x + s
     c = -(A.T @ y)
-    D, DT = derivative(A, b, c, {"l": 4}, x, y, s, mode=mode)  # silent (module filter)
+    D, DT = backend.derivative(A, b, c, {"l": 4}, x, y, s, mode=mode)  # silent (filter)
     dx, dy, ds = D(None, np.ones(4), None)  # the two rows move together: exists
     dA, db, dc = DT(np.ones(2), np.zeros(4), np.zeros(4))  # x is unique: exists
     np.testing.assert_allclose(dx, [1.0, 1.0], atol=1e-9)  # x = (b0, b2) near this point
@@ -220,7 +232,7 @@ def test_non_differentiable_point_warns_only_for_products_that_do_not_exist(mode
     np.testing.assert_allclose(db[:2].sum(), 1.0, atol=1e-9)  # d(x0 + x1)/d(b0 = b1)
     with pytest.warns(NonDifferentiableWarning, match=r"change of b\[0, 1\]") as record:
         D(None, np.array([1.0, 0.0, 0.0, 0.0]), None)  # one row only: one becomes inactive
-    assert record[0].filename == __file__
+    assert record[0].filename == __file__ or backend.wraps
     with pytest.warns(NonDifferentiableWarning, match=r"not unique at this point \(y\[0, 1\]\)"):
         DT(None, np.array([1.0, 0.0, 0.0, 0.0]), None)  # weighs y0 alone
     for arr in (dx, dy, ds, db, dc, dA.data):
@@ -241,22 +253,23 @@ def test_jvp_bad_input(which, match):
         D(**kwargs)
 
 
-def test_dA_outside_pattern_is_rejected():
+def test_dA_outside_pattern_is_rejected(backend):
     prob = family("lp")
     A = prob.A
-    D, _ = derivative(A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s)
+    D, _ = backend.derivative(A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s)
     i, j = np.argwhere(A.toarray() == 0)[0]
     dA = sp.csc_matrix(([1.0], ([i], [j])), shape=A.shape)
     with pytest.raises(ValueError, match="outside the sparsity pattern of A"):
         D(dA, None, None)
 
 
-def test_asymmetric_P_is_rejected():
+def test_asymmetric_P_is_rejected(backend):
     prob = family("qp")
     P = prob.P.toarray()
     P[0, 1] += 1.0
     with pytest.raises(ValueError, match="P is not symmetric"):
-        derivative(prob.A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s, P=P)
+        backend.derivative(prob.A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s,
+                           P=P)
 
 
 def test_unknown_mode_is_rejected():
@@ -265,13 +278,14 @@ def test_unknown_mode_is_rejected():
         derivative(prob.A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s, mode="qr")
 
 
-def test_dP_of_wrong_shape_or_without_P_is_rejected():
+def test_dP_of_wrong_shape_or_without_P_is_rejected(backend):
     prob = family("qp")
-    D, _ = derivative(prob.A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s, P=prob.P)
+    D, _ = backend.derivative(prob.A, prob.b, prob.c, prob.cone_dict, prob.x, prob.y, prob.s,
+                              P=prob.P)
     with pytest.raises(ValueError, match="dP has shape"):
         D(None, None, None, dP=np.eye(prob.n + 1))
     lp = family("lp")
-    D_lp, DT_lp = derivative(lp.A, lp.b, lp.c, lp.cone_dict, lp.x, lp.y, lp.s)
+    D_lp, DT_lp = backend.derivative(lp.A, lp.b, lp.c, lp.cone_dict, lp.x, lp.y, lp.s)
     with pytest.raises(ValueError, match="no P"):
         D_lp(None, None, None, dP=np.eye(lp.n))
     # without P, the gradient with respect to P is an empty matrix of the right shape

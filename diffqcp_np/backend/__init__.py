@@ -23,16 +23,38 @@ from .deps import (
 )
 
 __all__ = [
-    "DISABLE_GPU_VARIABLE", "INSTALL_HINT", "GPUUnavailableError", "array_module",
-    "cupy_problem", "gpu_disabled", "is_device_array", "nvmath_problem", "to_device",
-    "to_host",
+    "DEVICES", "DISABLE_GPU_VARIABLE", "INSTALL_HINT", "GPUUnavailableError", "array_module",
+    "cupy_problem", "device_requested", "gpu_disabled", "is_device_array", "nvmath_problem",
+    "to_device", "to_host",
 ]
+
+#: Values of the entry points' ``device`` argument (None: from the arrays' types).
+DEVICES = ("cpu", "cuda")
 
 
 def is_device_array(x: Any) -> bool:
     """Whether ``x`` is a CuPy array or a ``cupyx.scipy.sparse`` matrix (by its type's
     module: CuPy is not imported to answer)."""
     return type(x).__module__.split(".", 1)[0] in ("cupy", "cupyx")
+
+
+def device_requested(device: str | None, arrays: dict[str, Any]) -> bool:
+    """Whether an entry point takes the device path: ``device="cuda"``, or ``device``
+    None and one of ``arrays`` (by argument name) a CuPy array or sparse matrix.
+
+    Raises
+    ------
+    ValueError
+        For a ``device`` not in :data:`DEVICES`, or ``device="cpu"`` with a device
+        array (naming the argument).
+    """
+    if device is not None and device not in DEVICES:
+        raise ValueError(f"device must be one of {list(DEVICES)} or None, got {device!r}")
+    on_device = [name for name, x in arrays.items() if is_device_array(x)]
+    if device == "cpu" and on_device:
+        raise ValueError(f"device='cpu' but {on_device[0]} is a CuPy array; pass host "
+                         "arrays, or device='cuda'")
+    return device == "cuda" or (device is None and bool(on_device))
 
 
 def array_module(*arrays: Any) -> ModuleType:

@@ -17,7 +17,7 @@ homogeneous embedding that diffcp solves by least squares.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -63,6 +63,33 @@ def _named_entries(parts: dict[str, np.ndarray]) -> str:
             shown = ", ".join(str(i) for i in index[:_NAMED_MAX])
             names.append(f"{name}[{shown}{', ...' if index.size > _NAMED_MAX else ''}]")
     return ", ".join(names)
+
+
+def warn_nondifferentiable(defect: np.ndarray, transpose: bool, n: int,
+                           cone_matvec: Callable[[np.ndarray], np.ndarray],
+                           detail: str) -> None:
+    """Warn that the requested product does not exist, and say which part fails.
+
+    K is singular here. A JVP's right-hand side then has a part outside K's range,
+    which ``defect`` (the least-squares residual) is, row by row: a perturbation of
+    ``c`` (rows of x) and ``b`` (rows of the constraints) that no first-order change of
+    the solution can follow. A VJP's residual is a null vector of K, the change of
+    ``(x, y, s)`` that the derivative leaves undetermined (``cone_matvec`` applies D to
+    its ``v`` part): the cotangents weigh it.
+    """
+    if transpose:
+        dv = defect[n:]
+        dy = cone_matvec(dv)
+        where = _named_entries({"x": defect[:n], "y": dy, "s": dy - dv})
+        what = (f"the cotangents weigh entries of the solution that are not unique at "
+                f"this point ({where}), so the gradient asked for does not exist")
+    else:
+        where = _named_entries({"c": defect[:n], "b": defect[n:]})
+        what = (f"the perturbation has a part that no first-order change of the "
+                f"solution can follow (it acts as a change of {where}): the solution map "
+                "has no directional derivative along it")
+    warn_at_caller(f"{what} (the derivative system is singular: {detail}); returning the "
+                   "least-squares answer", NonDifferentiableWarning)
 
 
 def _check_unused_kwargs(kwargs: dict) -> None:
@@ -215,28 +242,9 @@ class SolutionDerivative:
         return spla.LinearOperator((n + m, n + m), matvec=matvec, rmatvec=rmatvec, dtype=float)
 
     def _warn_defect(self, defect: np.ndarray, transpose: bool, detail: str) -> None:
-        """Warn that the requested product does not exist, and say which part fails.
-
-        K is singular here. A JVP's right-hand side then has a part outside K's range,
-        which ``defect`` (the least-squares residual) is, row by row: a perturbation of
-        ``c`` (rows of x) and ``b`` (rows of the constraints) that no first-order change
-        of the solution can follow. A VJP's residual is a null vector of K, the change of
-        ``(x, y, s)`` that the derivative leaves undetermined: the cotangents weigh it.
-        """
-        n = self.data.n
-        if transpose:
-            dv = defect[n:]
-            dy = self.cone_jacobian.matvec(dv)
-            where = _named_entries({"x": defect[:n], "y": dy, "s": dy - dv})
-            what = (f"the cotangents weigh entries of the solution that are not unique at "
-                    f"this point ({where}), so the gradient asked for does not exist")
-        else:
-            where = _named_entries({"c": defect[:n], "b": defect[n:]})
-            what = (f"the perturbation has a part that no first-order change of the "
-                    f"solution can follow (it acts as a change of {where}): the solution map "
-                    "has no directional derivative along it")
-        warn_at_caller(f"{what} (the derivative system is singular: {detail}); returning the "
-                       "least-squares answer", NonDifferentiableWarning)
+        """:func:`warn_nondifferentiable` at this point."""
+        warn_nondifferentiable(defect, transpose, self.data.n, self.cone_jacobian.matvec,
+                               detail)
 
     @property
     def last_residual(self) -> float:

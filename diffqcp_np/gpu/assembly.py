@@ -88,18 +88,29 @@ def gather(src: Any, gather_map: GatherMap, xp: Any = None) -> Any:
     row): the ``gather_values`` kernel's arithmetic, on ``xp`` (by default the
     namespace of ``src``)."""
     xp = array_module(src) if xp is None else xp
+
+    def total(terms):
+        acc = xp.zeros(terms.shape[:2])
+        for t in range(terms.shape[2]):
+            acc = acc + terms[:, :, t]
+        return acc
+
+    return reduce_terms(src, gather_map, total, xp)
+
+
+def reduce_terms(src: Any, gather_map: GatherMap, reduction: Any, xp: Any) -> Any:
+    """``reduction(terms)`` per entry of ``gather_map`` (``(B, nnz)``; 0 for entries
+    without terms): ``terms`` is ``(B, entries, width)``, one bucket of
+    :attr:`GatherMap.buckets` at a time (padding terms are 0)."""
     groups, position = gather_map.buckets
     batch = src.shape[0]
     results = []
-    for entries, left, right, weight in groups:
+    for _, left, right, weight in groups:
         shape = (batch,) + left.shape
         terms = (xp.asarray(weight)[None, ...]
                  * xp.reshape(xp.take(src, xp.asarray(left.reshape(-1)), axis=1), shape)
                  * xp.reshape(xp.take(src, xp.asarray(right.reshape(-1)), axis=1), shape))
-        acc = xp.zeros((batch, entries.size))
-        for t in range(left.shape[1]):
-            acc = acc + terms[:, :, t]
-        results.append(acc)
+        results.append(reduction(terms))
     results.append(xp.zeros((batch, int(position.size - sum(g[0].size for g in groups)))))
     return xp.take(xp.concat(results, axis=1), xp.asarray(position), axis=1)
 
