@@ -34,6 +34,7 @@ problem) where a requested product does not exist.
 from __future__ import annotations
 
 import warnings
+from functools import cached_property
 from typing import Any, Callable, Sequence
 
 import numba
@@ -48,6 +49,7 @@ from ._validation import as_vector
 from ._warnings import warn_at_caller
 from .cones.projection import ConeJacobian
 from .cones.spec import ConeSpec
+from ._dense_batch_refinement import refine_block
 from .derivative.linear_solvers import SINGULAR_PIVOT_RATIO
 
 #: Largest ``N = n + m`` for which the batched dense derivative is used. Measured on
@@ -299,6 +301,36 @@ def _vjp_kernel(LU, nk, order, piv, skip, A_vals, D_vals, D_rows, D_cols, X, Y, 
                 dP[b, q] = 0.5 * (g[i] * X[b, j] + X[b, i] * g[j]) * P_scale[q]
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _solve_member(F, k, order, piv, A_vals, Ar_ptr, Ar_cols, Ar_pos, n,
+                  z, red):  # pragma: no cover - compiled
+    """Solve ``K z = r`` in place (``z`` holds ``r``) with one problem's factors of
+    ``K_red`` (see the storage notes above; ``red``: workspace of length N)."""
+    N = z.shape[0]
+    for t in range(k):
+        red[t] = z[order[t]]
+    _lu_solve(F, k, piv, red, False)
+    for t in range(k):
+        z[order[t]] = red[t]
+    for t in range(k, N):  # dropped rows: v_i = r_{n+i} + A_i x
+        i = order[t] - n
+        acc = z[n + i]
+        for q in range(Ar_ptr[i], Ar_ptr[i + 1]):
+            acc += A_vals[Ar_pos[q]] * z[Ar_cols[q]]
+        z[n + i] = acc
+
+
+@numba.njit(nogil=True, cache=True)
+def _solve_kernel(LU, nk, order, piv, skip, A_vals, Ar_ptr, Ar_cols, Ar_pos, n,
+                  Z):  # pragma: no cover - compiled
+    """``K z = r`` for each problem not skipped, in place in the rows of ``Z``."""
+    red = np.empty(Z.shape[1])
+    for b in range(Z.shape[0]):
+        if not skip[b]:
+            _solve_member(LU[b].reshape(-1), nk[b], order[b], piv[b], A_vals[b], Ar_ptr,
+                          Ar_cols, Ar_pos, n, Z[b], red)
+
+
 @numba.njit(nogil=True, cache=True)
 def _jvp_kernel(LU, nk, order, piv, skip, A_vals, D_vals, D_rows, D_cols, X, Y, DC, DB, DAv,
                 A_rows, A_cols, Ar_ptr, Ar_cols, Ar_pos, DPv, U_rows, U_cols, U_a, U_b,
@@ -334,18 +366,8 @@ def _jvp_kernel(LU, nk, order, piv, skip, A_vals, D_vals, D_rows, D_cols, X, Y, 
                 z[U_rows[q]] += U_weight * (pa + pc) * X[b, U_cols[q]]
         for j in range(N):
             z[j] = -z[j]
-        k = nk[b]
-        for t in range(k):
-            red[t] = z[order[b, t]]
-        _lu_solve(LU[b].reshape(-1), k, piv[b], red, False)
-        for t in range(k):
-            z[order[b, t]] = red[t]
-        for t in range(k, N):  # dropped rows: v_i = r_{n+i} + A_i x
-            i = order[b, t] - n
-            acc = z[n + i]
-            for q in range(Ar_ptr[i], Ar_ptr[i + 1]):
-                acc += A_vals[b, Ar_pos[q]] * z[Ar_cols[q]]
-            z[n + i] = acc
+        _solve_member(LU[b].reshape(-1), nk[b], order[b], piv[b], A_vals[b], Ar_ptr, Ar_cols,
+                      Ar_pos, n, z, red)
         dy = DY[b]
         dy[:] = 0.0
         for e in range(D_rows.size):
@@ -394,11 +416,37 @@ class _BlockLayout:
             where = self.inverse.reshape(count, m)[:, jac.rows]  # (count, nnz_D)
             self.gather = jac._probe_of_entry[None, :] * (count * m) + where
 
+    def combined(self, V: np.ndarray) -> np.ndarray:
+        """The rows of ``V`` (count, m) as one vector of the combined cone product."""
+        return V.reshape(-1)[self.perm]
+
+    def uncombined(self, v: np.ndarray) -> np.ndarray:
+        """The inverse of :meth:`combined`."""
+        return v[self.inverse].reshape(self.count, -1)
+
+    @cached_property
+    def owner(self) -> np.ndarray:
+        """The problem of each cone block of the combined product (in the order of
+        :func:`~diffqcp_np.derivative.solution_refinement.block_starts`)."""
+        spec, count = self.spec, self.count
+        per_problem = [spec.nonneg, len(spec.soc), len(spec.psd), spec.exp, spec.exp_dual,
+                       len(spec.power)]
+        return np.concatenate([np.repeat(np.arange(count), k // count) for k in per_problem])
+
+    def jacobian(self, V: np.ndarray) -> ConeJacobian:
+        """The combined cone Jacobian at ``V = Y − S`` (count, m)."""
+        return ConeJacobian(self.combined(V), self.spec, dual=True)
+
     def jacobian_values(self, layout: DenseLayout, V: np.ndarray) -> np.ndarray:
         """The cone Jacobians' values ``(count, nnz_D)`` at ``V = Y − S`` (count, m)."""
         if layout.D_rows.size == 0:
             return np.zeros((self.count, 0))
-        jac = ConeJacobian(V.reshape(-1)[self.perm], self.spec, dual=True)
+        return self.values(layout, self.jacobian(V))
+
+    def values(self, layout: DenseLayout, jac: ConeJacobian) -> np.ndarray:
+        """The values ``(count, nnz_D)`` of the combined cone Jacobian ``jac``."""
+        if layout.D_rows.size == 0:
+            return np.zeros((self.count, 0))
         if self.probes is not None:
             columns = np.stack([jac.matvec(p) for p in self.probes])
             return columns.reshape(-1)[self.gather]
@@ -593,6 +641,16 @@ def _set_up(batch: DenseBatchDerivative, span: _Span) -> None:
     batch._set_up_span(span.start, span.stop)
 
 
+def _refine(batch: DenseBatchDerivative, span: _Span) -> None:
+    refine_block(batch, span.start, span.stop)
+
+
+def _spans(members: np.ndarray, block: int) -> list[_Span]:
+    """The members in spans of ``block``."""
+    return [_Span(k, min(k + block, members.size), int(members[k]))
+            for k in range(0, members.size, block)]
+
+
 def _stack_rows(arrays: list, size: int) -> np.ndarray:
     if not arrays:
         return np.zeros((0, size))
@@ -626,21 +684,32 @@ class DenseBatchDerivative:
         the general path's per-problem derivative (``fallbacks``).
     fallbacks : dict
         Batch index → per-problem derivative (``StructuredDerivative``).
+    X, Y, S : ndarray
+        Per member: the solution the derivative is taken at (refined, with ``refine``).
+    reports : list
+        Per member: the :class:`~diffqcp_np.derivative.solution_refinement.RefinementReport`
+        of its refinement (None without ``refine``, and for singular members, whose
+        per-problem derivatives refine them).
     """
 
     def __init__(self, layout: DenseLayout, size: int, members: np.ndarray, datas: Sequence,
-                 xs: Sequence, ys: Sequence, ss: Sequence) -> None:
+                 xs: Sequence, ys: Sequence, ss: Sequence, refine: bool = False) -> None:
         self.layout = L = layout
         self.size = size
         self.members = members
+        self.refine = refine
         count = members.size
         self.X = _stack_rows([xs[i] for i in members], L.n)
         self.Y = _stack_rows([ys[i] for i in members], L.m)
-        self._S = _stack_rows([ss[i] for i in members], L.m)
+        self.S = _stack_rows([ss[i] for i in members], L.m)
         nnz_A = L.A_rows.size
         self.A_vals = _stack_rows([datas[i].A.data for i in members], nnz_A)
-        self._P_vals = (np.zeros((count, 0)) if L.quadratic is None
-                        else _stack_rows([datas[i].P.data for i in members], L.P_rows.size))
+        self.P_vals = (np.zeros((count, 0)) if L.quadratic is None
+                       else _stack_rows([datas[i].P.data for i in members], L.P_rows.size))
+        if refine:  # the residual map needs b and c
+            self.B = _stack_rows([datas[i].b for i in members], L.m)
+            self.C = _stack_rows([datas[i].c for i in members], L.n)
+        self.reports: list = [None] * count
         self.LU = np.empty((count, L.N, L.N))
         self.nk = np.zeros(count, dtype=np.int64)
         self.order = np.zeros((count, L.N), dtype=np.int64)
@@ -653,20 +722,51 @@ class DenseBatchDerivative:
     def _set_up_span(self, start: int, stop: int) -> None:
         L = self.layout
         block = L.block(stop - start)
-        V = self.Y[start:stop] - self._S[start:stop]
+        V = self.Y[start:stop] - self.S[start:stop]
         self.D_vals[start:stop] = block.jacobian_values(L, V)
-        LU, nk = self.LU[start:stop], self.nk[start:stop]
-        _assemble_kernel(LU, nk, self.order[start:stop], self.A_vals[start:stop],
-                         self._P_vals[start:stop], self.D_vals[start:stop], L.A_rows,
-                         L.A_cols, L.U_rows, L.U_cols, L.U_a, L.U_b, L.U_weight, L.D_rows,
-                         L.D_cols, L.Ar_ptr, L.Ar_cols, L.Ar_pos, L.n)
-        _factor(LU, nk, self.piv[start:stop], self.pivot_ratio[start:stop])
+        self._factor_members(slice(start, stop))
+
+    def _factor_members(self, rows: slice | np.ndarray) -> None:
+        """Assemble and factor the systems of members ``rows`` from their values and
+        ``D_vals`` (a slice works in place; an index array through copies)."""
+        L = self.layout
+        LU, nk, order, piv = self.LU[rows], self.nk[rows], self.order[rows], self.piv[rows]
+        ratio = self.pivot_ratio[rows]
+        _assemble_kernel(LU, nk, order, self.A_vals[rows], self.P_vals[rows],
+                         self.D_vals[rows], L.A_rows, L.A_cols, L.U_rows, L.U_cols, L.U_a,
+                         L.U_b, L.U_weight, L.D_rows, L.D_cols, L.Ar_ptr, L.Ar_cols,
+                         L.Ar_pos, L.n)
+        _factor(LU, nk, piv, ratio)
+        if not isinstance(rows, slice):
+            self.LU[rows], self.nk[rows], self.order[rows] = LU, nk, order
+            self.piv[rows], self.pivot_ratio[rows] = piv, ratio
+
+    # -- what refinement (:mod:`._dense_batch_refinement`) uses -----------------------------
+    def singular_members(self, start: int, stop: int) -> np.ndarray:
+        """Whether the factorisation of each member ``start:stop`` is singular."""
+        return ~(self.pivot_ratio[start:stop] >= SINGULAR_PIVOT_RATIO)  # NaN: singular
+
+    def solve(self, start: int, stop: int, Z: np.ndarray, skip: np.ndarray) -> None:
+        """``K z = r`` for members ``start:stop`` but those in ``skip``, in place in
+        the rows of ``Z``."""
+        L = self.layout
+        _solve_kernel(self.LU[start:stop], self.nk[start:stop], self.order[start:stop],
+                      self.piv[start:stop], skip, self.A_vals[start:stop], L.Ar_ptr,
+                      L.Ar_cols, L.Ar_pos, L.n, Z)
+
+    def refactor(self, members: np.ndarray, D_vals: np.ndarray) -> None:
+        """Factor the systems of ``members`` (indices into the members) again with new
+        cone Jacobian values."""
+        self.D_vals[members] = D_vals
+        self._factor_members(members)
 
     @classmethod
     def build(cls, structure: BatchStructure, runner: Runner, size: int,
               members: Sequence[int], datas: Sequence, xs: Sequence, ys: Sequence,
-              ss: Sequence, fallback: Callable[[int], Any]) -> DenseBatchDerivative:
-        """Set up (factor) the derivatives of ``members`` (batch indices).
+              ss: Sequence, fallback: Callable[[int], Any],
+              refine: bool = False) -> DenseBatchDerivative:
+        """Set up (factor) the derivatives of ``members`` (batch indices), refining
+        their solutions first if ``refine`` (:mod:`._dense_batch_refinement`).
 
         Parameters
         ----------
@@ -681,20 +781,25 @@ class DenseBatchDerivative:
         fallback : callable
             ``fallback(i)`` returns problem ``i``'s per-problem derivative (used for
             singular members); warnings it raises are re-issued naming the problem.
+        refine : bool, default False
+            Refine the members' solutions before differentiating.
         """
         layout = layout_of(structure)
         members = np.asarray(members, dtype=np.int64)
-        out = cls(layout, size, members, datas, xs, ys, ss)
+        out = cls(layout, size, members, datas, xs, ys, ss, refine)
         block = layout.block_size()
+        per_worker = -(-members.size // runner.n_jobs)
         if runner.kind != "serial":  # at least one block per worker
-            block = max(1, min(block, -(-members.size // runner.n_jobs)))
-        spans = [_Span(k, min(k + block, members.size), int(members[k]))
-                 for k in range(0, members.size, block)]
+            block = max(1, min(block, per_worker))
         quiet = Runner(runner.kind, runner.n_jobs, runner.executor, 1, False)
         with BLAS_PIN:
-            quiet.map(_set_up, out, spans, "setup")
-        del out._P_vals, out._S
-        out.singular = ~(out.pivot_ratio >= SINGULAR_PIVOT_RATIO)  # NaN: singular
+            quiet.map(_set_up, out, _spans(members, block), "setup")
+            if refine:  # a span per worker: refinement's steps are vector operations
+                quiet.map(_refine, out, _spans(members, max(per_worker, 1)), "refine")
+        del out.P_vals
+        if refine:
+            del out.B, out.C
+        out.singular = out.singular_members(0, members.size)
         for i in members[out.singular]:
             i = int(i)
             out.fallbacks[i] = _naming_warnings(i, fallback, i)

@@ -31,6 +31,18 @@ Where the backward pass runs
     up in this process after the forward pass, whatever the back end, since it costs
     less than sending the problems away.
 
+Refinement
+    In the exact modes every solution is refined before it is differentiated
+    (``refine=True``, the default, as in ``solve_and_derivative``; see
+    :mod:`~diffqcp_np.derivative.solution_refinement`): with the serial and thread back
+    ends where the derivative is set up, in the forward pass; with processes and
+    executors in a pass of its own after the forward pass (one more factorisation per
+    problem, in the workers); for the batched dense derivative in compiled passes over
+    the whole batch. ``xs``, ``ys``, ``ss`` are the refined solutions and
+    ``info["refinement"]`` each problem's report; one
+    :class:`InaccurateDerivativeWarning` names the problems whose solutions do not
+    decide every face.
+
 Failures
     A problem without a solution (infeasible, unbounded, solver failure) raises
     :class:`SolverError` naming its index (``"problem 3: ..."``). With
@@ -80,7 +92,7 @@ import scipy.sparse as sp
 from . import _dense_batch
 from ._batch_structure import BatchStructure
 from ._dense_batch import DenseBatchDerivative
-from ._parallel import ProgressLike, Runner, make_runner, tag_exception
+from ._parallel import ProgressLike, Runner, describe, make_runner, tag_exception
 from ._validation import ProblemData, check_problem
 from .cone_program import (
     _LPGD_OPTIONS,
@@ -90,8 +102,10 @@ from .cone_program import (
     _solve,
 )
 from .cones.spec import as_cone_spec
-from .derivative import EXACT_MODES, QuadraticTerm
+from ._warnings import warn_at_caller
+from .derivative import EXACT_MODES, InaccurateDerivativeWarning, QuadraticTerm, SolutionDerivative
 from .derivative.solution_map import _check_unused_kwargs
+from .derivative.solution_refinement import RefinementReport, ResidualMap, refine_solution
 from .solvers import (
     BatchSolver,
     SolverError,
@@ -120,6 +134,7 @@ class _Settings:
     structure: BatchStructure | None = None
     solver: BatchSolver | None = None  # the forward solver of a same-structure batch
     batched: BatchedIPM | None = None  # or its batched interior-point method
+    refine: bool = False  # refine each solution before differentiating (exact modes)
 
 
 @dataclass
@@ -189,35 +204,55 @@ class _Solved:
     status: str
     ok: bool
     derivative: _Derivative | None = None
+    report: RefinementReport | None = None  # also info["refinement"], as a dict
 
 
 class _Derivative:
     """One problem's derivative: set up on first use, pickled without its factorisation.
 
     A worker process that receives it sets it up again (the SuperLU factors of ``K``
-    cannot be pickled).
+    cannot be pickled). With ``settings.refine`` (exact modes) the first set-up refines
+    the solution (:mod:`~diffqcp_np.derivative.solution_refinement`): ``x``, ``y``, ``s``
+    become the refined solution and ``report`` the refinement's report; a copy pickled
+    afterwards sets up the derivative at the refined solution without refining again.
     """
 
     def __init__(self, settings: _Settings, problem: _Problem, x, y, s) -> None:
         self.settings = settings
         self.data, self.quadratic = problem.data, problem.quadratic
         self.x, self.y, self.s = x, y, s
+        self.refine = settings.refine and settings.mode in EXACT_MODES
+        self.report: RefinementReport | None = None
         self._built = None
 
     def get(self):
         """The derivative object (``SolutionDerivative`` or ``LPGDDerivative``)."""
         if self._built is None:
-            st = self.settings
-            if st.structure is not None and st.mode in EXACT_MODES:
-                options = {k: v for k, v in st.derivative_kwargs.items()
-                           if k not in _LPGD_OPTIONS}
-                self._built = st.structure.derivative(self.data, self.quadratic, self.x,
-                                                      self.y, self.s, st.mode, **options)
+            if self.refine:
+                refined = refine_solution(ResidualMap(self.data, self.quadratic.full),
+                                          self.x, self.y, self.s, self._build)
+                self.x, self.y, self.s = refined.x, refined.y, refined.s
+                self.report, self.refine = refined.report, False
+                self._built = refined.derivative
             else:
-                self._built = _make_derivative(self.data, self.quadratic, self.x, self.y,
-                                               self.s, st.mode, st.solve_method,
-                                               st.solver_kwargs, st.derivative_kwargs).derivative
+                self._built = self._build(self.x, self.y, self.s)
         return self._built
+
+    def _build(self, x, y, s, previous=None, same_faces: bool = False):
+        """The derivative at ``(x, y, s)`` (a refinement ``Builder``)."""
+        st = self.settings
+        if st.mode not in EXACT_MODES:
+            return _make_derivative(self.data, self.quadratic, x, y, s, st.mode,
+                                    st.solve_method, st.solver_kwargs,
+                                    st.derivative_kwargs).derivative
+        options = {k: v for k, v in st.derivative_kwargs.items() if k not in _LPGD_OPTIONS}
+        if previous is not None:
+            options.update(reuse=previous, same_faces=same_faces)
+        if st.structure is not None:
+            return st.structure.derivative(self.data, self.quadratic, x, y, s, st.mode,
+                                           **options)
+        return SolutionDerivative(self.data, x, y, s, st.mode, quadratic=self.quadratic,
+                                  **options)
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -273,7 +308,20 @@ def _forward(job: _ForwardJob, problem: _Problem) -> _Solved:
     if solved.ok and job.set_up_derivative:
         solved.derivative = _Derivative(st, problem, result.x, result.y, result.s)
         solved.derivative.get()
+        _take_refined(solved, solved.derivative)
     return solved
+
+
+def _take_refined(solved: _Solved, derivative: _Derivative) -> None:
+    """Give ``solved`` the solution ``derivative`` is taken at, and its report."""
+    solved.x, solved.y, solved.s = derivative.x, derivative.y, derivative.s
+    _take_report(solved, derivative.report)
+
+
+def _take_report(solved: _Solved, report: RefinementReport | None) -> None:
+    if report is not None:
+        solved.report = report
+        solved.info["refinement"] = report.as_dict()
 
 
 @dataclass
@@ -292,6 +340,7 @@ def _set_up(settings: _Settings, item: _Setup) -> None:
     r = item.solved
     r.derivative = _Derivative(settings, item.problem, r.x, r.y, r.s)
     r.derivative.get()
+    _take_refined(r, r.derivative)
 
 
 def _forward_values(job: _ValuesJob, item: _Values) -> _Solved:
@@ -301,6 +350,13 @@ def _forward_values(job: _ValuesJob, item: _Values) -> _Solved:
 
 def _apply(job: _BackwardJob, item: _Application):
     return getattr(item.derivative.get(), job.method)(*item.args, **job.kwargs)
+
+
+def _refine(job: None, item: _Application) -> tuple:
+    """Refine one problem's solution (in a worker): ``(x, y, s, report)``."""
+    derivative = item.derivative
+    derivative.get()
+    return derivative.x, derivative.y, derivative.s, derivative.report
 
 
 # -- input checks ---------------------------------------------------------------------------
@@ -465,6 +521,35 @@ def _outputs(solved: list[_Solved], return_info: bool, extra: tuple = ()) -> tup
     return (xs, ys, ss) + extra + infos
 
 
+# -- refinement -----------------------------------------------------------------------------
+def _refine_pass(runner: Runner, solved: list[_Solved],
+                 derivatives: list[_Derivative | None]) -> None:
+    """Refine the solutions whose derivatives were not set up in the forward pass (they
+    are set up in other processes), on ``runner``."""
+    items = [_Application(i, d, ()) for i, d in enumerate(derivatives)
+             if d is not None and d.refine]
+    if not items:
+        return
+    for item, (x, y, s, report) in zip(items, runner.map(_refine, None, items, "refine")):
+        derivative = item.derivative
+        derivative.x, derivative.y, derivative.s = x, y, s
+        derivative.report, derivative.refine = report, False
+        _take_refined(solved[item.index], derivative)
+
+
+def _warn_inaccurate(solved: list[_Solved]) -> None:
+    """One :class:`InaccurateDerivativeWarning` naming the problems whose derivatives may
+    be inaccurate (see ``RefinementReport.inaccurate``)."""
+    flagged = [r.index for r in solved if r.report is not None and r.report.inaccurate]
+    if flagged:
+        warn_at_caller(
+            f"{describe(flagged)} ({len(flagged)} of {len(solved)}): the solution does not "
+            "decide the face of every cone, or refinement did not bring the residual "
+            "down, so the derivative may be inaccurate (info['refinement'] with "
+            "return_info=True says which rows and cones); solve with a tighter tolerance",
+            InaccurateDerivativeWarning)
+
+
 # -- the backward pass ----------------------------------------------------------------------
 def _nan_csc(mat: sp.csc_matrix | None, n: int) -> sp.csc_matrix:
     if mat is None:
@@ -579,7 +664,7 @@ def solve_and_derivative_batch(As: Sequence, bs: Sequence, cs: Sequence, cone_di
                                Ps: Sequence | None = None, *, backend: str | None = None,
                                executor: Executor | None = None, raise_on_error: bool = True,
                                progress: ProgressLike = False, chunksize: int | None = None,
-                               return_info: bool = False, **kwargs: Any):
+                               return_info: bool = False, refine: bool = True, **kwargs: Any):
     """Solve a batch of cone programs and return batched derivative maps.
 
     Parameters
@@ -614,7 +699,13 @@ def solve_and_derivative_batch(As: Sequence, bs: Sequence, cs: Sequence, cone_di
         Problems per task (default: about four tasks per worker). ``chunksize=1``
         pins a crashed worker to exactly the problems it was running.
     return_info : bool, default False
-        Also return the per-problem solver ``info`` dicts.
+        Also return the per-problem solver ``info`` dicts (with ``info["refinement"]``,
+        the refinement's report, in the exact modes).
+    refine : bool, default True
+        In the exact modes, refine every solution before differentiating it, as
+        ``solve_and_derivative`` does (see the module docstring); one
+        :class:`InaccurateDerivativeWarning` names the problems whose solutions do not
+        decide every face. ``False``: neither refined nor checked.
     **kwargs
         ``solve_method``, ``derivative_kwargs`` and forward-solver settings, as for
         ``solve_and_derivative``.
@@ -622,7 +713,7 @@ def solve_and_derivative_batch(As: Sequence, bs: Sequence, cs: Sequence, cone_di
     Returns
     -------
     xs, ys, ss : list of ndarray
-        Solutions, in input order.
+        Solutions (refined, with ``refine``), in input order.
     D_batch : callable
         ``D_batch(dAs, dbs, dcs, dPs=None) -> (dxs, dys, dss)``, lists in input order.
     DT_batch : callable
@@ -645,7 +736,7 @@ def solve_and_derivative_batch(As: Sequence, bs: Sequence, cs: Sequence, cone_di
     problems, settings = _prepare(
         As, bs, cs, cone_dicts, warm_starts, Ps,
         dict(solve_method=solve_method, solver_kwargs=solver_kwargs, mode=mode,
-             derivative_kwargs=derivative_kwargs),
+             derivative_kwargs=derivative_kwargs, refine=refine and mode in EXACT_MODES),
     )
     size = len(problems)
     forward = make_runner(backend, executor, n_jobs_forward, "n_jobs_forward", size,
@@ -668,12 +759,22 @@ def solve_and_derivative_batch(As: Sequence, bs: Sequence, cs: Sequence, cone_di
         if members:
             def fallback(i: int):  # a singular member's own (least-squares) derivative
                 r = solved[i]
-                return _Derivative(settings, problems[i], r.x, r.y, r.s).get()
+                derivative = _Derivative(settings, problems[i], r.x, r.y, r.s)
+                built = derivative.get()
+                _take_refined(r, derivative)
+                return built
 
             dense = DenseBatchDerivative.build(
                 settings.structure, backward, size, members, [p.data for p in problems],
                 [r.x for r in solved], [r.y for r in solved], [r.s for r in solved],
-                fallback)
+                fallback, refine=settings.refine)
+            if settings.refine:  # the refined solutions, in arrays of their own
+                X, Y, S = dense.X.copy(), dense.Y.copy(), dense.S.copy()
+                for k, i in enumerate(dense.members):
+                    if dense.reports[k] is not None:
+                        r = solved[i]
+                        r.x, r.y, r.s = X[k], Y[k], S[k]
+                        _take_report(r, dense.reports[k])
     else:
         derivatives = [
             None if not r.ok
@@ -681,6 +782,8 @@ def solve_and_derivative_batch(As: Sequence, bs: Sequence, cs: Sequence, cone_di
             else _Derivative(settings, p, r.x, r.y, r.s)
             for r, p in zip(solved, problems)
         ]
+        _refine_pass(forward, solved, derivatives)
+    _warn_inaccurate(solved)
     return _outputs(solved, return_info,
                     _batch_closures(backward, derivatives, problems, dense))
 

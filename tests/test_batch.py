@@ -109,7 +109,7 @@ def assert_agrees_with_single_solves(probs, out, mode="direct", **kwargs):
     grads = DT_batch(*[[g[k] for g in cots] for k in range(3)], return_dP=True)
     for i, p in enumerate(probs):
         x, y, s, D, DT = solve_and_derivative(p.A, p.b, p.c, p.cone_dict, P=p.P, mode=mode,
-                                              refine=False, **kwargs)
+                                              **kwargs)
         for got, want in zip((xs[i], ys[i], ss[i]), (x, y, s)):
             assert relative_error(got, want) < TOL, i
         for got, want in zip((dxs[i], dys[i], dss[i]), D(*perts[i][:3], dP=perts[i][3])):
@@ -341,7 +341,7 @@ def test_failed_problem_is_isolated(backend, shared, solver):
     for i in (0, 1, 3):
         x, y, s, D, DT = solve_and_derivative(args["As"][i], args["bs"][i], args["cs"][i],
                                               args["cone_dicts"][i], P=args["Ps"][i],
-                                              refine=False, solve_method=solver)
+                                              solve_method=solver)
         assert relative_error(xs[i], x) < TOL and relative_error(ss[i], s) < TOL
         assert infos[i]["canonical_status"] == "optimal"
         want = D(args["As"][i], args["bs"][i], args["cs"][i], dP=args["Ps"][i])

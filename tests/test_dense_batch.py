@@ -76,7 +76,7 @@ def check_against_single_solves(probs, out, mode="direct", skip=(), **kwargs):
             continue
         # the batch functions' default solver, "auto", as the single solve's
         x, y, s, D, DT = solve_and_derivative(p.A, p.b, p.c, p.cone_dict, P=p.P, mode=mode,
-                                              refine=False, **{"solve_method": "auto", **kwargs})
+                                              **{"solve_method": "auto", **kwargs})
         assert relative_error(xs[i], x) < TOL and relative_error(ys[i], y) < TOL
         for got, want in zip((dxs[i], dys[i], dss[i]), D(*perts[i][:3], dP=perts[i][3])):
             assert relative_error(got, want) < TOL, i
@@ -187,7 +187,7 @@ def test_singular_member_warns_and_others_stay_exact(backend):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NonDifferentiableWarning)
             x, y, s, D, DT = solve_and_derivative(p["A"], p["b"], p["c"], p["cone_dict"],
-                                                  P=p["P"], refine=False, solve_method="auto",
+                                                  P=p["P"], solve_method="auto",
                                                   active_set=False)
         assert all(np.all(np.isfinite(v)) for v in (dbs[i], dcs[i], dxs[i], dys[i], dss[i]))
         want = DT(gx[i], gy[i], None, return_dP=True)

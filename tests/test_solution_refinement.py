@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+import diffqcp_np
 from diffqcp_np import (
     InaccurateDerivativeWarning,
     NonDifferentiableWarning,
@@ -22,6 +23,7 @@ from diffqcp_np import (
     solve_and_derivative,
     solve_only,
 )
+from diffqcp_np._batch_structure import BatchStructure
 from diffqcp_np._validation import check_problem
 from diffqcp_np.cone_program import solve_and_derivative_internal
 from diffqcp_np.cones import ConeJacobian, as_cone_spec, pi
@@ -368,3 +370,145 @@ def test_same_face_orthant_step_shares_the_factorisation():
     y = pi(moved, prob.cone_dict, dual=True)
     second = SolutionDerivative(data, prob.x, y, y - moved, reuse=first)
     assert second.solver is first.solver
+
+
+# -- batches -------------------------------------------------------------------------------------
+def _batch_gradients(DT_batch, cotangents) -> list[np.ndarray]:
+    dAs, dbs, dcs = DT_batch(*[[c[k] for c in cotangents] for k in range(3)])
+    return [np.concatenate([dA.data, db, dc]) for dA, db, dc in zip(dAs, dbs, dcs)]
+
+
+@pytest.fixture(scope="module")
+def small_qps_1000():
+    from bench_batch import small_qps
+
+    As, bs, cs, _, cones, Ps = small_qps(1000)
+    rng = np.random.default_rng(7)
+    cots = [(rng.standard_normal(20), rng.standard_normal(40), rng.standard_normal(40))
+            for _ in As]
+    tight = diffqcp_np.solve_and_derivative_batch(As, bs, cs, cones, Ps=Ps,
+                                                   solve_method="Clarabel", refine=False,
+                                                   backend="serial", **TIGHT_CLARABEL)
+    return dict(As=As, bs=bs, cs=cs, cone_dicts=cones, Ps=Ps), cots, _batch_gradients(
+        tight[4], cots)
+
+
+@pytest.mark.parametrize("solver", ["Clarabel", "SCS"])
+def test_1000_small_qps_refined_in_the_batched_dense_path(small_qps_1000, solver):
+    """The benchmark's batch (n = 20, m = 40) at the solver's defaults, through the batched
+    dense derivative: every refined gradient matches the one at a tight-tolerance solution
+    to 1e-8, or its problem is reported; without refinement some are far off (262 among
+    them, for Clarabel)."""
+    args, cots, want = small_qps_1000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InaccurateDerivativeWarning)
+        xs, ys, ss, D_batch, DT_batch, infos = diffqcp_np.solve_and_derivative_batch(
+            **args, solve_method=solver, return_info=True, backend="serial")
+    assert D_batch.dense_batch is not None
+    reports = [info["refinement"] for info in infos]
+    got = _batch_gradients(DT_batch, cots)
+    for i, (g, w, report) in enumerate(zip(got, want, reports)):
+        assert report["status"] == "converged" and report["unresolved"] == 0, i
+        assert relative_error(g, w) < 1e-8, i
+    assert ys[262][15] > 1e-4 and ss[262][15] == 0.0
+    assert sum(r["factorizations"] for r in reports) >= 1  # some face changed
+    raw = diffqcp_np.solve_and_derivative_batch(**args, solve_method=solver, refine=False,
+                                                backend="serial")
+    off = [relative_error(g, w) > 1e-6 for g, w in zip(_batch_gradients(raw[4], cots), want)]
+    assert sum(off) >= 1
+    if solver == "Clarabel":
+        assert off[262]
+
+
+def test_same_structure_sparse_path_refines_like_single_solves():
+    """A same-structure batch too large for the batched dense derivative (N > 200): each
+    problem's structured derivative refines as a single solve does."""
+    from suite_problems import sparse_qp
+
+    probs = [sparse_qp(100, seed=k) for k in range(3)]  # one banded pattern, N = 350
+    assert BatchStructure.detect([p.A for p in probs], [p.P for p in probs],
+                                 [p.cone_dict for p in probs]) is not None
+    out = diffqcp_np.solve_and_derivative_batch(
+        [p.A for p in probs], [p.b for p in probs], [p.c for p in probs],
+        [p.cone_dict for p in probs], Ps=[p.P for p in probs], solve_method="SCS",
+        return_info=True, backend="serial")
+    assert out[4].dense_batch is None
+    for k, p in enumerate(probs):
+        single = solve_and_derivative_internal(p.A, p.b, p.c, p.cone_dict, P=p.P)
+        assert out[5][k]["refinement"] == single["info"]["refinement"]
+        for got, want in zip(out[:3], ("x", "y", "s")):
+            assert relative_error(got[k], single[want]) < 1e-13
+
+
+def _weakly_active(seed):
+    """A problem whose exact solution has one orthant row with y_i = s_i = 0."""
+    prob = known_solution_problem({"z": 1, "l": 8}, n=4, seed=seed)
+    v = prob.y - prob.s
+    v[1 + int(np.argmin(np.abs(v[1:])))] = 0.0
+    y = pi(v, prob.cone_dict, dual=True)
+    return prob, y, y - v
+
+
+@pytest.mark.parametrize("backend", ["serial", "processes"])
+def test_a_batch_names_its_undecided_problems_once(backend):
+    probs = [known_solution_problem({"z": 1, "l": 8}, n=4, seed=1), _weakly_active(1)[0]]
+    degenerate, y, s = _weakly_active(1)
+    b = [probs[0].b, degenerate.A @ degenerate.x + s]
+    c = [probs[0].c, -(degenerate.A.T @ y) - degenerate.P @ degenerate.x]
+    with pytest.warns(InaccurateDerivativeWarning, match=r"^problem 1 \(1 of 2\)") as caught:
+        out = diffqcp_np.solve_and_derivative_batch(
+            [p.A for p in probs], b, c, [p.cone_dict for p in probs], Ps=[p.P for p in probs],
+            solve_method="Clarabel", return_info=True, backend=backend, **TIGHT_CLARABEL)
+    assert len([w for w in caught if w.category is InaccurateDerivativeWarning]) == 1
+    assert out[5][0]["refinement"]["unresolved"] == 0
+    assert out[5][1]["refinement"]["unresolved_rows"] == 1
+
+
+def test_batches_without_refinement_return_the_forward_solutions():
+    probs = [known_solution_problem({"z": 2, "l": 12}, n=6, seed=k) for k in range(3)]
+    args = dict(As=[p.A for p in probs], bs=[p.b for p in probs], cs=[p.c for p in probs],
+                cone_dicts=[p.cone_dict for p in probs], Ps=[p.P for p in probs])
+    forward = diffqcp_np.solve_only_batch(**args, backend="serial")
+    out = diffqcp_np.solve_and_derivative_batch(**args, refine=False, return_info=True,
+                                                backend="serial")
+    for got, want in zip(out[:3], forward):
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+    assert all("refinement" not in info for info in out[5])
+    refined = diffqcp_np.solve_and_derivative_batch(**args, backend="serial")
+    assert all(relative_error(x, p.x) < 1e-12 for x, p in zip(refined[0], probs))
+
+
+def _same_structure(cones, count, seed):
+    """Problems that differ only in their values (small: the batched dense derivative)."""
+    base = known_solution_problem(cones, 5, seed=seed)
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        A = base.A.copy()
+        A.data = A.data * (1 + 0.01 * rng.standard_normal(A.nnz))
+        out.append((A, A @ base.x + base.s, -(A.T @ base.y) - base.P @ base.x))
+    return base, out
+
+
+@pytest.mark.parametrize("cones", [{"z": 1, "l": 3, "q": [3, 4], "ep": 1, "ed": 1, "s": [2],
+                                    "p": [0.3, -0.6]}, {"l": 4, "q": [5]}],
+                         ids=["mixed", "soc"])
+def test_batched_dense_refinement_of_curved_cones_matches_single_solves(cones):
+    """At SCS's defaults every face stays but D moves with the point: the batched path
+    refactors, the single path borrows; both reach the same refined solution."""
+    base, probs = _same_structure(cones, 6, seed=4)
+    out = diffqcp_np.solve_and_derivative_batch(
+        [p[0] for p in probs], [p[1] for p in probs], [p[2] for p in probs],
+        [base.cone_dict] * 6, Ps=[base.P] * 6, solve_method="SCS", return_info=True,
+        backend="serial")
+    assert out[4].dense_batch is not None
+    cots = [cotangent_of(base, k) for k in range(6)]
+    got = _batch_gradients(out[4], cots)
+    for k, (A, b, c) in enumerate(probs):
+        single = solve_and_derivative_internal(A, b, c, base.cone_dict, P=base.P)
+        report, want = out[5][k]["refinement"], single["info"]["refinement"]
+        assert report["status"] == want["status"] == "converged"
+        assert report["steps"] == want["steps"] and report["factorizations"] >= report["steps"]
+        assert relative_error(out[0][k], single["x"]) < 1e-12
+        assert relative_error(got[k], gradient(single["DT"], cots[k])) < 1e-10

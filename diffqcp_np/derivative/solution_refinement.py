@@ -33,7 +33,7 @@ refinement did not converge. Unresolved blocks, or a refined residual that stays
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Protocol
 
@@ -326,8 +326,8 @@ class RefinementReport:
         return self.status != "off" and not self.residual_after <= WARN_RESIDUAL
 
     def as_dict(self) -> dict:
-        """The report as a plain dict (with ``unresolved``)."""
-        return dict(asdict(self), unresolved=self.unresolved)
+        """The report as a plain dict (its fields, and ``unresolved``)."""
+        return dict(vars(self), unresolved=self.unresolved)
 
     def message(self) -> str:
         """The warning text for an inaccurate derivative."""
