@@ -10,7 +10,7 @@ batch takes the same-structure fast path. The projection and its Jacobian have c
 forms, which the batch results are checked against:
 ``x = max(t − τ, 0)`` and ``dx/dt = I_S − 1_S 1_S' / |S|`` on the support ``S``.
 
-Run: ``python examples/batch.py``
+Run: ``python examples/batch.py`` (the runtime install is enough).
 """
 
 import time

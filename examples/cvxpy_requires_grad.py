@@ -7,7 +7,7 @@ changes. It works whether or not the real diffcp is installed.
 The problem has a closed form: minimizing ``p'x`` over the ball ``‖x − x0‖ ≤ r`` gives
 ``x* = x0 − r p/‖p‖``, whose derivatives the printed numbers are compared with.
 
-Run: ``python examples/cvxpy_requires_grad.py``
+Run: ``python examples/cvxpy_requires_grad.py`` (needs CVXPY: ``pip install "diffqcp_np[cvxpy]"``).
 """
 
 import sys

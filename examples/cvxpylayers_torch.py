@@ -12,8 +12,8 @@ expected-return vectors ``μ`` and fit ``F`` so that the layer reproduces them. 
 goes down, and ``FF'`` moves towards ``F_true F_true'`` (the portfolios pin ``Σ`` down only
 partly, and ``F`` itself only up to a rotation).
 
-Run: ``python examples/cvxpylayers_torch.py`` (needs ``pip install 'diffqcp_np[layers]'``,
-i.e. cvxpylayers >= 1.2 and torch).
+Run: ``python examples/cvxpylayers_torch.py`` (needs cvxpylayers >= 1.2 and torch:
+``pip install "diffqcp_np[layers]" torch``; torch's CPU build is enough, see the README).
 """
 
 import cvxpy as cp

@@ -6,7 +6,8 @@ This is the flow of diffcp's README and examples: build test data with
 through ``D`` and a cotangent through ``DT``. The numbers printed are checked against
 finite differences (re-solving the perturbed problem) and against LP duality.
 
-Run: ``python examples/diffcp_style.py``
+Run: ``python examples/diffcp_style.py`` (needs CVXPY, which builds diffcp's test problem:
+``pip install "diffqcp_np[cvxpy]"``).
 """
 
 import numpy as np
