@@ -321,14 +321,14 @@ def _solve_member(F, k, order, piv, A_vals, Ar_ptr, Ar_cols, Ar_pos, n,
 
 
 @numba.njit(nogil=True, cache=True)
-def _solve_kernel(LU, nk, order, piv, skip, A_vals, Ar_ptr, Ar_cols, Ar_pos, n,
+def _solve_kernel(LU, nk, order, piv, rows, A_vals, Ar_ptr, Ar_cols, Ar_pos, n,
                   Z):  # pragma: no cover - compiled
-    """``K z = r`` for each problem not skipped, in place in the rows of ``Z``."""
+    """``K z = r`` for problem ``rows[k]``, in place in row ``k`` of ``Z``."""
     red = np.empty(Z.shape[1])
-    for b in range(Z.shape[0]):
-        if not skip[b]:
-            _solve_member(LU[b].reshape(-1), nk[b], order[b], piv[b], A_vals[b], Ar_ptr,
-                          Ar_cols, Ar_pos, n, Z[b], red)
+    for k in range(rows.size):
+        b = rows[k]
+        _solve_member(LU[b].reshape(-1), nk[b], order[b], piv[b], A_vals[b], Ar_ptr,
+                      Ar_cols, Ar_pos, n, Z[k], red)
 
 
 @numba.njit(nogil=True, cache=True)
@@ -425,13 +425,28 @@ class _BlockLayout:
         return v[self.inverse].reshape(self.count, -1)
 
     @cached_property
-    def owner(self) -> np.ndarray:
-        """The problem of each cone block of the combined product (in the order of
-        :func:`~diffqcp_np.derivative.solution_refinement.block_starts`)."""
+    def _block_order(self) -> np.ndarray:
+        """``by_problem(values) = values[_block_order]``: the cone blocks of the combined
+        product (in the order of :func:`~diffqcp_np.derivative.solution_refinement.
+        block_starts`: kind by kind, each problem's in turn) problem by problem."""
         spec, count = self.spec, self.count
-        per_problem = [spec.nonneg, len(spec.soc), len(spec.psd), spec.exp, spec.exp_dual,
-                       len(spec.power)]
-        return np.concatenate([np.repeat(np.arange(count), k // count) for k in per_problem])
+        per_kind = [k // count for k in (spec.nonneg, len(spec.soc), len(spec.psd), spec.exp,
+                                         spec.exp_dual, len(spec.power))]
+        first = np.cumsum([0] + [count * k for k in per_kind])[:-1]
+        parts = [f + np.arange(count * k).reshape(count, k) for f, k in zip(first, per_kind)]
+        return np.concatenate(parts, axis=1) if parts else np.zeros((count, 0), np.int64)
+
+    def by_problem(self, values: np.ndarray) -> np.ndarray:
+        """Values of the combined product's cone blocks as ``(count, blocks per problem)``
+        (the blocks of one problem in its own order)."""
+        return values[self._block_order]
+
+    def by_kind(self, values: np.ndarray) -> np.ndarray:
+        """The inverse of :meth:`by_problem` (``values`` of shape ``(count, blocks per
+        problem)``)."""
+        out = np.empty(values.size, dtype=values.dtype)
+        out[self._block_order] = values
+        return out
 
     def jacobian(self, V: np.ndarray) -> ConeJacobian:
         """The combined cone Jacobian at ``V = Y − S`` (count, m)."""
@@ -746,13 +761,12 @@ class DenseBatchDerivative:
         """Whether the factorisation of each member ``start:stop`` is singular."""
         return ~(self.pivot_ratio[start:stop] >= SINGULAR_PIVOT_RATIO)  # NaN: singular
 
-    def solve(self, start: int, stop: int, Z: np.ndarray, skip: np.ndarray) -> None:
-        """``K z = r`` for members ``start:stop`` but those in ``skip``, in place in
+    def solve(self, members: np.ndarray, Z: np.ndarray) -> None:
+        """``K z = r`` for each of ``members`` (indices into the members), in place in
         the rows of ``Z``."""
         L = self.layout
-        _solve_kernel(self.LU[start:stop], self.nk[start:stop], self.order[start:stop],
-                      self.piv[start:stop], skip, self.A_vals[start:stop], L.Ar_ptr,
-                      L.Ar_cols, L.Ar_pos, L.n, Z)
+        _solve_kernel(self.LU, self.nk, self.order, self.piv, members, self.A_vals,
+                      L.Ar_ptr, L.Ar_cols, L.Ar_pos, L.n, Z)
 
     def refactor(self, members: np.ndarray, D_vals: np.ndarray) -> None:
         """Factor the systems of ``members`` (indices into the members) again with new

@@ -34,22 +34,22 @@ if TYPE_CHECKING:
 
 
 @numba.njit(nogil=True, cache=True)
-def _residuals(A_rows, A_cols, A_vals, P_vals, U_rows, U_cols, U_a, U_b, U_weight, B, C, X,
-               Y, S, DUAL, PRIMAL, stats):  # pragma: no cover - compiled
-    """``dual = Px + A'y + c`` and ``primal = Ax + s − b`` for each problem (row) of a
-    block, ``A`` on the shared pattern (``A_rows``, ``A_cols``), the symmetric ``P`` from
-    its stored values through the union-pattern maps ``U_*`` (as in
+def _residuals(rows, A_rows, A_cols, A_vals, P_vals, U_rows, U_cols, U_a, U_b, U_weight, B,
+               C, X, Y, S, DUAL, PRIMAL, stats):  # pragma: no cover - compiled
+    """``dual = Px + A'y + c`` and ``primal = Ax + s − b`` for problem ``rows[k]`` at row
+    ``k`` of ``X, Y, S``: ``A`` on the shared pattern (``A_rows``, ``A_cols``), the
+    symmetric ``P`` from its stored values through the union-pattern maps ``U_*`` (as in
     :func:`~diffqcp_np._dense_batch._assemble_kernel`).
 
-    ``stats[b]``: the largest magnitudes of ``c``, ``Px``, ``A'y``, ``b``, ``Ax``, ``s``,
+    ``stats[k]``: the largest magnitudes of ``c``, ``Px``, ``A'y``, ``b``, ``Ax``, ``s``,
     ``dual`` and ``primal``, and the sums of squares of ``dual`` and ``primal`` (the
     numbers of :func:`~diffqcp_np.derivative._residual_kernel.residual_parts`).
     """
-    count, n = X.shape
-    m = Y.shape[1]
+    n, m = X.shape[1], Y.shape[1]
     nnz_P = P_vals.shape[1]
     Px, ATy, Ax = np.empty(n), np.empty(n), np.empty(m)
-    for b in range(count):
+    for k in range(rows.size):
+        b = rows[k]
         Px[:] = 0.0
         ATy[:] = 0.0
         Ax[:] = 0.0
@@ -57,71 +57,109 @@ def _residuals(A_rows, A_cols, A_vals, P_vals, U_rows, U_cols, U_a, U_b, U_weigh
             a, c = U_a[q], U_b[q]
             pa = P_vals[b, a] if a < nnz_P else 0.0
             pc = P_vals[b, c] if c < nnz_P else 0.0
-            Px[U_rows[q]] += U_weight * (pa + pc) * X[b, U_cols[q]]
+            Px[U_rows[q]] += U_weight * (pa + pc) * X[k, U_cols[q]]
         for q in range(A_rows.size):
             i, j = A_rows[q], A_cols[q]
-            ATy[j] += A_vals[b, q] * Y[b, i]
-            Ax[i] += A_vals[b, q] * X[b, j]
+            ATy[j] += A_vals[b, q] * Y[k, i]
+            Ax[i] += A_vals[b, q] * X[k, j]
         for t in range(10):
-            stats[b, t] = 0.0
+            stats[k, t] = 0.0
         for j in range(n):
             d = Px[j] + ATy[j] + C[b, j]
-            DUAL[b, j] = d
-            stats[b, 0] = max(stats[b, 0], abs(C[b, j]))
-            stats[b, 1] = max(stats[b, 1], abs(Px[j]))
-            stats[b, 2] = max(stats[b, 2], abs(ATy[j]))
-            stats[b, 6] = max(stats[b, 6], abs(d))
-            stats[b, 8] += d * d
+            DUAL[k, j] = d
+            stats[k, 0] = max(stats[k, 0], abs(C[b, j]))
+            stats[k, 1] = max(stats[k, 1], abs(Px[j]))
+            stats[k, 2] = max(stats[k, 2], abs(ATy[j]))
+            stats[k, 6] = max(stats[k, 6], abs(d))
+            stats[k, 8] += d * d
         for i in range(m):
-            r = Ax[i] + S[b, i] - B[b, i]
-            PRIMAL[b, i] = r
-            stats[b, 3] = max(stats[b, 3], abs(B[b, i]))
-            stats[b, 4] = max(stats[b, 4], abs(Ax[i]))
-            stats[b, 5] = max(stats[b, 5], abs(S[b, i]))
-            stats[b, 7] = max(stats[b, 7], abs(r))
-            stats[b, 9] += r * r
+            r = Ax[i] + S[k, i] - B[b, i]
+            PRIMAL[k, i] = r
+            stats[k, 3] = max(stats[k, 3], abs(B[b, i]))
+            stats[k, 4] = max(stats[k, 4], abs(Ax[i]))
+            stats[k, 5] = max(stats[k, 5], abs(S[k, i]))
+            stats[k, 7] = max(stats[k, 7], abs(r))
+            stats[k, 9] += r * r
 
 
-class _BlockResidual:
-    """``F`` at the points of a block of problems, with each problem's scales fixed at the
-    first evaluation (as :class:`~diffqcp_np.derivative.solution_refinement.ResidualMap`).
-    """
+_FIELDS = ("X", "V", "Y", "S", "dual", "primal", "merit", "absolute")
+
+
+class _Points:
+    """The current points of a block of problems and their residuals (each field an array
+    with one row per problem), and the residual map ``F`` with each problem's scales
+    fixed at its first evaluation (as :class:`~diffqcp_np.derivative.solution_refinement.
+    ResidualMap`)."""
 
     def __init__(self, batch: DenseBatchDerivative, start: int, stop: int) -> None:
-        L = self.layout = batch.layout
-        self.block = L.block(stop - start)
-        self.A_vals, self.B, self.C = (batch.A_vals[start:stop], batch.B[start:stop],
-                                       batch.C[start:stop])
-        self.P_vals = batch.P_vals[start:stop]
-        self.scales: np.ndarray | None = None
+        self.batch, self.start = batch, start
+        self.layout = batch.layout
+        count = stop - start
+        self.scales = np.zeros((count, 2))
+        self.fields = self.evaluate(np.arange(count), batch.X[start:stop].copy(),
+                                    batch.Y[start:stop] - batch.S[start:stop], first=True)
 
-    def __call__(self, X: np.ndarray, V: np.ndarray) -> dict:
-        """``F`` at ``(X, V)``: ``Y``, ``S``, ``dual``, ``primal`` (stacked), ``merit`` and
-        ``absolute`` (per problem)."""
-        L, block = self.layout, self.block
-        Y = block.uncombined(project_combined(block, V))
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.fields[key]
+
+    def evaluate(self, rows: np.ndarray, X: np.ndarray, V: np.ndarray,
+                 first: bool = False) -> dict:
+        """``F`` at ``(X, V)`` for the block's problems ``rows``: the fields of
+        :data:`_FIELDS`, one row per entry of ``rows``."""
+        L, batch, start = self.layout, self.batch, self.start
+        block = L.block(rows.size)
+        Y = block.uncombined(project_dual(block.combined(V), block.spec))
         S = Y - V
-        count = X.shape[0]
-        dual, primal = np.empty((count, L.n)), np.empty((count, L.m))
-        stats = np.empty((count, 10))
-        _residuals(L.A_rows, L.A_cols, self.A_vals, self.P_vals, L.U_rows, L.U_cols, L.U_a,
-                   L.U_b, L.U_weight, self.B, self.C, X, Y, S, dual, primal, stats)
-        if self.scales is None:
-            self.scales = np.stack([stats[:, 0:3].max(axis=1), stats[:, 3:6].max(axis=1)], 1)
-            self.scales[self.scales == 0.0] = 1.0
-        merit = np.sqrt(stats[:, 8] / self.scales[:, 0] ** 2 + stats[:, 9] / self.scales[:, 1] ** 2)
+        dual, primal = np.empty((rows.size, L.n)), np.empty((rows.size, L.m))
+        stats = np.empty((rows.size, 10))
+        span = rows + start
+        _residuals(span, L.A_rows, L.A_cols, batch.A_vals, batch.P_vals, L.U_rows, L.U_cols,
+                   L.U_a, L.U_b, L.U_weight, batch.B, batch.C, X, Y, S, dual, primal, stats)
+        if first:
+            scales = np.stack([stats[:, 0:3].max(axis=1), stats[:, 3:6].max(axis=1)], 1)
+            scales[scales == 0.0] = 1.0
+            self.scales[rows] = scales
+        scales = self.scales[rows]
+        merit = np.sqrt(stats[:, 8] / scales[:, 0] ** 2 + stats[:, 9] / scales[:, 1] ** 2)
         return dict(X=X, V=V, Y=Y, S=S, dual=dual, primal=primal, merit=merit,
                     absolute=np.maximum(stats[:, 6], stats[:, 7]))
 
+    def take(self, rows: np.ndarray, values: dict, mask: np.ndarray | None = None) -> None:
+        """Make ``values`` (rows for ``rows``; only where ``mask``) the current points."""
+        if mask is not None:
+            rows, values = rows[mask], {key: value[mask] for key, value in values.items()}
+        for key in _FIELDS:
+            self.fields[key][rows] = values[key]
 
-def project_combined(block, V: np.ndarray) -> np.ndarray:
-    """``Π_{K*}`` of the rows of ``V`` through the combined cone product (combined order)."""
-    return project_dual(block.combined(V), block.spec)
+
+def _faces(block, values: dict) -> np.ndarray:
+    """Face codes ``(problems, blocks)`` at the points in ``values``."""
+    return block.by_problem(face_codes(block.spec, block.combined(values["V"]),
+                                       block.combined(values["Y"]),
+                                       block.combined(values["S"])))
 
 
-def _per_problem(values: np.ndarray, owner: np.ndarray, count: int) -> np.ndarray:
-    """How many of a block's cone blocks are flagged in ``values``, per problem."""
-    return np.bincount(owner, weights=values, minlength=count).astype(np.int64)
+def _line_search(points: _Points, rows: np.ndarray, dx: np.ndarray, dv: np.ndarray,
+                 rejected: np.ndarray) -> np.ndarray:
+    """Backtrack along ``(dx, dv)`` for the problems ``rows``: the points that lower the
+    residual enough become the current ones. Returns which of ``rows`` moved."""
+    t = np.ones(rows.size)
+    searching = np.ones(rows.size, dtype=bool)
+    merit = points["merit"][rows]
+    for _ in range(MAX_BACKTRACKS + 1):
+        live = np.flatnonzero(searching)
+        sub = rows[live]
+        step = t[live, None]
+        trial = points.evaluate(sub, points["X"][sub] + step * dx[live],
+                                points["V"][sub] + step * dv[live])
+        ok = trial["merit"] <= (1.0 - SUFFICIENT_DECREASE * t[live]) * merit[live]
+        points.take(sub, trial, ok)
+        rejected[sub[~ok]] += 1
+        searching[live[ok]] = False
+        if not searching.any():
+            break
+        t[searching] *= 0.5
+    return ~searching
 
 
 def refine_block(batch: DenseBatchDerivative, start: int, stop: int) -> None:
@@ -129,91 +167,62 @@ def refine_block(batch: DenseBatchDerivative, start: int, stop: int) -> None:
     place: ``X``, ``Y``, ``S``, the cone Jacobians' values and the factors of the
     members whose ``D`` changed; ``reports[k]`` for every member refined here (members
     whose factorisation is or becomes singular are left to their per-problem
-    derivative, which refines them).
+    derivative, which refines them). Each step works on the members still refining.
     """
     L = batch.layout
     count, n = stop - start, L.n
-    residual = _BlockResidual(batch, start, stop)
-    block = residual.block
-    spec, owner = block.spec, block.owner
-    rows = np.arange(owner.size) < spec.nonneg  # the combined blocks that are orthant rows
-    V0 = batch.Y[start:stop] - batch.S[start:stop]
-    point = residual(batch.X[start:stop].copy(), V0)
-    before = point["merit"].copy()
+    points = _Points(batch, start, stop)
+    block = L.block(count)
+    before = points["merit"].copy()
     singular = batch.singular_members(start, stop)
-    gaps = block_maxima(np.abs(block.combined(batch.Y[start:stop] - point["Y"])), spec)
-    codes = face_codes(spec, block.combined(point["V"]), block.combined(point["Y"]),
-                       block.combined(point["S"]))
+    gaps = block.by_problem(block_maxima(
+        np.abs(block.combined(batch.Y[start:stop] - points["Y"])), block.spec))
+    codes = _faces(block, points.fields)
+    is_row = np.arange(codes.shape[1]) < L.spec.nonneg  # the orthant rows' blocks
     steps, rejected, factored = (np.zeros(count, np.int64) for _ in range(3))
     stalled = np.zeros(count, dtype=bool)
-    changed = np.zeros(owner.size, dtype=bool)
-    error = point["absolute"].copy()
-    jac = None
+    changed = np.zeros(codes.shape, dtype=bool)
+    error = points["absolute"].copy()
     for _ in range(MAX_STEPS):
-        active = (point["merit"] > TARGET_RESIDUAL) & ~singular & ~stalled
-        if not active.any():
+        rows = np.flatnonzero((points["merit"] > TARGET_RESIDUAL) & ~singular & ~stalled)
+        if not rows.size:
             break
-        Z = np.concatenate([-point["dual"], point["primal"]], axis=1)
-        batch.solve(start, stop, Z, ~active)
-        dx, dv = Z[:, :n], Z[:, n:]
-        error[active] = np.abs(dv[active]).max(axis=1, initial=0.0)
-        t = np.where(active, 1.0, 0.0)
-        searching, accepted = active.copy(), np.zeros(count, dtype=bool)
-        trial = point
-        for _ in range(MAX_BACKTRACKS + 1):
-            candidate = residual(point["X"] + t[:, None] * dx, point["V"] + t[:, None] * dv)
-            ok = searching & (candidate["merit"] <= (1.0 - SUFFICIENT_DECREASE * t)
-                              * point["merit"])
-            trial = candidate if np.array_equal(ok, active) else _select(ok, candidate, trial)
-            accepted |= ok
-            rejected += searching & ~ok
-            searching &= ~ok
-            if not searching.any():
-                break
-            t[searching] *= 0.5
-        stalled |= searching
-        if not accepted.any():
+        Z = np.concatenate([-points["dual"][rows], points["primal"][rows]], axis=1)
+        batch.solve(start + rows, Z)
+        previous = points["merit"][rows]
+        error[rows] = np.abs(Z[:, n:]).max(axis=1, initial=0.0)
+        moved = _line_search(points, rows, Z[:, :n], Z[:, n:], rejected)
+        stalled[rows[~moved]] = True
+        acc = rows[moved]
+        if not acc.size:
             break
-        ratio = np.where(accepted, trial["merit"] / np.where(accepted, point["merit"], 1.0), 1.0)
-        new_codes = face_codes(spec, block.combined(trial["V"]), block.combined(trial["Y"]),
-                               block.combined(trial["S"]))
-        moved = accepted[owner]
-        changed = np.where(moved, new_codes != codes, changed)
-        codes, point = new_codes, trial
-        steps += accepted
-        error = np.where(accepted, error * np.minimum(ratio, 1.0), error)
-        jac = block.jacobian(point["V"])
-        D = block.values(L, jac)
-        stale = accepted & np.any(D != batch.D_vals[start:stop], axis=1)
+        steps[acc] += 1
+        error[acc] *= np.minimum(points["merit"][acc] / previous[moved], 1.0)
+        sub = L.block(acc.size)
+        new_codes = _faces(sub, {key: points[key][acc] for key in ("V", "Y", "S")})
+        changed[acc] = new_codes != codes[acc]
+        codes[acc] = new_codes
+        D = sub.jacobian_values(L, points["V"][acc])
+        stale = np.any(D != batch.D_vals[start + acc], axis=1)
         if stale.any():
-            batch.refactor(start + np.flatnonzero(stale), D[stale])
-            factored += stale
+            batch.refactor(start + acc[stale], D[stale])
+            factored[acc[stale]] += 1
             singular |= batch.singular_members(start, stop)
-    converged = point["merit"] <= TARGET_RESIDUAL
     refined = (steps > 0) & ~singular
-    batch.X[start:stop][refined] = point["X"][refined]
-    batch.Y[start:stop][refined] = point["Y"][refined]
-    batch.S[start:stop][refined] = point["S"][refined]
-    if jac is None or not refined.all():
-        jac = block.jacobian(batch.Y[start:stop] - batch.S[start:stop])
+    for key, field in (("X", batch.X), ("Y", batch.Y), ("S", batch.S)):
+        field[start:stop][refined] = points[key][refined]
     V = batch.Y[start:stop] - batch.S[start:stop]
-    radius = error[owner] + np.where(refined[owner], 0.0, gaps)
-    unsettled = unsettled_blocks(jac, block.combined(V), radius) | (changed & ~converged[owner])
-    unresolved_rows = _per_problem(unsettled & rows, owner, count)
-    unresolved_cones = _per_problem(unsettled & ~rows, owner, count)
-    after = np.where(refined, point["merit"], before)
+    converged = points["merit"] <= TARGET_RESIDUAL
+    radius = error[:, None] + np.where(refined[:, None], 0.0, gaps)
+    unsettled = block.by_problem(unsettled_blocks(block.jacobian(V), block.combined(V),
+                                                  block.by_kind(radius)))
+    unsettled |= changed & ~converged[:, None]
+    unresolved_rows = np.count_nonzero(unsettled & is_row, axis=1)
+    unresolved_cones = np.count_nonzero(unsettled & ~is_row, axis=1)
+    after = np.where(refined, points["merit"], before)
     for k in np.flatnonzero(~singular):
         status = ("converged" if after[k] <= TARGET_RESIDUAL else "stalled" if stalled[k]
                   else "max_steps")
         batch.reports[start + k] = RefinementReport(
             float(before[k]), float(after[k]), int(steps[k]), int(rejected[k]),
             int(factored[k]), int(unresolved_rows[k]), int(unresolved_cones[k]), status)
-
-
-def _select(mask: np.ndarray, new: dict, old: dict) -> dict:
-    """The problems of ``new`` where ``mask``, the others of ``old``."""
-    out = {}
-    for key, value in new.items():
-        m = mask if value.ndim == 1 else mask[:, None]
-        out[key] = np.where(m, value, old[key])
-    return out
