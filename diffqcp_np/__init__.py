@@ -35,6 +35,7 @@ _EXPORTS = {
     "ZERO": ".cones",
     "InaccurateDerivativeWarning": ".derivative",
     "NonDifferentiableWarning": ".derivative",
+    "NonFiniteDerivativeWarning": ".derivative",
     "SolverError": ".solvers",
     "warm_up": "._warm_up",
 }

@@ -37,6 +37,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from ._fast_checks import all_finite
+from ._input_arrays import NOT_CANONICAL, compressed_arrays, has_index_arrays, real_values
 from ._validation import ProblemData, as_vector
 from .cones.projection import ConeJacobian
 from .cones.spec import ConeSpec, as_cone_spec, vec_psd_dim
@@ -82,12 +84,14 @@ def _stacked(arrays: Sequence, size: int) -> np.ndarray | None:
 
 
 def _all_same_pattern(mats: Sequence, ref) -> bool:
-    """Whether every matrix is CSC with exactly the stored pattern of ``ref`` (batched)."""
+    """Whether every matrix is CSC with exactly the stored pattern of ``ref`` (batched),
+    in index arrays of an integer type the kernels take."""
     nnz, cols = ref.indices.size, ref.indptr.size
     others = []
     for mat in mats:
         if not (sp.issparse(mat) and mat.format == "csc" and mat.shape == ref.shape
-                and mat.indices.size == nnz and mat.indptr.size == cols):
+                and mat.indices.size == nnz and mat.indptr.size == cols
+                and has_index_arrays(mat)):
             return False
         if not (mat.indices is ref.indices and mat.indptr is ref.indptr):
             others.append(mat)
@@ -98,6 +102,42 @@ def _all_same_pattern(mats: Sequence, ref) -> bool:
                                np.tile(ref.indptr, count))
                 and np.array_equal(np.concatenate([mat.indices for mat in others]),
                                    np.tile(ref.indices, count)))
+
+
+def _canonical_csc(matrix) -> bool:
+    """Whether ``matrix`` is a CSC matrix with a valid, canonical structure (sorted,
+    duplicate-free, int32 or int64 index arrays exactly as long as its entries; its
+    values are checked later, per problem)."""
+    if not (sp.issparse(matrix) and matrix.format == "csc" and has_index_arrays(matrix)):
+        return False
+    try:
+        _, indices, _, flags = compressed_arrays(matrix, "A")
+    except (ValueError, TypeError):
+        return False  # reported, with the problem's index, by the general path
+    return indices.size == matrix.indices.size and not flags & NOT_CANONICAL
+
+
+def _common_cones(cone_dicts: Sequence) -> ConeSpec | None:
+    """The cones of every problem when they are all the same, else None.
+
+    Each cone dict is parsed as a single call parses it (so a batch accepts exactly the
+    dicts a single call accepts, NumPy values included); one that does not parse gives
+    None, and the general path reports it with its problem's index.
+    """
+    specs: dict[int, ConeSpec] = {}
+    first = None
+    for cones in cone_dicts:
+        spec = specs.get(id(cones))
+        if spec is None:
+            try:
+                spec = specs[id(cones)] = as_cone_spec(cones)
+            except (ValueError, TypeError):
+                return None
+        if first is None:
+            first = spec
+        elif spec != first:
+            return None
+    return first
 
 
 def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -356,32 +396,23 @@ class BatchStructure:
         """
         if not As:
             return None
-        A0, P0, cones0 = As[0], Ps[0], cone_dicts[0]
-        if not (sp.issparse(A0) and A0.format == "csc" and A0.has_canonical_format):
-            return None
-        if not _all_same_pattern(As[1:], A0):
+        A0, P0 = As[0], Ps[0]
+        if not (_canonical_csc(A0) and _all_same_pattern(As[1:], A0)):
             return None
         if P0 is None:
             if any(P is not None for P in Ps):
                 return None
             storage = None
         else:
-            if not (sp.issparse(P0) and P0.format == "csc" and P0.has_canonical_format
-                    and P0.shape == (A0.shape[1],) * 2):
-                return None
-            if not _all_same_pattern(Ps[1:], P0):
+            if not (_canonical_csc(P0) and P0.shape == (A0.shape[1],) * 2
+                    and _all_same_pattern(Ps[1:], P0)):
                 return None
             storage = storage_of(P0)
             if storage is None:
                 return None
-        if not all(c is cones0 or c == cones0 for c in cone_dicts[1:]):
-            return None
-        try:
-            cones = as_cone_spec(cones0)
-        except ValueError:
+        cones = _common_cones(cone_dicts)
+        if cones is None or cones.dim != A0.shape[0] or 0 in A0.shape:
             return None  # reported, with the problem's index, by the general path
-        if cones.dim != A0.shape[0]:
-            return None
         key = (A0.shape, A0.indptr.tobytes(), A0.indices.tobytes(),
                None if P0 is None else (P0.indptr.tobytes(), P0.indices.tobytes()), storage,
                cones)
@@ -424,9 +455,15 @@ class BatchStructure:
         return previous if previous is not None and len(previous) == count else None
 
     # -- per-problem data ----------------------------------------------------------------
-    def _values(self, mat, name: str) -> np.ndarray:
-        data = np.array(mat.data, dtype=np.float64, copy=True)
-        if not np.all(np.isfinite(data)):
+    @staticmethod
+    def _values(mat, name: str) -> np.ndarray:
+        """A float64 copy of the values of a matrix on a shared pattern, checked."""
+        if mat.data.shape != mat.indices.shape:
+            raise ValueError(f"{name} is not a valid CSC matrix: {mat.indices.size} row "
+                             f"indices but {mat.data.size} values")
+        data = real_values(mat.data, name)
+        data = data.copy() if data is mat.data else data
+        if not all_finite(data):
             raise ValueError(f"{name} contains NaN or Inf")
         return data
 

@@ -42,6 +42,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import _batch_structure
+from ._fast_checks import all_finite
+from ._input_arrays import has_index_arrays
 from ._batch_structure import BatchStructure, _JacobianPattern
 from .solvers.base import CSCFactory
 from ._parallel import BLAS_PIN, Runner, tag_exception
@@ -50,7 +52,9 @@ from ._warnings import warn_at_caller
 from .cones.projection import ConeJacobian
 from .cones.spec import ConeSpec
 from ._dense_batch_refinement import refine_block
-from .derivative.linear_solvers import SINGULAR_PIVOT_RATIO
+from .derivative.linear_solvers import PERMC_SPECS, SINGULAR_PIVOT_RATIO
+from .derivative.patterns import MatrixPattern
+from .derivative.solution_map import warn_not_finite
 
 #: Largest ``N = n + m`` for which the batched dense derivative is used. Measured on
 #: same-structure QPs (setup + one DT per problem, one core): with no row of ``D``
@@ -66,9 +70,6 @@ DENSE_MAX_BYTES = 1 << 30
 BLOCK_BYTES = 1 << 21
 #: Bounds on the number of problems per block.
 MIN_BLOCK, MAX_BLOCK = 4, 256
-
-#: ``permc_spec`` values that the direct mode accepts (moot for a dense LU).
-_PERMC_SPECS = ("NATURAL", "MMD_ATA", "MMD_AT_PLUS_A", "COLAMD")
 
 
 # -- compiled kernels -------------------------------------------------------------------------
@@ -487,7 +488,6 @@ class DenseLayout:
         pat = structure.A_pattern
         self.A_pattern = pat
         self.A_rows, self.A_cols = pat.rows, pat.cols
-        self.A_keys = pat.cols * m + pat.rows
         order = np.argsort(pat.rows, kind="stable")  # A by rows, for D'A
         self.Ar_ptr = np.concatenate(([0], np.cumsum(np.bincount(pat.rows, minlength=m))))
         self.Ar_cols = pat.cols[order]
@@ -507,7 +507,6 @@ class DenseLayout:
         else:
             ppat = self.P_pattern = q.pattern
             self.P_rows, self.P_cols = ppat.rows, ppat.cols
-            self.P_keys = ppat.cols * n + ppat.rows
             self.U_rows = q.indices.astype(np.int64)
             self.U_cols = np.repeat(np.arange(n, dtype=np.int64), np.diff(q.indptr))
             self.U_a, self.U_b = q._a.astype(np.int64), q._b.astype(np.int64)
@@ -549,7 +548,7 @@ def applies(structure: BatchStructure | None, mode: str | None, options: dict,
     allowed = {"permc_spec"} if mode == "direct" else set()
     if not set(options) <= allowed:
         return False
-    if "permc_spec" in options and options["permc_spec"] not in _PERMC_SPECS:
+    if "permc_spec" in options and options["permc_spec"] not in PERMC_SPECS:
         return False
     N = sum(structure.shape)
     return N <= DENSE_MAX_DIM and count * 8 * N * N <= DENSE_MAX_BYTES
@@ -565,9 +564,9 @@ def _stack_vectors(values: Sequence, members: np.ndarray, name: str, size: int) 
         As ``as_vector`` does, tagged with the problem's index.
     """
     picked = [values[i] for i in members]
-    if all(type(v) is np.ndarray and v.shape == (size,) for v in picked):
-        out = (np.concatenate(picked) if picked else np.zeros(0)).astype(np.float64, copy=False)
-        out = out.reshape(len(picked), size)
+    if all(type(v) is np.ndarray and v.dtype == np.float64 and v.shape == (size,)
+           for v in picked):
+        out = (np.concatenate(picked) if picked else np.zeros(0)).reshape(len(picked), size)
     else:
         out = np.zeros((len(picked), size))
         for k, v in enumerate(picked):
@@ -575,7 +574,7 @@ def _stack_vectors(values: Sequence, members: np.ndarray, name: str, size: int) 
                 continue
             try:
                 out[k] = as_vector(v, name, size)
-            except ValueError as err:
+            except (ValueError, TypeError) as err:
                 tag_exception(err, int(members[k]))
                 raise
     finite = np.isfinite(out)
@@ -587,24 +586,7 @@ def _stack_vectors(values: Sequence, members: np.ndarray, name: str, size: int) 
     return out
 
 
-def _pattern_values(pattern, keys: np.ndarray, d, name: str) -> np.ndarray:
-    """The values of perturbation ``d`` on ``pattern``, validated as the general path does."""
-    if (sp.issparse(d) and d.format == "csc" and d.shape == pattern.shape
-            and np.array_equal(d.indptr, pattern.indptr)
-            and np.array_equal(d.indices, pattern.indices)):
-        data = np.asarray(d.data, dtype=np.float64)
-        if not np.all(np.isfinite(data)):
-            raise ValueError(f"{name} contains NaN or Inf")
-        return data
-    d = pattern.perturbation(d, name)
-    out = np.zeros(keys.size)
-    if d.nnz:
-        d_cols = np.repeat(np.arange(d.shape[1], dtype=np.int64), np.diff(d.indptr))
-        out[np.searchsorted(keys, d_cols * d.shape[0] + d.indices)] = d.data
-    return out
-
-
-def _stack_patterns(values: Sequence, members: np.ndarray, pattern, keys: np.ndarray,
+def _stack_patterns(values: Sequence, members: np.ndarray, pattern: MatrixPattern,
                     name: str) -> np.ndarray:
     """Values ``(count, nnz)`` of the perturbations ``values[i]`` (None: zeros) on a pattern.
 
@@ -614,9 +596,10 @@ def _stack_patterns(values: Sequence, members: np.ndarray, pattern, keys: np.nda
         As the general path does, tagged with the problem's index.
     """
     picked = [values[i] for i in members]
-    nnz, shape = keys.size, pattern.shape
+    nnz, shape = pattern.nnz, pattern.shape
     if picked and all(sp.issparse(d) and d.format == "csc" and d.shape == shape
-                      and d.indices.size == nnz and d.data.size == nnz for d in picked):
+                      and d.dtype == np.float64 and d.indices.size == nnz
+                      and d.data.size == nnz and has_index_arrays(d) for d in picked):
         # The common case, checked in bulk: every perturbation stored on the pattern.
         count = len(picked)
         same = (np.array_equal(np.concatenate([d.indptr for d in picked]),
@@ -624,8 +607,7 @@ def _stack_patterns(values: Sequence, members: np.ndarray, pattern, keys: np.nda
                 and np.array_equal(np.concatenate([d.indices for d in picked]),
                                    np.tile(pattern.indices, count)))
         if same:
-            data = np.concatenate([d.data for d in picked]).astype(np.float64, copy=False)
-            data = data.reshape(count, nnz)
+            data = np.concatenate([d.data for d in picked]).reshape(count, nnz)
             finite = np.isfinite(data)
             if finite.all():
                 return data
@@ -634,11 +616,26 @@ def _stack_patterns(values: Sequence, members: np.ndarray, pattern, keys: np.nda
         if values[i] is None:
             continue
         try:
-            out[k] = _pattern_values(pattern, keys, values[i], name)
-        except ValueError as err:
+            out[k] = pattern.perturbation_values(values[i], name)
+        except (ValueError, TypeError) as err:
             tag_exception(err, int(i))
             raise
     return out
+
+
+def _check_finite(name: str, members: np.ndarray, skipped: np.ndarray,
+                  *outputs: np.ndarray) -> None:
+    """Warn (``NonFiniteDerivativeWarning``) naming the first member whose rows of the
+    ``(count, ·)`` outputs hold NaN or Inf (rows ``skipped`` are answered elsewhere)."""
+    if all(all_finite(out.reshape(-1)) for out in outputs):
+        return
+    bad = np.zeros(members.size, dtype=bool)
+    for out in outputs:
+        if out.shape[0]:
+            bad |= ~np.isfinite(out).all(axis=1)
+    bad &= ~skipped
+    if bad.any():
+        warn_not_finite(f"{name} of problem {int(members[np.argmax(bad)])}")
 
 
 # -- the batch --------------------------------------------------------------------------------
@@ -856,6 +853,7 @@ class DenseBatchDerivative:
                     self.D_vals, L.D_rows, L.D_cols, self.X, self.Y, GX, GY, GS, L.A_rows,
                     L.A_cols, L.Ar_ptr, L.Ar_cols, L.Ar_pos, L.P_rows, L.P_cols, L.P_scale,
                     W, dA, dP)
+        _check_finite("DT", members, self.singular, W, dA, dP)
         outs = [L.A_factory.build(dA), list(W[:, n:]), list(W[:, :n])]
         if return_dP:
             outs.append(L.P_factory.build(dP) if want_dP
@@ -876,7 +874,7 @@ class DenseBatchDerivative:
         DC = _stack_vectors(dcs, members, "dc", n)
         DB = _stack_vectors(dbs, members, "db", m)
         if any(dAs[i] is not None for i in members):
-            DAv = _stack_patterns(dAs, members, L.A_pattern, L.A_keys, "dA")
+            DAv = _stack_patterns(dAs, members, L.A_pattern, "dA")
         else:
             DAv = np.zeros((0, L.A_rows.size))
         if any(dPs[i] is not None for i in members):
@@ -884,7 +882,7 @@ class DenseBatchDerivative:
                 err = ValueError("dP was given but the problem has no P")
                 tag_exception(err, next(int(i) for i in members if dPs[i] is not None))
                 raise err
-            DPv = _stack_patterns(dPs, members, L.P_pattern, L.P_keys, "dP")
+            DPv = _stack_patterns(dPs, members, L.P_pattern, "dP")
         else:
             DPv = np.zeros((0, L.P_rows.size))
         Z = np.empty((count, L.N))
@@ -894,6 +892,7 @@ class DenseBatchDerivative:
                     L.A_cols, L.Ar_ptr, L.Ar_cols, L.Ar_pos, DPv, L.U_rows, L.U_cols, L.U_a,
                     L.U_b, L.U_weight, Z, DY)
         DS = DY - Z[:, n:]
+        _check_finite("D", members, self.singular, Z, DY, DS)
         outs = [list(Z[:, :n]), list(DY), list(DS)]
         fixed = self._apply_fallbacks("jvp", {
             i: ((dAs[i], dbs[i], dcs[i]), {"dP": dPs[i]}) for i in self.fallbacks})

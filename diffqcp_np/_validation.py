@@ -7,99 +7,116 @@ returns gradients on).
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 import scipy.sparse as sp
 
 from ._fast_checks import all_finite
+from ._input_arrays import NOT_FINITE, compressed_arrays, coordinate_arrays, real_values
 from .cones.spec import ConeLike, ConeSpec, as_cone_spec
 
 
-@numba.njit(nogil=True, cache=True)
-def _canonical_and_finite(rows, indptr, indices, data):
-    """Whether CSC arrays are valid and canonical (rows strictly increasing within each
-    column, in ``[0, rows)``) with finite values; reads nothing out of bounds.
+def _csc_copy(template, indptr: np.ndarray, indices: np.ndarray,
+              data: np.ndarray) -> sp.csc_matrix:
+    """A canonical CSC matrix owning copies of validated canonical arrays.
 
-    Flat loops without early exits: a row index that does not increase is allowed only
-    at the first entry of a column, so the canonical form holds when the number of such
-    places equals the number of column starts among them.
+    For a ``csc_matrix`` template, a shallow copy of its instance state with the arrays
+    replaced: SciPy's conversion constructs twice and re-derives the canonical flag by
+    another pass (a third of the time at a few thousand entries, paid by every
+    derivative set up), and ``copy.copy`` takes the slower pickling protocol.
     """
-    nnz = indices.shape[0]
-    columns = indptr.shape[0] - 1
-    if indptr[0] != 0 or indptr[columns] != nnz or data.shape[0] != nnz:
-        return False
-    for j in range(columns):
-        if indptr[j + 1] < indptr[j]:
-            return False
-    descents_at_starts = 0
-    for j in range(1, columns):
-        start = indptr[j]
-        if 0 < start < indptr[j + 1] and indices[start] <= indices[start - 1]:
-            descents_at_starts += 1
-    descents = 0
-    for p in range(1, nnz):
-        descents += indices[p] <= indices[p - 1]
-    lowest, highest = 0, -1
-    nonfinite = 0.0  # NaN once any value is NaN or infinite
-    for p in range(nnz):
-        lowest = min(lowest, indices[p])
-        highest = max(highest, indices[p])
-        nonfinite += data[p] * 0.0
-    return (descents == descents_at_starts and lowest >= 0 and highest < rows
-            and nonfinite == 0.0)
-
-
-def _canonical_copy(matrix) -> sp.csc_matrix | None:
-    """A copy of a float64 ``csc_matrix`` that is canonical and finite already, or None.
-
-    SciPy's conversion constructs twice and re-derives the canonical flag by another
-    pass; here one compiled check and a shallow copy with the arrays replaced by copies
-    (a third of the time at a few thousand entries, paid by every derivative set up).
-    """
-    if not (type(matrix) is sp.csc_matrix and matrix.dtype == np.float64
-            and matrix.indptr.shape == (matrix.shape[1] + 1,)):
-        return None
-    if not _canonical_and_finite(matrix.shape[0], matrix.indptr, matrix.indices, matrix.data):
-        return None
-    out = copy.copy(matrix)
-    out.data, out.indices, out.indptr = (matrix.data.copy(), matrix.indices.copy(),
-                                         matrix.indptr.copy())
+    if type(template) is sp.csc_matrix and data is template.data:
+        out = object.__new__(sp.csc_matrix)
+        out.__dict__ = dict(template.__dict__)
+        out.data, out.indices, out.indptr = data.copy(), indices.copy(), indptr.copy()
+    else:
+        out = sp.csc_matrix((data.copy(), indices.copy(), indptr.copy()),
+                            shape=template.shape)
     out.has_canonical_format = True
     return out
+
+
+def _sparse_as_csc(matrix, name: str) -> sp.csc_matrix:
+    """A canonical float64 CSC copy of a SciPy sparse matrix (any format), its structure
+    checked before anything compiled reads it."""
+    fmt = matrix.format
+    if fmt in ("csc", "csr"):
+        indptr, indices, data, flags = compressed_arrays(matrix, name)
+        if flags & NOT_FINITE:
+            raise ValueError(f"{name} contains NaN or Inf")
+        if fmt == "csc" and not flags:
+            return _csc_copy(matrix, indptr, indices, data)
+        kind = sp.csc_matrix if fmt == "csc" else sp.csr_matrix
+        out = kind((data.copy(), indices.copy(), indptr.copy()), shape=matrix.shape)
+        out = out.tocsc() if fmt == "csr" else out
+    else:
+        if fmt == "coo":
+            rows, cols, data = coordinate_arrays(matrix, name)
+            out = sp.csc_matrix((data, (rows, cols)), shape=matrix.shape)
+        else:
+            real_values(np.empty(0, matrix.dtype), name)  # complex or non-numeric
+            try:
+                if fmt == "bsr":
+                    matrix.check_format(full_check=True)
+                out = sp.csc_matrix(matrix, dtype=np.float64, copy=True)
+            except (ValueError, TypeError, IndexError) as err:
+                raise ValueError(f"{name} is not a valid sparse matrix: {err}") from err
+        if not all_finite(out.data):
+            raise ValueError(f"{name} contains NaN or Inf")
+    out.sum_duplicates()
+    out.sort_indices()
+    return out
+
+
+def as_real_array(value, name: str, what: str = "an array of real numbers") -> np.ndarray:
+    """``value`` as a float64 ndarray (not copied when it is one).
+
+    Raises
+    ------
+    TypeError
+        Naming ``name``, for complex values, strings, None, or anything else that is
+        not an array of real numbers (``what`` describes what was expected).
+    """
+    if type(value) is np.ndarray and value.dtype == np.float64:
+        return value
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as err:  # ragged nested lists, unconvertible objects
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}: {err}") from err
+    if arr.dtype.kind not in "biufc":
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}"
+                        + (f" of {arr.dtype}" if isinstance(value, np.ndarray) else ""))
+    return real_values(arr, name)
 
 
 def as_csc(matrix, name: str, shape: tuple[int, int] | None = None) -> sp.csc_matrix:
     """Copy ``matrix`` (sparse or dense) into a canonical float64 CSC matrix.
 
-    Explicit zeros of a sparse input are kept; duplicate entries are summed.
+    Explicit zeros of a sparse input are kept; duplicate entries are summed. The
+    structure of a sparse input is checked before anything compiled reads it
+    (:mod:`._input_arrays`).
 
     Raises
     ------
     ValueError
-        If it is not 2-D, has the wrong shape, or holds NaN or Inf.
+        If it is not 2-D, has the wrong shape, a broken sparse structure (indices out of
+        range, ``indptr`` that decreases or does not end at the number of entries), or
+        holds NaN or Inf.
+    TypeError
+        If its values are complex or not numbers.
     """
-    fast = _canonical_copy(matrix) if sp.issparse(matrix) else None  # canonical, finite
-    if fast is not None:
-        out = fast
-    elif sp.issparse(matrix):
-        out = sp.csc_matrix(matrix, dtype=np.float64, copy=True)
+    if sp.issparse(matrix):
+        out = _sparse_as_csc(matrix, name)
     else:
-        arr = np.asarray(matrix, dtype=np.float64)
+        arr = as_real_array(matrix, name, "a sparse matrix or a 2-D array of real numbers")
         if arr.ndim != 2:
             raise ValueError(f"{name} must be a 2-D matrix, got an array of shape {arr.shape}")
+        if not all_finite(arr.reshape(-1)):
+            raise ValueError(f"{name} contains NaN or Inf")
         out = sp.csc_matrix(arr)
     if shape is not None and out.shape != shape:
         raise ValueError(f"{name} has shape {out.shape}, expected {shape}")
-    if fast is not None:
-        return out
-    if not all_finite(out.data):
-        raise ValueError(f"{name} contains NaN or Inf")
-    if not out.has_canonical_format:
-        out.sum_duplicates()
-    out.sort_indices()
     return out
 
 
@@ -108,8 +125,20 @@ def as_vector(v, name: str, size: int | None = None, copy: bool = True) -> np.nd
 
     A copy unless ``copy`` is False (for vectors only read, never kept), in which case a
     float64 contiguous ``v`` is returned itself.
+
+    Raises
+    ------
+    TypeError
+        If ``v`` is complex, or not an array of real numbers (a string, None, ...).
+    ValueError
+        If it is not a vector of length ``size``, or holds NaN or Inf.
     """
-    arr = np.array(v, dtype=np.float64, copy=True) if copy else np.asarray(v, dtype=np.float64)
+    if type(v) is np.ndarray and v.dtype == np.float64:
+        arr = v
+    else:
+        arr = as_real_array(v, name, "a vector of real numbers")
+    if copy and (arr is v or arr.base is not None):  # may share the caller's memory
+        arr = arr.copy()
     if arr.ndim != 1:
         if arr.ndim == 2 and 1 in arr.shape:
             arr = arr.ravel()
@@ -154,6 +183,10 @@ def check_problem(A, b, c, cone_dict: ConeLike, P=None) -> ProblemData:
     """
     A = as_csc(A, "A")
     m, n = A.shape
+    if m == 0 or n == 0:
+        raise ValueError(
+            f"A has shape {A.shape}: a problem needs at least one variable and one "
+            "constraint row (the forward solvers take no empty problems)")
     b = as_vector(b, "b", m)
     c = as_vector(c, "c", n)
     cones = as_cone_spec(cone_dict)

@@ -98,12 +98,14 @@ from .cone_program import (
     _LPGD_OPTIONS,
     DEFAULT_MODE,
     _check_mode,
+    _derivative_options,
     _make_derivative,
     _solve,
 )
 from .cones.spec import as_cone_spec
 from ._warnings import warn_at_caller
 from .derivative import EXACT_MODES, InaccurateDerivativeWarning, QuadraticTerm, SolutionDerivative
+from .derivative.convexity import check_positive_semidefinite
 from .derivative.solution_map import _check_unused_kwargs
 from .derivative.solution_refinement import RefinementReport, ResidualMap, refine_solution
 from .solvers import (
@@ -361,22 +363,41 @@ def _refine(job: None, item: _Application) -> tuple:
 
 # -- input checks ---------------------------------------------------------------------------
 def _as_list(value, name: str, size: int | None) -> list:
-    if isinstance(value, Mapping) or sp.issparse(value):
-        raise ValueError(f"{name} must be a list with one entry per problem, "
-                         f"got a {type(value).__name__}")
-    out = list(value)
+    """``value`` (a list, tuple, generator or other iterable) as a new list.
+
+    Raises
+    ------
+    TypeError
+        If it is not an iterable of per-problem entries (None, a number, a string, a
+        dict, a sparse matrix).
+    ValueError
+        If its length is not ``size``.
+    """
+    if (value is None or isinstance(value, (str, bytes, Mapping)) or sp.issparse(value)
+            or (isinstance(value, np.ndarray) and value.ndim == 0)):
+        raise TypeError(f"{name} must be a list with one entry per problem, "
+                        f"got {type(value).__name__}")
+    try:
+        out = list(value)
+    except TypeError:
+        raise TypeError(f"{name} must be a list with one entry per problem, "
+                        f"got {type(value).__name__}") from None
     if size is not None and len(out) != size:
         raise ValueError(f"{name} has {len(out)} entries, expected {size} (one per problem)")
     return out
 
 
-def _check_lists(size: int | None, **lists) -> list[list]:
-    """The given per-problem lists as lists of equal length (None: a list of None)."""
-    if size is None:
-        first = next(iter(lists))
-        size = len(_as_list(lists[first], first, None))
-    return [[None] * size if value is None else _as_list(value, name, size)
-            for name, value in lists.items()]
+def _check_lists(size: int | None, optional: tuple[str, ...] = (), **lists) -> list[list]:
+    """The given per-problem lists as lists of equal length (the first one's when
+    ``size`` is None); a name in ``optional`` given as None becomes a list of None."""
+    out = {}
+    for name, value in lists.items():
+        if value is None and name in optional:
+            continue
+        out[name] = _as_list(value, name, size)
+        if size is None:
+            size = len(out[name])
+    return [out.get(name, [None] * size) for name in lists]
 
 
 def _validate(As, bs, cs, cone_dicts, Ps) -> tuple[list[tuple], BatchStructure | None]:
@@ -388,10 +409,22 @@ def _validate(As, bs, cs, cone_dicts, Ps) -> tuple[list[tuple], BatchStructure |
         ``"problem i: ..."`` naming the argument.
     """
     structure = BatchStructure.detect(As, Ps, cone_dicts)
+    validated = None
     if structure is not None:
         validated = structure.problems(As, bs, cs, Ps)  # all at once, the common case
-        if validated is not None:
-            return validated, structure
+    if validated is None:
+        validated = _validate_each(As, bs, cs, cone_dicts, Ps, structure)
+    for i, (_, quadratic) in enumerate(validated):
+        try:
+            check_positive_semidefinite(quadratic.full)
+        except ValueError as err:
+            raise ValueError(f"problem {i}: {err}") from err
+    return validated, structure
+
+
+def _validate_each(As, bs, cs, cone_dicts, Ps,
+                   structure: BatchStructure | None) -> list[tuple]:
+    """:func:`_validate`'s copies, problem by problem (naming the first failure)."""
     specs: dict[int, Any] = {}
     out = []
     for i, (A, b, c, cone_dict, P) in enumerate(zip(As, bs, cs, cone_dicts, Ps)):
@@ -403,16 +436,16 @@ def _validate(As, bs, cs, cone_dicts, Ps) -> tuple[list[tuple], BatchStructure |
                 specs[id(cone_dict)] = as_cone_spec(cone_dict)
             data = check_problem(A, b, c, specs[id(cone_dict)], P)
             out.append((data, QuadraticTerm(data.P, data.n)))
-        except ValueError as err:
-            raise ValueError(f"problem {i}: {err}") from err
-    return out, structure
+        except (ValueError, TypeError) as err:
+            raise type(err)(f"problem {i}: {err}") from err
+    return out
 
 
 def _split_kwargs(kwargs: dict) -> tuple[str, dict, dict]:
     """``solve_method``, ``derivative_kwargs`` and the forward solver's settings."""
     kwargs = dict(kwargs)
     solve_method = kwargs.pop("solve_method", None) or BATCH_DEFAULT_SOLVER
-    derivative_kwargs = dict(kwargs.pop("derivative_kwargs", None) or {})
+    derivative_kwargs = _derivative_options(kwargs)
     return solve_method, derivative_kwargs, kwargs
 
 
@@ -450,8 +483,8 @@ def _batched_forward(runner: Runner, settings: _Settings, problems: list[_Proble
     for p in problems:
         if p.warm_start is not None:
             try:
-                check_warm_start(p.warm_start, n, m)
-            except ValueError as err:
+                p.warm_start = check_warm_start(p.warm_start, n, m)
+            except (ValueError, TypeError) as err:
                 tag_exception(err, p.index)
                 raise
     items = _value_items(settings.structure, problems)
@@ -486,7 +519,7 @@ def _prepare(As, bs, cs, cone_dicts, warm_starts, Ps, settings_kwargs: dict):
         raise ValueError(f'warm_starts must be a list of (x, y, s) or None per problem, or '
                          f'"previous", got {warm_starts!r}')
     As, bs, cs, cone_dicts, warm_starts, Ps = _check_lists(
-        None, As=As, bs=bs, cs=cs, cone_dicts=cone_dicts,
+        None, ("warm_starts", "Ps"), As=As, bs=bs, cs=cs, cone_dicts=cone_dicts,
         warm_starts=None if previous else warm_starts, Ps=Ps)
     validated, structure = _validate(As, bs, cs, cone_dicts, Ps)
     if previous and structure is not None:
@@ -622,7 +655,8 @@ def _batch_closures(runner: Runner, derivatives: list[_Derivative | None],
         **kwargs
             Passed to every problem's ``D`` (``tau``, ``rho`` in the LPGD modes).
         """
-        dAs, dbs, dcs, dPs = _check_lists(size, dAs=dAs, dbs=dbs, dcs=dcs, dPs=dPs)
+        dAs, dbs, dcs, dPs = _check_lists(size, ("dAs", "dbs", "dcs", "dPs"), dAs=dAs,
+                                          dbs=dbs, dcs=dcs, dPs=dPs)
         if dense is not None:
             return _dense_backward(runner, dense, problems, "jvp", (dAs, dbs, dcs, dPs),
                                    kwargs, _failed_jvp, 3)
@@ -642,7 +676,7 @@ def _batch_closures(runner: Runner, derivatives: list[_Derivative | None],
         **kwargs
             Passed to every problem's ``DT`` (``tau``, ``rho`` in the LPGD modes).
         """
-        dxs, dys, dss = _check_lists(size, dxs=dxs, dys=dys, dss=dss)
+        dxs, dys, dss = _check_lists(size, ("dxs", "dys", "dss"), dxs=dxs, dys=dys, dss=dss)
         if dense is not None:
             return _dense_backward(runner, dense, problems, "vjp", (dxs, dys, dss, return_dP),
                                    kwargs, lambda data: _failed_vjp(data, return_dP),

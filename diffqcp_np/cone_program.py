@@ -24,12 +24,14 @@ is twice the symmetric gradient's entry).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Callable
 
 
 from ._validation import ProblemData, check_problem
 from .backend import device_requested
 from .derivative import EXACT_MODES, LPGD_MODES, MODES, LPGDDerivative, SolutionDerivative
+from .derivative.convexity import check_positive_semidefinite
 from .derivative.patterns import QuadraticTerm
 from .derivative.solution_refinement import (
     Refinement,
@@ -51,6 +53,33 @@ def _check_mode(mode: str | None) -> str:
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; the supported modes are {list(MODES)}")
     return mode
+
+
+def _derivative_options(kwargs: dict) -> dict:
+    """``kwargs["derivative_kwargs"]`` popped, as a new dict (empty when absent or None).
+
+    Raises
+    ------
+    TypeError
+        If it is not a mapping.
+    """
+    options = kwargs.pop("derivative_kwargs", None)
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise TypeError("derivative_kwargs must be a dict of derivative options, got "
+                        f"{type(options).__name__}")
+    return dict(options)
+
+
+def _checked_problem(A, b, c, cone_dict, P) -> tuple[ProblemData, QuadraticTerm]:
+    """Validated data of a problem to solve, and its quadratic term (P positive
+    semidefinite: a solver given another P fails or returns a point that is not
+    optimal)."""
+    data = check_problem(A, b, c, cone_dict, P)
+    quadratic = QuadraticTerm(data.P, data.n)
+    check_positive_semidefinite(quadratic.full)
+    return data, quadratic
 
 
 def _solve(data: ProblemData, quadratic: QuadraticTerm, solve_method: str | None,
@@ -170,8 +199,10 @@ def derivative(A, b, c, cone_dict, x, y, s, P=None, mode: str = DEFAULT_MODE,
                               return_info=return_info, **derivative_kwargs)
     mode = _check_mode(mode)
     data = check_problem(A, b, c, cone_dict, P)
-    result = _make_derivative(data, QuadraticTerm(data.P, data.n), x, y, s, mode, solve_method,
-                              {}, derivative_kwargs, refine=refine)
+    quadratic = QuadraticTerm(data.P, data.n)
+    check_positive_semidefinite(quadratic.full, factor=False)  # no solve: the diagonal
+    result = _make_derivative(data, quadratic, x, y, s, mode, solve_method, {},
+                              derivative_kwargs, refine=refine)
     if result.report is not None:
         warn_inaccurate(result.report)
     D, DT = result.derivative.jvp, result.derivative.vjp
@@ -189,8 +220,7 @@ def solve_internal(A, b, c, cone_dict, solve_method: str | None = None, warm_sta
     ``solve_time``, ``setup_time``, ``pobj``). With ``raise_on_error=False`` a failed solve
     returns its status instead of raising :class:`SolverError`.
     """
-    data = check_problem(A, b, c, cone_dict, P)
-    quadratic = QuadraticTerm(data.P, data.n)
+    data, quadratic = _checked_problem(A, b, c, cone_dict, P)
     result = _solve(data, quadratic, solve_method, warm_start, raise_on_error, kwargs)
     return {"x": result.x, "y": result.y, "s": result.s, "info": result.info}
 
@@ -215,9 +245,8 @@ def solve_and_derivative_internal(A, b, c, cone_dict, solve_method: str | None =
             A, b, c, cone_dict, solve_method=solve_method, warm_start=warm_start, mode=mode,
             raise_on_error=raise_on_error, P=P, **kwargs)
     mode = _check_mode(mode)
-    derivative_kwargs = dict(kwargs.pop("derivative_kwargs", None) or {})
-    data = check_problem(A, b, c, cone_dict, P)
-    quadratic = QuadraticTerm(data.P, data.n)
+    derivative_kwargs = _derivative_options(kwargs)
+    data, quadratic = _checked_problem(A, b, c, cone_dict, P)
     result = _solve(data, quadratic, solve_method, warm_start, raise_on_error, kwargs)
     out = {"x": result.x, "y": result.y, "s": result.s, "info": result.info}
     if not result.ok:

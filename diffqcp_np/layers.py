@@ -84,6 +84,8 @@ from typing import Any, Optional
 import numpy as np
 import scipy.sparse as sp
 
+from ._validation import as_real_array
+
 __all__ = ["DiffqcpSolver", "LayerStructure", "install_diffcp_backend"]  # noqa: F822 (lazy)
 
 #: Forward solver used by :class:`DiffqcpSolver` unless told otherwise.
@@ -342,9 +344,9 @@ class _DiffqcpSolverImpl:
     def _solve(self, structure: LayerStructure, P, q, A, solver_args, needs_grad: bool):
         from . import batch as _batch
 
-        q = np.asarray(q, dtype=np.float64)
-        A = np.asarray(A, dtype=np.float64)
-        P = None if P is None else np.asarray(P, dtype=np.float64)
+        q = as_real_array(q, "q")
+        A = as_real_array(A, "A")
+        P = None if P is None else as_real_array(P, "P")
         As, bs, cs, Ps = structure.problems(P, q, A)
         options = self._options(solver_args)
         cones = [structure.cone_dict] * len(cs)
@@ -365,8 +367,8 @@ class _DiffqcpSolverImpl:
     def _derivative(dprimal, ddual, saved_state):
         state = _unwrap_state(saved_state)
         structure = state.structure
-        dprimal = np.asarray(dprimal, dtype=np.float64).reshape(state.batch, structure.n)
-        ddual = np.asarray(ddual, dtype=np.float64).reshape(state.batch, structure.m)
+        dprimal = as_real_array(dprimal, "dprimal").reshape(state.batch, structure.n)
+        ddual = as_real_array(ddual, "ddual").reshape(state.batch, structure.m)
         dss = [np.zeros(structure.m) for _ in range(state.batch)]
         out = state.DT(list(dprimal), list(ddual), dss, return_dP=state.has_P)
         dAs, dbs, dcs = out[:3]

@@ -107,6 +107,17 @@ def random_like(mat: sp.csc_matrix, rng: np.random.Generator) -> sp.csc_matrix:
                          shape=mat.shape)
 
 
+def psd_perturbed(P: sp.csc_matrix, rng: np.random.Generator,
+                  scale: float = 0.01) -> sp.csc_matrix:
+    """``P`` plus a random symmetric perturbation on its pattern and that perturbation's
+    largest absolute row sum on the diagonal, so that a positive semidefinite ``P`` stays
+    so (``P`` stores its whole diagonal: the pattern is kept)."""
+    R = random_like(P, rng)
+    G = scale * (R + R.T)
+    shift = float(abs(G).sum(axis=1).max())
+    return (P + G + shift * sp.identity(P.shape[0])).tocsc()
+
+
 def random_perturbation(prob: Problem, rng: np.random.Generator):
     """Random ``(dA, db, dc, dP)`` on the stored patterns of A and P.
 

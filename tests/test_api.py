@@ -256,7 +256,14 @@ def test_matrix_reading_matches_scipy_on_every_kind_of_input():
     """The compiled fast path for canonical float64 CSC input and SciPy's conversion
     give the same matrix; inputs off the fast path (unsorted, duplicates, other formats
     and dtypes, malformed arrays) take SciPy's path; nothing is shared or mutated."""
-    from diffqcp_np._validation import _canonical_and_finite, _canonical_copy, as_csc
+    from diffqcp_np._input_arrays import (
+        INVALID,
+        NOT_CANONICAL,
+        NOT_FINITE,
+        compressed_arrays,
+        compressed_status,
+    )
+    from diffqcp_np._validation import as_csc
 
     rng = np.random.default_rng(12)
     for _ in range(40):
@@ -264,7 +271,7 @@ def test_matrix_reading_matches_scipy_on_every_kind_of_input():
         M = sp.random(rows, cols, density=rng.uniform(0, 0.6), random_state=rng, format="csc")
         M.data[rng.random(M.nnz) < 0.2] = 0.0  # explicit zeros stay stored
         variants = [M, M.tocsr(), sp.csc_array(M), M.astype(np.float32)]
-        assert _canonical_copy(M) is not None  # the canonical float64 CSC takes the fast path
+        assert compressed_arrays(M, "A")[3] == 0  # canonical and finite: the fast path
         if M.nnz >= 2:
             unsorted = M.copy()
             unsorted.indices = unsorted.indices[::-1].copy()  # rows out of order
@@ -287,16 +294,16 @@ def test_matrix_reading_matches_scipy_on_every_kind_of_input():
             assert not np.shares_memory(got.data, variant.data)
             assert not np.shares_memory(got.indices, variant.indices)
             assert (variant != before).nnz == 0
-    # the check itself: canonical and finite only
+    # the check itself: its flags
     A = sp.csc_matrix(np.array([[1.0, 0, 2], [0, 3, 0], [4, 0, 5]]))
-    assert _canonical_and_finite(3, A.indptr, A.indices, A.data)
-    assert not _canonical_and_finite(2, A.indptr, A.indices, A.data)  # row out of range
+    assert compressed_status(3, 3, A.indptr, A.indices, A.data) == 0
+    assert compressed_status(2, 3, A.indptr, A.indices, A.data) == INVALID  # row out of range
     for bad in (np.nan, np.inf):
         data = A.data.copy()
         data[2] = bad
-        assert not _canonical_and_finite(3, A.indptr, A.indices, data)
+        assert compressed_status(3, 3, A.indptr, A.indices, data) == NOT_FINITE
     repeated = A.indices.copy()
     repeated[1] = repeated[0]  # a duplicate row within column 0
-    assert not _canonical_and_finite(3, A.indptr, repeated, A.data)
-    assert not _canonical_and_finite(3, np.array([0, 9, 3, 5]), A.indices, A.data)
-    assert not _canonical_and_finite(3, np.array([0, 2, 3, 6]), A.indices, A.data)
+    assert compressed_status(3, 3, A.indptr, repeated, A.data) == NOT_CANONICAL
+    assert compressed_status(3, 3, np.array([0, 9, 3, 5]), A.indices, A.data) == INVALID
+    assert compressed_status(3, 3, np.array([0, 2, 3, 6]), A.indices, A.data) == INVALID

@@ -34,7 +34,7 @@ from problems import (
     Problem,
     assert_close,
     known_solution_problem,
-    random_like,
+    psd_perturbed,
     random_perturbations,
     relative_error,
 )
@@ -63,8 +63,7 @@ def same_structure_batch(count=5, storage="full", seed=30):
     for _ in range(count):
         A = base.A.copy()
         A.data = A.data * (1 + 0.01 * rng.standard_normal(A.nnz))
-        R = random_like(base.P, rng)
-        P = (base.P + 0.01 * (R + R.T)).tocsc()
+        P = psd_perturbed(base.P, rng)
         b = A @ base.x + base.s
         c = -(A.T @ base.y) - P @ base.x
         P = sp.triu(P, format="csc") if storage == "upper" else P
@@ -246,8 +245,7 @@ def structured_forward_batch(cones, storage, seed=35):
                 A.data[np.flatnonzero(A.indices == row)[:1]] = 0.0
         P = None
         if storage is not None:
-            R = random_like(base.P, rng)
-            P = (base.P + 0.01 * (R + R.T)).tocsc()
+            P = psd_perturbed(base.P, rng)
             pair, last = [(0, n - 1), (n - 1, 0)], k == 2
             if storage == "upper":
                 P = stored_zeros(sp.triu(P, format="csc"), pair[:1] if last else [],

@@ -410,18 +410,39 @@ def test_gradients_on_the_pattern_own_their_arrays():
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_fast_vector_checks_agree_with_numpy(bad):
-    from diffqcp_np._fast_checks import all_finite, any_nonzero
+    from diffqcp_np._fast_checks import ZERO_VECTOR, all_finite, scale_to_unit
 
     rng = np.random.default_rng(5)
     for size in (0, 1, 7, 1000):
         v = rng.standard_normal(size)
         assert all_finite(v) == bool(np.all(np.isfinite(v)))
-        assert any_nonzero(v) == bool(np.any(v))
-        assert not any_nonzero(np.zeros(size))
+        assert (scale_to_unit(v.copy()) == ZERO_VECTOR) == (not np.any(v))
+        assert scale_to_unit(np.zeros(size)) == ZERO_VECTOR
         if size:
             v[rng.integers(size)] = bad
             assert not all_finite(v)
-            assert any_nonzero(np.where(np.isfinite(v), 0.0, v))
+            only_bad = np.where(np.isfinite(v), 0.0, v)
+            assert scale_to_unit(only_bad) == 0  # not all zero, not scaled
+            np.testing.assert_array_equal(only_bad, np.where(np.isfinite(v), 0.0, v))
+
+
+@pytest.mark.parametrize("exponent", [0, -3, 5, -1074, -1040, -600, 600, 1023])
+def test_power_of_two_scaling_is_exact(exponent):
+    """``scale_to_unit`` brings max |v| into [1/2, 1) by a power of two, and ``unscale``
+    restores every entry bit for bit (including subnormal and near-overflow scales)."""
+    from diffqcp_np._fast_checks import scale_to_unit, unscale
+
+    rng = np.random.default_rng(7)
+    v = np.ldexp(rng.uniform(0.5, 1.0, 9) * rng.choice([-1.0, 1.0], 9), exponent)
+    v[3] = 0.0
+    scaled = v.copy()
+    e = scale_to_unit(scaled)
+    assert 0.5 <= np.abs(scaled).max() < 1.0
+    np.testing.assert_array_equal(scaled, np.ldexp(v, -e))
+    assert unscale(scaled, e) == np.abs(v).max()
+    np.testing.assert_array_equal(scaled, v)
+    assert unscale(np.array([1.0, np.inf]), 0) == np.inf
+    assert unscale(np.array([np.nan, 1.0]), 3) == np.inf
 
 
 def test_fast_reductions_agree_with_numpy():

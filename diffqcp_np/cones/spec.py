@@ -136,7 +136,15 @@ class ConeSpec:
 ConeLike = Union[ConeSpec, Mapping[str, Any], Sequence[tuple]]
 
 
+def _unwrapped(value: Any) -> Any:
+    """The number inside a 0-d NumPy array (``np.array(3)``), anything else unchanged."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value.item()
+    return value
+
+
 def _count(key: str, value: Any) -> int:
+    value = _unwrapped(value)
     if isinstance(value, (list, tuple, np.ndarray)):
         if len(value) == 0:
             return 0
@@ -152,12 +160,13 @@ def _count(key: str, value: Any) -> int:
 
 
 def _dims(key: str, value: Any, minimum: int) -> tuple[int, ...]:
+    value = _unwrapped(value)
     if isinstance(value, (Integral, np.integer)) and not isinstance(value, bool):
         value = [value]
     if not isinstance(value, (list, tuple, np.ndarray)):
         raise ValueError(f"cone '{key}' needs a list of integer sizes, got {value!r}")
     dims = []
-    for d in value:
+    for d in map(_unwrapped, value):
         if isinstance(d, (bool, np.bool_)) or not isinstance(d, Integral) or d < minimum:
             raise ValueError(
                 f"cone '{key}' has an invalid size {d!r}: sizes must be integers >= {minimum}"
@@ -167,12 +176,13 @@ def _dims(key: str, value: Any, minimum: int) -> tuple[int, ...]:
 
 
 def _alphas(value: Any) -> tuple[float, ...]:
+    value = _unwrapped(value)
     if isinstance(value, Real):
         value = [value]
     if not isinstance(value, (list, tuple, np.ndarray)):
         raise ValueError(f"cone 'p' needs a list of parameters alpha, got {value!r}")
     alphas = []
-    for a in value:
+    for a in map(_unwrapped, value):
         if isinstance(a, (bool, np.bool_)) or not isinstance(a, Real) or not np.isfinite(a):
             raise ValueError(f"cone 'p' has an invalid parameter {a!r}")
         if a == 0 or abs(a) >= 1:
@@ -185,6 +195,7 @@ def _alphas(value: Any) -> tuple[float, ...]:
 
 
 def _is_empty(value: Any) -> bool:
+    value = _unwrapped(value)
     if value is None:
         return True
     if isinstance(value, (list, tuple, np.ndarray)):
@@ -266,11 +277,13 @@ def _parse(cones: ConeLike) -> ConeSpec:
         for item in cones:
             if not (isinstance(item, (list, tuple)) and len(item) == 2):
                 raise ValueError(
-                    f"cones must be a dict or a list of (key, value) pairs, got item {item!r}"
+                    f"cone_dict must be a dict or a list of (key, value) pairs, got item "
+                    f"{item!r}"
                 )
             items.append(tuple(item))
     else:
-        raise ValueError(f"cones must be a dict or a list of (key, value) pairs, got {cones!r}")
+        raise ValueError(
+            f"cone_dict must be a dict or a list of (key, value) pairs, got {cones!r}")
 
     fields: dict[str, Any] = {}
     for key, value in items:

@@ -3,12 +3,13 @@
 from .linear_solvers import InaccurateDerivativeWarning, NonDifferentiableWarning
 from .lpgd import LPGD_MODES, LPGDDerivative
 from .patterns import MatrixPattern, QuadraticTerm
-from .solution_map import EXACT_MODES, SolutionDerivative
+from .solution_map import EXACT_MODES, NonFiniteDerivativeWarning, SolutionDerivative
 
 #: Every accepted derivative mode.
 MODES = EXACT_MODES + LPGD_MODES
 
 __all__ = [
     "EXACT_MODES", "LPGD_MODES", "MODES", "InaccurateDerivativeWarning", "LPGDDerivative",
-    "MatrixPattern", "NonDifferentiableWarning", "QuadraticTerm", "SolutionDerivative",
+    "MatrixPattern", "NonDifferentiableWarning", "NonFiniteDerivativeWarning", "QuadraticTerm",
+    "SolutionDerivative",
 ]

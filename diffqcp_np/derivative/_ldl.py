@@ -31,12 +31,14 @@ from ._reduced_kernels import symmetric_residual
 
 
 @numba.njit(nogil=True, cache=True)
-def _elimination_tree(n, Ap, Ai):
+def _elimination_tree(n, Ap, Ai, budget):
     """Elimination tree and column counts of L for an upper-triangular CSC pattern
-    (QDLDL_etree)."""
+    (QDLDL_etree), and whether L has at most ``budget`` entries (a negative budget: no
+    limit). The walk stops once the count passes the budget, which bounds its cost."""
     work = np.full(n, -1, dtype=np.int64)
     parent = np.full(n, -1, dtype=np.int64)
     counts = np.zeros(n, dtype=np.int64)
+    total = 0
     for j in range(n):
         work[j] = j
         for p in range(_U(Ap[j]), _U(Ap[j + 1])):
@@ -45,9 +47,12 @@ def _elimination_tree(n, Ap, Ai):
                 if parent[i] == -1:
                     parent[i] = j
                 counts[i] += 1
+                total += 1
                 work[i] = j
                 i = _U(parent[i])
-    return parent, counts
+        if 0 <= budget < total:
+            return parent, counts, False
+    return parent, counts, True
 
 
 @numba.njit(nogil=True, cache=True)
@@ -356,7 +361,7 @@ class LDLSymbolic:
         inverse = np.empty(n, dtype=np.int64)
         inverse[perm] = np.arange(n)
         Cp, Ci, position = _permuted_upper(n, upper.indptr, upper.indices, inverse)
-        parent, counts = _elimination_tree(n, Cp, Ci)
+        parent, counts, _ = _elimination_tree(n, Cp, Ci, -1)
         dense_from = _dense_block_start(counts, DENSE_BLOCK_MIN, DENSE_BLOCK_DENSITY)
         return cls(perm, Cp, Ci, position, parent, counts, dense_from)
 
@@ -484,11 +489,20 @@ class SymbolicCache:
 SYMBOLIC_CACHE = SymbolicCache()
 
 
-def factorize(upper: CSCLike) -> LDLFactor:
+def factorize(upper: CSCLike, natural_fill: float = 0.0) -> LDLFactor:
     """LDLᵀ of a quasi-definite matrix given by its canonical upper triangle.
 
     A new pattern is ordered (AMD) and analysed once; every matrix with a known pattern
     only runs the numeric factorisation.
+
+    Parameters
+    ----------
+    upper : scipy.sparse.csc_matrix or CSCArrays
+    natural_fill : float, default 0
+        When positive, a new pattern keeps its own order if its factor then has at most
+        this many times as many entries as ``upper`` (banded and block-diagonal
+        matrices, which ordering cannot improve much): the bounded count costs less
+        than an ordering.
 
     Raises
     ------
@@ -498,6 +512,11 @@ def factorize(upper: CSCLike) -> LDLFactor:
     symbolic = SYMBOLIC_CACHE.lookup(upper)
     if symbolic is None:
         n = upper.indptr.size - 1
-        symbolic = LDLSymbolic.analyse(upper, amd_order(n, upper.indptr, upper.indices))
+        budget = int(natural_fill * upper.indices.size)
+        if budget > 0 and _elimination_tree(n, upper.indptr, upper.indices, budget)[2]:
+            perm = np.arange(n)
+        else:
+            perm = amd_order(n, upper.indptr, upper.indices)
+        symbolic = LDLSymbolic.analyse(upper, perm)
         SYMBOLIC_CACHE.store(upper, symbolic)
     return LDLFactor(upper, symbolic)

@@ -105,7 +105,7 @@ class BorrowedFactorSolver(KKTSolver):
                 return z, residual
         if self.own is None:
             self.own = self._factor()
-            if self.own.singular:  # least squares from now on (see KKTSolver._checked)
+            if self.own.singular:  # least squares from now on (see KKTSolver.solve_with_magnitude)
                 self._mark_singular(self.own.singular_detail)
                 return self._least_squares_answer(r, transpose)
         return self.own._solve(r, transpose)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import warnings
 from functools import cached_property
+from numbers import Integral, Real
 from typing import Any, Callable
 
 import numpy as np
@@ -21,7 +22,7 @@ import scipy.linalg as la
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from .._fast_checks import any_nonzero
+from .._fast_checks import ZERO_VECTOR, scale_to_unit, unscale
 from .._warnings import warn_at_caller
 from .norms import refine, vector_norm
 from .reduced_system import FactorizationError
@@ -113,11 +114,31 @@ class KKTSolver:
 
     def solve(self, r: np.ndarray) -> np.ndarray:
         """Solve ``K z = r``."""
-        return self._checked(r, transpose=False)
+        return self.solve_with_magnitude(r)[0]
 
     def solve_transpose(self, r: np.ndarray) -> np.ndarray:
         """Solve ``K' z = r``."""
-        return self._checked(r, transpose=True)
+        return self.solve_with_magnitude(r, transpose=True)[0]
+
+    def solve_with_magnitude(self, r: np.ndarray, transpose: bool = False,
+                             overwrite: bool = False) -> tuple[np.ndarray, float]:
+        """Solve ``K z = r`` (``K' z = r``); returns ``z`` and ``max |z_i|`` (infinity if
+        an entry is not finite).
+
+        The solve is of ``r`` times the power of two that brings ``max |r_i|`` into
+        ``[½, 1)``, and ``z`` is scaled back: exact, so the answer for ``2ᵏ r`` is
+        ``2ᵏ`` times the answer for ``r``, while the norms inside the solve (refinement,
+        residual checks) neither overflow nor underflow. ``r`` is scaled in place when
+        ``overwrite`` (a scratch vector of the caller's), else left as it was.
+        """
+        r = r if overwrite else r.copy()
+        exponent = scale_to_unit(r)
+        if exponent == ZERO_VECTOR:
+            self.last_residual = 0.0
+            return np.zeros_like(r), 0.0
+        solve = self._least_squares_answer if self.singular else self._solve
+        z, self.last_residual = solve(r, transpose)
+        return z, unscale(z, exponent)
 
     def _matvec(self, z: np.ndarray, transpose: bool) -> np.ndarray:
         """``K z`` or ``K' z``: one sparse product when K is assembled, else the operator."""
@@ -171,14 +192,6 @@ class KKTSolver:
         if residual > DEFECT_RESIDUAL:
             self.on_defect(defect, transpose, self.singular_detail or "numerically singular")
         return z, residual
-
-    def _checked(self, r: np.ndarray, transpose: bool) -> np.ndarray:
-        if not any_nonzero(r):
-            self.last_residual = 0.0
-            return np.zeros_like(r)
-        solve = self._least_squares_answer if self.singular else self._solve
-        z, self.last_residual = solve(r, transpose)
-        return z
 
     def _solve(self, r: np.ndarray, transpose: bool) -> tuple[np.ndarray, float]:
         """The solution and its relative residual."""
@@ -390,6 +403,25 @@ class IterativeSolver(KKTSolver):
         return z, residual
 
 
+#: Column orderings of SciPy's sparse LU (``permc_spec``).
+PERMC_SPECS = ("NATURAL", "MMD_ATA", "MMD_AT_PLUS_A", "COLAMD")
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming a linear-solver option whose value is not accepted."""
+    if "permc_spec" in options and options["permc_spec"] not in PERMC_SPECS:
+        raise ValueError(f"permc_spec must be one of {PERMC_SPECS}, got "
+                         f"{options['permc_spec']!r}")
+    for name in ("atol", "btol"):
+        value = options.get(name, 0.0)
+        if not (isinstance(value, Real) and not isinstance(value, bool) and value >= 0):
+            raise ValueError(f"{name} must be a nonnegative number, got {value!r}")
+    maxiter = options.get("maxiter")
+    if maxiter is not None and not (isinstance(maxiter, Integral)
+                                    and not isinstance(maxiter, bool) and maxiter > 0):
+        raise ValueError(f"maxiter must be a positive integer, got {maxiter!r}")
+
+
 def make_solver(mode: str, assemble: Callable[[], sp.spmatrix],
                 operator: Callable[[], spla.LinearOperator],
                 reduced: Callable[[], Any] | None = None,
@@ -417,7 +449,15 @@ def make_solver(mode: str, assemble: Callable[[], sp.spmatrix],
         See :class:`KKTSolver`.
     **options
         Options of the chosen solver.
+
+    Raises
+    ------
+    ValueError
+        On an unknown option or a value out of range: ``permc_spec`` not one of
+        :data:`PERMC_SPECS`, ``atol``/``btol`` not a nonnegative number, ``maxiter`` not a
+        positive integer.
     """
+    _check_options(options)
     if mode == "direct":
         if factorization == "auto":
             factorization = "lu" if has_psd else "ldl"

@@ -11,6 +11,7 @@ solutions of a problem whose linear terms are perturbed by the cotangents. As
 from __future__ import annotations
 
 from contextlib import contextmanager
+from numbers import Real
 from typing import Callable, Iterator
 
 import numpy as np
@@ -29,10 +30,15 @@ ForwardSolve = Callable[..., tuple]
 
 
 def _check_tau_rho(tau: float | None, rho: float) -> None:
-    if tau is None or not tau > 0:
-        raise ValueError(f"LPGD modes need tau > 0, got tau={tau!r}")
-    if not rho >= 0:
-        raise ValueError(f"LPGD modes need rho >= 0, got rho={rho!r}")
+    if not _real(tau) or not tau > 0:
+        raise ValueError(f"LPGD modes need a number tau > 0, got tau={tau!r}")
+    if not _real(rho) or not rho >= 0:
+        raise ValueError(f"LPGD modes need a number rho >= 0, got rho={rho!r}")
+
+
+def _real(value) -> bool:
+    """Whether ``value`` is a real number (not a bool, a string or None)."""
+    return isinstance(value, Real) and not isinstance(value, (bool, np.bool_))
 
 
 @contextmanager
@@ -77,6 +83,8 @@ class LPGDDerivative:
         self.y = as_vector(y, "y", data.m)
         self.s = as_vector(s, "s", data.m)
         self.forward = forward
+        if tau is not None:  # a default given now is checked now; else at each call
+            _check_tau_rho(tau, rho)
         self.tau, self.rho = tau, rho
         self.A_pattern = MatrixPattern(data.A, "A")
         self.quadratic = QuadraticTerm(data.P, data.n) if quadratic is None else quadratic

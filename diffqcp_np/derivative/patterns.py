@@ -22,6 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._fast_checks import all_finite, largest_magnitude
+from .._input_arrays import has_index_arrays
 from .._sparse import UNSIGNED_INDEX as _U
 from .._sparse import column_indices, equal_patterns
 from .._validation import as_csc
@@ -188,7 +189,8 @@ class MatrixPattern:
     def _same_pattern(self, d) -> bool:
         """Whether ``d`` is a float64 CSC matrix storing exactly this pattern."""
         return (sp.issparse(d) and d.format == "csc" and d.dtype == np.float64
-                and d.shape == self.shape
+                and d.shape == self.shape and d.data.shape == self.indices.shape
+                and has_index_arrays(d)
                 and equal_patterns(d.indptr, d.indices, self.indptr, self.indices))
 
     def perturbation_values(self, d, argname: str) -> np.ndarray:

@@ -23,6 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from .._fast_checks import all_finite, largest_magnitude
 from .._sparse import transpose
 from .._validation import ProblemData, as_vector
 from .._warnings import warn_at_caller
@@ -92,10 +93,38 @@ def warn_nondifferentiable(defect: np.ndarray, transpose: bool, n: int,
                    "least-squares answer", NonDifferentiableWarning)
 
 
+class NonFiniteDerivativeWarning(RuntimeWarning):
+    """``D`` or ``DT`` computed NaN or Inf from finite input: the perturbations or
+    cotangents are too large for the answer to be represented in float64."""
+
+
 def _check_unused_kwargs(kwargs: dict) -> None:
     unknown = sorted(set(kwargs) - set(_IGNORED_DIFFCP_KWARGS))
     if unknown:
         raise TypeError(f"unexpected keyword arguments {unknown}")
+
+
+def warn_if_not_finite(name: str, *arrays: np.ndarray) -> None:
+    """Warn (:class:`NonFiniteDerivativeWarning`) when an output array holds NaN or Inf.
+
+    Called only where the outputs may have overflowed: when the largest magnitude of the
+    solve's answer (:meth:`~.linear_solvers.KKTSolver.solve_with_magnitude`) times how
+    much an output can exceed it reaches :data:`_SAFE`.
+    """
+    if not all(all_finite(a) for a in arrays):
+        warn_not_finite(name)
+
+
+def warn_not_finite(name: str) -> None:
+    """Warn that ``name`` returned NaN or Inf (:class:`NonFiniteDerivativeWarning`, at the
+    caller's line)."""
+    warn_at_caller(f"{name} returned NaN or Inf: the answer is too large for float64 (scale "
+                   "the perturbations or cotangents down; the derivative is linear)",
+                   NonFiniteDerivativeWarning)
+
+
+#: Outputs bounded by this cannot have overflowed on the way.
+_SAFE = 1e300
 
 
 class SolutionDerivative:
@@ -285,10 +314,15 @@ class SolutionDerivative:
             rhs_v -= dA_x
         if dP is not None:
             rhs_x += self.quadratic.expand(dP) @ self.x
-        z = self.solver.solve(np.negative(rhs, out=rhs))
+        z, largest = self.solver.solve_with_magnitude(np.negative(rhs, out=rhs),
+                                                      overwrite=True)
         dx, dv = z[:n], z[n:]
         dy = self.cone_jacobian.matvec(dv)
-        return dx, dy, dy - dv
+        ds = dy - dv
+        # |D dv|₂ <= |dv|₂ (D's eigenvalues lie in [0, 1]): dy and ds stay below this
+        if not largest * 2.0 * (m + 1) ** 0.5 < _SAFE:
+            warn_if_not_finite("D", dx, dy, ds)
+        return dx, dy, ds
 
     # -- VJP ----------------------------------------------------------------------------
     def vjp(self, dx=None, dy=None, ds=None, return_dP: bool = False, **kwargs: Any):
@@ -324,13 +358,24 @@ class SolutionDerivative:
             rhs[n:] = self.cone_jacobian.matvec(total)
             if gs is not None:
                 rhs[n:] -= gs
-        w = self.solver.solve_transpose(np.negative(rhs, out=rhs))
+        w, largest = self.solver.solve_with_magnitude(np.negative(rhs, out=rhs),
+                                                      transpose=True, overwrite=True)
         w1, w2 = w[:n], w[n:]
         dA = gradient_A(self.A_pattern, self.y, w1, w2, self.x)
         if not return_dP:
+            if not largest * self._gradient_bound < _SAFE:
+                warn_if_not_finite("DT", w, dA.data)
             return dA, w2, w1
         if self.quadratic.pattern is None:
             dP = sp.csc_matrix((n, n))
         else:
             dP = self.quadratic.gradient(w1, self.x)
+        if not largest * self._gradient_bound < _SAFE:
+            warn_if_not_finite("DT", w, dA.data, dP.data)
         return dA, w2, w1, dP
+
+    @cached_property
+    def _gradient_bound(self) -> float:
+        """How much larger than ``max |w|`` an entry of ``dA`` or ``dP`` can be:
+        ``|y_i w1_j − w2_i x_j| <= max|w| (max|x| + max|y|)``, twice that for ``dP``."""
+        return 1.0 + 2.0 * (largest_magnitude(self.x) + largest_magnitude(self.y))

@@ -22,6 +22,7 @@ from typing import Any, Optional
 import numpy as np
 import scipy.sparse as sp
 
+from diffqcp_np._validation import as_vector
 from diffqcp_np.cones.spec import ConeSpec
 from diffqcp_np.solvers.base import (
     SCS_STYLE_STATUS,
@@ -102,16 +103,19 @@ def resolve_solve_method(solve_method: str, cones: ConeSpec, shape: tuple[int, i
     return "IPM" if batched_ipm.applies(cones, shape, solver_kwargs) else AUTO_FALLBACK
 
 
-def check_warm_start(warm_start: tuple, n: int, m: int) -> None:
-    if len(warm_start) != 3:
-        raise ValueError("warm_start must be a tuple (x, y, s)")
-    for name, value, size in zip("xys", warm_start, (n, m, m)):
-        if np.shape(value) != (size,):
-            raise ValueError(
-                f"warm_start {name} has shape {np.shape(value)}, expected ({size},)"
-            )
-        if not np.all(np.isfinite(value)):
-            raise ValueError(f"warm_start {name} contains NaN or Inf")
+def check_warm_start(warm_start: tuple, n: int, m: int) -> tuple:
+    """``warm_start`` as three float64 vectors ``(x, y, s)`` of lengths n, m, m.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Naming ``warm_start`` (and the vector): not three vectors, wrong lengths, NaN or
+        Inf, complex or non-numeric values.
+    """
+    if not isinstance(warm_start, (tuple, list)) or len(warm_start) != 3:
+        raise ValueError(f"warm_start must be a tuple (x, y, s), got {type(warm_start).__name__}")
+    return tuple(as_vector(value, f"warm_start {name}", size)
+                 for name, value, size in zip("xys", warm_start, (n, m, m)))
 
 
 def solve_cone_program(
@@ -180,7 +184,7 @@ def solve_cone_program(
     solve_method = resolve_solve_method(solve_method, cones, A.shape, solver_kwargs)
     module = _solver_module(solve_method)
     if warm_start is not None:
-        check_warm_start(warm_start, A.shape[1], A.shape[0])
+        warm_start = check_warm_start(warm_start, A.shape[1], A.shape[0])
     return module.solve(
         A,
         b,
@@ -269,5 +273,5 @@ class BatchSolver:
             self._prepared = self._prepare()
         if warm_start is not None:
             m, n = self.patterns.shape
-            check_warm_start(warm_start, n, m)
+            warm_start = check_warm_start(warm_start, n, m)
         return self._prepared(A, b, c, P, warm_start, raise_on_error)

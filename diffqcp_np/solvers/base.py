@@ -8,6 +8,7 @@ returns a :class:`SolverResult` through :func:`finish`, which raises
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -216,6 +217,73 @@ def finish(
         if raise_on_error:
             raise SolverError(info["error_message"])
     return SolverResult(x=x, y=y, s=s, status=status, info=info)
+
+
+#: The kinds :func:`checked_settings` knows, with what a value of each must be.
+_SETTING_KINDS = {
+    int: "an integer",
+    float: "a real number",
+    bool: "True or False",
+    str: "a string or None",
+}
+#: Integer settings go to C ``int`` fields.
+_C_INT_LIMIT = 2**31
+
+
+def _setting_value(kind: type, value: Any) -> Any:
+    """``value`` as a setting of ``kind`` (``int``, ``float``, ``bool``, ``str``, or
+    ``object`` for any value), or raise TypeError/ValueError (without the setting's name:
+    the caller adds it)."""
+    is_bool = isinstance(value, (bool, np.bool_))
+    if kind is object:  # anything: the solver checks it
+        return value
+    if kind is bool:
+        if is_bool or (isinstance(value, Integral) and value in (0, 1)):
+            return bool(value)
+    elif kind is int:
+        if isinstance(value, Integral) and not is_bool:
+            if not -_C_INT_LIMIT <= value < _C_INT_LIMIT:
+                raise ValueError(f"must be an integer below 2**31 in magnitude, got {value!r}")
+            return int(value)
+    elif kind is float:
+        if isinstance(value, Real) and not is_bool:
+            return float(value)
+    elif value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"must be {_SETTING_KINDS[kind]}, got {value!r}")
+
+
+def checked_settings(solver: str, settings: dict[str, Any],
+                     kinds: dict[str, type]) -> dict[str, Any]:
+    """The settings of a solver with the type of each known one checked (booleans given as
+    0 or 1 made ``bool``), before its C code reads them by argument position.
+
+    Names not in ``kinds`` are passed on: the solver decides (see
+    :func:`rejected_settings`).
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the setting, for a value of the wrong type or out of range.
+    """
+    out = dict(settings)
+    for key, value in settings.items():
+        kind = kinds.get(key)
+        if kind is not None:
+            try:
+                out[key] = _setting_value(kind, value)
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"{solver} setting {key} {err}") from None
+    return out
+
+
+def rejected_settings(solver: str, settings: dict[str, Any], kinds: dict[str, type],
+                      err: TypeError) -> ValueError:
+    """The error for settings a solver's constructor refused with a ``TypeError`` (an
+    unknown keyword, or a type it checks itself), naming the settings it does not know."""
+    unknown = sorted(set(settings) - set(kinds))
+    named = f"unknown {solver} settings {unknown}" if unknown else f"invalid {solver} settings"
+    return ValueError(f"{named} ({err}); known settings: {sorted(kinds)}")
 
 
 class RowTransform:

@@ -121,7 +121,7 @@ def _settings(verbose: bool, kwargs: dict[str, Any]) -> "clarabel.DefaultSetting
             )
         try:
             setattr(settings, key, value)
-        except (AttributeError, TypeError) as err:
+        except (AttributeError, TypeError, OverflowError) as err:  # overflow: negative counts
             raise ValueError(f"invalid Clarabel setting {key}={value!r}: {err}") from err
     settings.verbose = bool(verbose)
     return settings
@@ -142,14 +142,34 @@ class _ListCSC:
         self.nnz = len(data)
 
 
+def _panicked(err: BaseException, n: int, m: int, raise_on_error: bool) -> SolverResult:
+    """A failed result for a Rust panic inside Clarabel (a ``BaseException`` that would
+    otherwise pass every ``except Exception``): raised as :class:`SolverError` with the
+    panic's message when ``raise_on_error``."""
+    native = f"panic: {err}"
+    info = {"panic": str(err), **scs_style_info(FAILED, 0, np.nan, np.nan, 0.0, 0.0)}
+    return finish(NAME, native, FAILED, np.full(n, np.nan), np.full(m, np.nan),
+                  np.full(m, np.nan), info, raise_on_error,
+                  wording=f"Solver clarabel failed with a panic ({err})")
+
+
 def _run(P, c, A, b, solver_cones: list, settings, rows: Optional[RowTransform],
          raise_on_error: bool) -> SolverResult:
     """Solve with Clarabel (data in its row order) and map the result back."""
     m, n = A.shape
     start = time.perf_counter()
-    solver = clarabel.DefaultSolver(P, c, A, b, solver_cones, settings)
-    setup_time = time.perf_counter() - start
-    solution = solver.solve()
+    try:
+        solver = clarabel.DefaultSolver(P, c, A, b, solver_cones, settings)
+        setup_time = time.perf_counter() - start
+        solution = solver.solve()
+    except Exception as err:  # noqa: BLE001 - Clarabel raises plain Exception
+        if str(err).startswith("Bad settings"):  # values only the solver checks
+            raise ValueError(f"invalid Clarabel settings: {err}") from err
+        raise
+    except BaseException as err:
+        if type(err).__name__ != "PanicException":  # KeyboardInterrupt, SystemExit, ...
+            raise
+        return _panicked(err, n, m, raise_on_error)
 
     x = as_solution_vector(solution.x, n)
     y = as_solution_vector(solution.z, m)

@@ -38,7 +38,9 @@ from diffqcp_np.solvers.base import (
     RowTransform,
     SolverResult,
     as_solution_vector,
+    checked_settings,
     finish,
+    rejected_settings,
     scs_style_info,
 )
 
@@ -72,6 +74,13 @@ def _diffcp_wording(flag: int) -> str:
 _SWAP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
 _EXP_DUAL = _SWAP @ EXP_DUAL_TO_EXP
 _EXP_DUAL_INV = EXP_DUAL_TO_EXP_INV @ _SWAP
+
+
+#: ECOS settings and their types (others are passed on: ECOS decides).
+SETTINGS = {
+    "feastol": float, "abstol": float, "reltol": float, "feastol_inacc": float,
+    "abstol_inacc": float, "reltol_inacc": float, "max_iters": int, "nitref": int,
+}
 
 
 def _check_supported(cones: ConeSpec, P: Optional[sp.csc_matrix]) -> None:
@@ -157,9 +166,12 @@ def solve(
     if z:
         A_eq, b_eq = _csc_copy(A_rows[:z]), np.array(b_rows[:z], dtype=np.float64)
     ecos_cones = {"l": cones.nonneg, "q": list(cones.soc), "e": cones.exp + cones.exp_dual}
-    solution = ecos.solve(
-        np.array(c, dtype=np.float64), G, h, ecos_cones, A_eq, b_eq, verbose=bool(verbose), **kwargs
-    )
+    settings = checked_settings(NAME, kwargs, SETTINGS)
+    try:
+        solution = ecos.solve(np.array(c, dtype=np.float64), G, h, ecos_cones, A_eq, b_eq,
+                              verbose=bool(verbose), **settings)
+    except TypeError as err:  # the data are checked: an unknown or mistyped setting
+        raise rejected_settings(NAME, settings, SETTINGS, err) from err
 
     x = as_solution_vector(solution.get("x"), n)
     y = np.concatenate(

@@ -28,7 +28,9 @@ from diffqcp_np.solvers.base import (
     UNBOUNDED_INACCURATE,
     SolverResult,
     as_solution_vector,
+    checked_settings,
     finish,
+    rejected_settings,
     upper_triangle,
 )
 from diffqcp_np.solvers.prepared import PreparedSolve, SharedMatrices, SharedPatterns
@@ -47,8 +49,18 @@ STATUS = {
 }
 
 
+#: SCS 3 settings and their types (others are passed on: SCS decides).
+SETTINGS = {
+    "max_iters": int, "acceleration_lookback": int, "acceleration_interval": int,
+    "eps_abs": float, "eps_rel": float, "eps_infeas": float, "alpha": float, "scale": float,
+    "rho_x": float, "time_limit_secs": float, "normalize": bool, "adaptive_scale": bool,
+    "verbose": bool, "write_data_filename": str, "log_csv_filename": str,
+    "linear_solver": object,
+}
+
+
 def _settings(verbose: bool, kwargs: dict[str, Any]) -> dict[str, Any]:
-    settings = dict(kwargs)
+    settings = checked_settings(NAME, kwargs, {**SETTINGS, "eps": float})
     if "eps" in settings:
         eps = settings.pop("eps")
         # as diffcp: eps wins over eps_abs/eps_rel (CVXPY always adds those at 1e-5)
@@ -59,7 +71,10 @@ def _settings(verbose: bool, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run(data: dict, cones: dict, settings: dict, warm_start: Optional[tuple]) -> dict:
-    solver = scs.SCS(data, cones, **settings)
+    try:
+        solver = scs.SCS(data, cones, **settings)
+    except TypeError as err:  # the data are checked: an unknown or mistyped setting
+        raise rejected_settings(NAME, settings, SETTINGS, err) from err
     if warm_start is None:
         return solver.solve(warm_start=False)
     x, y, s = warm_start
