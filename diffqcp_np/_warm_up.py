@@ -167,6 +167,19 @@ def _dense_trailing_block() -> None:
     _differentiate(_known_solution({"z": 2, "l": n}, n=n, P=sp.csc_matrix(F.T @ F + np.eye(n))))
 
 
+def _psd_checks() -> None:
+    """The positive semidefiniteness check of P on each of its paths: a compiled dense
+    Cholesky, LAPACK's, the sparse LDLᵀ (P's that are not diagonally dominant)."""
+    from .derivative.convexity import check_positive_semidefinite
+
+    rng = np.random.default_rng(4)
+    for n in (8, 60):
+        F = rng.standard_normal((n, n))
+        check_positive_semidefinite(sp.csc_matrix(F.T @ F))
+    B = sp.diags([rng.standard_normal(200 - k) for k in range(3)], range(3), format="csc")
+    check_positive_semidefinite(sp.csc_matrix(B.T @ B).sorted_indices())
+
+
 #: ``(description, task)``: together they reach every kernel of :func:`kernels`.
 TASKS: tuple[tuple[str, Callable[[], None]], ...] = (
     ("zero and orthant cones", lambda: _differentiate(_known_solution({"z": 2, "l": 6}))),
@@ -181,6 +194,7 @@ TASKS: tuple[tuple[str, Callable[[], None]], ...] = (
     ("a dense trailing block", _dense_trailing_block),
     ("badly scaled rows (equilibration)", lambda: _differentiate(
         _known_solution({"z": 1, "l": 8}, row_scale=1e-6))),
+    ("positive semidefiniteness of P", _psd_checks),
     ("projections and their Jacobians", _every_cone),
     ("forward solvers (SCS, Clarabel, ECOS)", _forward_solvers),
     ("same-structure batches (interior point, active set, Clarabel)", _batch),

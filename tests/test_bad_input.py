@@ -374,8 +374,8 @@ def test_batch_arguments_may_be_generators():
     prob = small_qp()
     got = solve_only_batch((A for A in [prob.A] * 2), iter([prob.b] * 2), (prob.c, prob.c),
                            [prob.cone_dict] * 2, Ps=(P for P in [prob.P] * 2),
-                           backend="serial")
-    want = solve_only(prob.A, prob.b, prob.c, prob.cone_dict, P=prob.P)
+                           backend="serial", solve_method="Clarabel")
+    want = solve_only(prob.A, prob.b, prob.c, prob.cone_dict, P=prob.P, solve_method="Clarabel")
     for gotten, wanted in zip(got, want):
         np.testing.assert_array_equal(gotten[1], wanted)
     raises_naming("bs", lambda: solve_only_batch([prob.A] * 2, iter([prob.b]), [prob.c] * 2,
@@ -461,8 +461,8 @@ def test_cone_dicts_with_numpy_values_and_invalid_twins():
     numpy_dict = {"l": np.int64(2), "q": np.array([3, 3])}
     got = solve_only_batch([prob.A] * 2, [prob.b] * 2, [prob.c] * 2,
                            [dict(numpy_dict), dict(numpy_dict)], Ps=[prob.P] * 2,
-                           backend="serial")
-    want = solve_only(prob.A, prob.b, prob.c, prob.cone_dict, P=prob.P)
+                           backend="serial", solve_method="Clarabel")
+    want = solve_only(prob.A, prob.b, prob.c, prob.cone_dict, P=prob.P, solve_method="Clarabel")
     np.testing.assert_array_equal(got[0][1], want[0])
     D, _ = derivative(prob.A, prob.b, prob.c, {"l": np.array(2), "q": [np.array(3), 3]},
                       prob.x, prob.y, prob.s, P=prob.P)  # 0-d arrays as sizes

@@ -43,6 +43,28 @@ def _panel_ldl(A, d):
     return True
 
 
+@numba.njit(nogil=True, cache=True)
+def cholesky_in_place(L, floor):
+    """Cholesky factor ``L`` (``A = L L'``) of the symmetric ``A`` whose lower triangle
+    ``L`` holds, in place (unblocked, for small matrices). Returns False, stopping there,
+    at the first pivot ``d_j`` (before its square root) not above ``floor``."""
+    n = L.shape[0]
+    for j in range(n):
+        d = L[j, j]
+        for k in range(j):
+            d -= L[j, k] * L[j, k]
+        if not d > floor:
+            return False
+        d = np.sqrt(d)
+        L[j, j] = d
+        for i in range(j + 1, n):
+            acc = L[i, j]
+            for k in range(j):
+                acc -= L[i, k] * L[j, k]
+            L[i, j] = acc / d
+    return True
+
+
 def dense_ldl(S: np.ndarray) -> tuple[np.ndarray, bool]:
     """LDLᵀ of the symmetric ``S`` (lower triangle read) in place.
 

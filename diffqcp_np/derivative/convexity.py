@@ -24,6 +24,7 @@ import scipy.sparse as sp
 from scipy.linalg import lapack
 
 from .._sparse import CSCArrays
+from ._dense_block import cholesky_in_place
 from ._ldl import ZeroPivotError, factorize
 
 #: Eigenvalues of ``P`` down to ``−PSD_TOLERANCE · max|P|`` count as zero.
@@ -76,20 +77,7 @@ def _small_positive_definite(indptr, indices, data, shift):
         for p in range(indptr[j], indptr[j + 1]):
             if indices[p] >= j:
                 L[indices[p], j] += data[p]
-    for j in range(n):
-        pivot = L[j, j]
-        for k in range(j):
-            pivot -= L[j, k] * L[j, k]
-        if not pivot > 0.0:
-            return False
-        root = np.sqrt(pivot)
-        L[j, j] = root
-        for i in range(j + 1, n):
-            acc = L[i, j]
-            for k in range(j):
-                acc -= L[i, k] * L[j, k]
-            L[i, j] = acc / root
-    return True
+    return cholesky_in_place(L, 0.0)
 
 
 @numba.njit(nogil=True, cache=True)

@@ -24,6 +24,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ..derivative._dense_block import cholesky_in_place
+
 #: Relative size below which a pivot of ``P``'s Cholesky factor counts as zero.
 _PD_TOLERANCE = 1e-10
 #: A new normal whose component outside the active normals' span (in P⁻¹'s metric) is
@@ -45,21 +47,8 @@ def _cholesky_inverse(Pv, P_row, P_col, n, L, JT):  # pragma: no cover - compile
     scale = 0.0
     for i in range(n):
         scale = max(scale, abs(L[i, i]))
-    if not scale > 0.0:
+    if not scale > 0.0 or not cholesky_in_place(L, _PD_TOLERANCE * scale):
         return False
-    for j in range(n):
-        d = L[j, j]
-        for k in range(j):
-            d -= L[j, k] * L[j, k]
-        if not d > _PD_TOLERANCE * scale:
-            return False
-        d = np.sqrt(d)
-        L[j, j] = d
-        for i in range(j + 1, n):
-            acc = L[i, j]
-            for k in range(j):
-                acc -= L[i, k] * L[j, k]
-            L[i, j] = acc / d
     # J = L⁻ᵀ is upper triangular; JT = J' = L⁻¹ is lower triangular: solve L X = I.
     for i in range(n):
         for j in range(n):
