@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import _canonical_and_finite, as_csc
+from .._input_arrays import INVALID, compressed_status, structure_error
+from .._validation import as_csc
 from ..backend import is_device_array
 from .engine import Engine
 
@@ -52,7 +53,11 @@ def device_csc(matrix: Any, name: str, engine: Engine, shape: tuple[int, int] | 
         rows = canonical.shape[0]
         if shape is not None and canonical.shape != shape:
             raise ValueError(f"{name} has shape {canonical.shape}, expected {shape}")
-        if not _canonical_and_finite(rows, indptr, indices, np.zeros(indices.size)):
+        cols, zeros = canonical.shape[1], np.zeros(indices.size)
+        status = compressed_status(rows, cols, indptr, indices, zeros)
+        if status == INVALID:
+            raise ValueError(structure_error(name, "csc", cols, rows, indptr, indices, zeros))
+        if status:  # not canonical after the conversion
             raise ValueError(f"{name} has an invalid sparse structure")
         return indptr, indices, values, canonical.shape
     host = as_csc(matrix, name, shape)
