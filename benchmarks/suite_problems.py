@@ -39,6 +39,8 @@ class Problem:
         Full symmetric quadratic term.
     note : str
         How the problem was formulated.
+    solution : (x, y, s) or None
+        The known solution, for problems built with one.
     """
 
     A: sp.csc_matrix
@@ -47,6 +49,7 @@ class Problem:
     cone_dict: dict
     P: sp.csc_matrix | None = None
     note: str = ""
+    solution: tuple | None = None
 
     @property
     def m(self) -> int:
@@ -127,7 +130,7 @@ def with_known_solution(A: sp.spmatrix, cone_dict: dict, v: np.ndarray,
     y = pi(v, cone_dict, dual=True)
     s = y - v
     c = -(A.T @ y) - (P @ x if P is not None else 0.0)
-    return Problem(A, A @ x + s, c, cone_dict, P, note)
+    return Problem(A, A @ x + s, c, cone_dict, P, note, (x, y, s))
 
 
 def all_cones(seed: int = 0) -> Problem:

@@ -94,6 +94,7 @@ from ._batch_structure import BatchStructure
 from ._dense_batch import DenseBatchDerivative
 from ._parallel import ProgressLike, Runner, describe, make_runner, tag_exception
 from ._validation import ProblemData, check_problem
+from .backend import device_requested
 from .cone_program import (
     _LPGD_OPTIONS,
     DEFAULT_MODE,
@@ -692,6 +693,12 @@ def _batch_closures(runner: Runner, derivatives: list[_Derivative | None],
 
 
 # -- public API -----------------------------------------------------------------------------
+def _first_entries(**lists) -> dict:
+    """The first entry of each list that has one (what selects the device path)."""
+    return {name: value[0] for name, value in lists.items()
+            if isinstance(value, Sequence) and len(value)}
+
+
 def solve_and_derivative_batch(As: Sequence, bs: Sequence, cs: Sequence, cone_dicts: Sequence,
                                n_jobs_forward: int = -1, n_jobs_backward: int = -1,
                                mode: str = DEFAULT_MODE, warm_starts: Sequence | None = None,
@@ -742,7 +749,9 @@ def solve_and_derivative_batch(As: Sequence, bs: Sequence, cs: Sequence, cone_di
         decide every face. ``False``: neither refined nor checked.
     **kwargs
         ``solve_method``, ``derivative_kwargs`` and forward-solver settings, as for
-        ``solve_and_derivative``.
+        ``solve_and_derivative``; ``device`` (None, "cpu" or "cuda"): CuPy data or
+        ``device="cuda"`` differentiate on the device (:mod:`diffqcp_np.gpu.batch`: the
+        forward pass on the host, same-structure problems factored together).
 
     Returns
     -------
@@ -765,6 +774,14 @@ def solve_and_derivative_batch(As: Sequence, bs: Sequence, cs: Sequence, cone_di
     RuntimeError
         When a worker process dies or the executor cannot run a task.
     """
+    if device_requested(kwargs.pop("device", None), _first_entries(As=As, bs=bs, cs=cs,
+                                                                   Ps=Ps)):
+        from .gpu import batch as device_batch
+
+        return device_batch.solve_and_derivative_batch(
+            As, bs, cs, cone_dicts, n_jobs_forward, n_jobs_backward, mode, warm_starts, Ps,
+            backend=backend, executor=executor, raise_on_error=raise_on_error,
+            progress=progress, chunksize=chunksize, return_info=return_info, **kwargs)
     mode = _check_mode(mode)
     solve_method, derivative_kwargs, solver_kwargs = _split_kwargs(kwargs)
     problems, settings = _prepare(

@@ -242,14 +242,27 @@ class LayerStructure:
         dA_data = np.stack([self._pattern_values(dAs[i], self.A_indices, self.A_indptr,
                                                  (self.m, self.n)) for i in range(batch)])
         db = np.stack([np.asarray(d, dtype=float) for d in dbs])
-        dA_vals = np.asarray((self.S_A.T @ dA_data.T + self.S_b.T @ db.T).T)
-        dq = np.zeros((batch, self.n + 1))
-        dq[:, :-1] = np.stack([np.asarray(d, dtype=float) for d in dcs])
-        dP_vals = None
+        dc = np.stack([np.asarray(d, dtype=float) for d in dcs])
+        dP_data = None
         if has_P and self.S_P is not None:
             dP_data = np.stack([self._pattern_values(dPs[i], self.P_indices, self.P_indptr,
                                                      (self.n, self.n)) for i in range(batch)])
-            dP_vals = np.asarray((self.S_P.T @ dP_data.T).T)
+        return self.stacked_gradients(dA_data, db, dc, dP_data, np, lambda matrix: matrix)
+
+    def stacked_gradients(self, dA_data, db, dc, dP_data, xp, sparse):
+        """``(dP, dq, dA)`` value gradients from stacked gradients on the problems' data
+        (``dA``, ``dP`` as values on the stored patterns, ``(B, nnz)``), on the array
+        namespace ``xp`` (``sparse``: a SciPy matrix as one of ``xp``'s, kept per
+        namespace)."""
+        key = getattr(xp, "__name__", repr(xp))
+        matrices = self.__dict__.setdefault("_on", {})
+        if key not in matrices:
+            matrices[key] = tuple(None if S is None else sparse(S)
+                                  for S in (self.S_A, self.S_b, self.S_P))
+        S_A, S_b, S_P = matrices[key]
+        dA_vals = (S_A.T @ dA_data.T + S_b.T @ db.T).T
+        dq = xp.concat([dc, xp.zeros((dc.shape[0], 1))], axis=1)
+        dP_vals = None if dP_data is None or S_P is None else (S_P.T @ dP_data.T).T
         return dP_vals, dq, dA_vals
 
     def signature(self) -> tuple:
@@ -258,12 +271,14 @@ class LayerStructure:
 
 @dataclass
 class _BatchState:
-    """What the backward pass of one layer call needs."""
+    """What the backward pass of one layer call needs (``engine``: the device path's,
+    None on the CPU)."""
 
     structure: LayerStructure
     DT: Any
     batch: int
     has_P: bool
+    engine: Any = None
 
 
 def _unwrap_state(state: Any) -> _BatchState:
@@ -341,7 +356,12 @@ class _DiffqcpSolverImpl:
             options.update(solver_args)
         return options
 
-    def _solve(self, structure: LayerStructure, P, q, A, solver_args, needs_grad: bool):
+    def _solve(self, structure: LayerStructure, P, q, A, solver_args, needs_grad: bool,
+               like: Any = None):
+        """Solutions ``(B, n)``, duals ``(B, m)`` and the backward state. With the device
+        path (the ``device`` option, or ``like``, the layer's tensor, on a CUDA device:
+        :func:`~diffqcp_np.gpu.interop.device_for`) the derivatives are set up on the
+        device and the solutions returned as arrays of its engine."""
         from . import batch as _batch
 
         q = as_real_array(q, "q")
@@ -349,10 +369,21 @@ class _DiffqcpSolverImpl:
         P = None if P is None else as_real_array(P, "P")
         As, bs, cs, Ps = structure.problems(P, q, A)
         options = self._options(solver_args)
+        device = options.pop("device", None)
+        if device is not None or like is not None:
+            from .gpu.interop import device_for
+
+            device = device_for(device, like)
         cones = [structure.cone_dict] * len(cs)
         if needs_grad:
             xs, ys, _, _, DT = _batch.solve_and_derivative_batch(As, bs, cs, cones, Ps=Ps,
-                                                                 **options)
+                                                                 device=device, **options)
+            if device == "cuda":
+                from .gpu import engine as engines
+
+                engine = engines.current()
+                return (engine.xp.stack(xs), engine.xp.stack(ys),
+                        _BatchState(structure, DT, len(cs), Ps is not None, engine))
             state = _BatchState(structure, DT, len(cs), Ps is not None)
         else:
             for key in _DERIVATIVE_ONLY:
@@ -362,6 +393,25 @@ class _DiffqcpSolverImpl:
         primal = np.stack([np.asarray(x, dtype=np.float64) for x in xs])
         dual = np.stack([np.asarray(y, dtype=np.float64) for y in ys])
         return primal, dual, state
+
+    @staticmethod
+    def _device_derivative(dprimal, ddual, state: _BatchState):
+        """``(dP, dq, dA)`` on the device path: cotangents and gradients on its engine
+        (one batched VJP where the batch has one structure and no failed problem)."""
+        engine, structure = state.engine, state.structure
+        xp = engine.xp
+        dprimal = xp.reshape(xp.astype(dprimal, xp.float64), (state.batch, structure.n))
+        ddual = xp.reshape(xp.astype(ddual, xp.float64), (state.batch, structure.m))
+        batch = state.DT.device_batch
+        if batch is not None:
+            dA, db, dc, dP = batch.vjp(dprimal, ddual, None)
+        else:
+            out = state.DT(list(dprimal), list(ddual), None, return_dP=state.has_P)
+            dA = xp.stack([a.data for a in out[0]])
+            db, dc = xp.stack(out[1]), xp.stack(out[2])
+            dP = xp.stack([p.data for p in out[3]]) if state.has_P else None
+        return structure.stacked_gradients(dA, db, dc, dP if state.has_P else None, xp,
+                                           engine.from_scipy)
 
     @staticmethod
     def _derivative(dprimal, ddual, saved_state):
@@ -403,10 +453,15 @@ class _DiffqcpSolverImpl:
 
         structure = self._structure_for(dims, q.shape[-1], A.shape[-1])
         primal, dual, state = self._solve(structure, to_np(P), to_np(q), to_np(A),
-                                          solver_args, needs_grad)
+                                          solver_args, needs_grad, like=q)
         if state is not None:
             state.torch_like = (q.dtype, q.device,
                                 None if P is None else P.dtype, A.dtype)
+            if state.engine is not None:
+                from .gpu.interop import to_torch
+
+                return (to_torch(primal, q.dtype, q.device),
+                        to_torch(dual, q.dtype, q.device), state)
         return (torch.from_numpy(primal).to(dtype=q.dtype, device=q.device),
                 torch.from_numpy(dual).to(dtype=q.dtype, device=q.device), state)
 
@@ -414,10 +469,17 @@ class _DiffqcpSolverImpl:
         import torch
 
         state = _unwrap_state(saved_state)
-        dP, dq, dA = self._derivative(dprimal.detach().cpu().numpy(),
-                                      ddual.detach().cpu().numpy(), state)
         q_dtype, device, P_dtype, A_dtype = getattr(
             state, "torch_like", (dprimal.dtype, dprimal.device, dprimal.dtype, dprimal.dtype))
+        if state.engine is not None:
+            from .gpu.interop import from_framework, to_torch
+
+            dP, dq, dA = self._device_derivative(from_framework(dprimal, state.engine),
+                                                 from_framework(ddual, state.engine), state)
+            return (None if dP is None else to_torch(dP, P_dtype or q_dtype, device),
+                    to_torch(dq, q_dtype, device), to_torch(dA, A_dtype, device))
+        dP, dq, dA = self._derivative(dprimal.detach().cpu().numpy(),
+                                      ddual.detach().cpu().numpy(), state)
         return (None if dP is None
                 else torch.from_numpy(dP).to(dtype=P_dtype or q_dtype, device=device),
                 torch.from_numpy(dq).to(dtype=q_dtype, device=device),
@@ -441,18 +503,29 @@ class _DiffqcpSolverImpl:
         structure = self._structure_for(dims, q.shape[-1], A.shape[-1])
         primal, dual, state = self._solve(
             structure, None if P is None else np.asarray(P), np.asarray(q), np.asarray(A),
-            solver_args, needs_grad)
+            solver_args, needs_grad, like=q)
         if state is not None:
             state.jax_like = (q.dtype, None if P is None else P.dtype, A.dtype)
+            if state.engine is not None:
+                from .gpu.interop import to_jax
+
+                return to_jax(primal, q.dtype), to_jax(dual, q.dtype), state
         return jnp.asarray(primal, dtype=q.dtype), jnp.asarray(dual, dtype=q.dtype), state
 
     def derivative_jax_batch(self, dprimal, ddual, saved_state):
         import jax.numpy as jnp
 
         state = _unwrap_state(saved_state)
-        dP, dq, dA = self._derivative(np.asarray(dprimal), np.asarray(ddual), state)
         q_dtype, P_dtype, A_dtype = getattr(
             state, "jax_like", (dprimal.dtype, dprimal.dtype, dprimal.dtype))
+        if state.engine is not None:
+            from .gpu.interop import from_framework, to_jax
+
+            dP, dq, dA = self._device_derivative(from_framework(dprimal, state.engine),
+                                                 from_framework(ddual, state.engine), state)
+            return (None if dP is None else to_jax(dP, P_dtype or q_dtype),
+                    to_jax(dq, q_dtype), to_jax(dA, A_dtype))
+        dP, dq, dA = self._derivative(np.asarray(dprimal), np.asarray(ddual), state)
         return (None if dP is None else jnp.asarray(dP, dtype=P_dtype or q_dtype),
                 jnp.asarray(dq, dtype=q_dtype), jnp.asarray(dA, dtype=A_dtype))
 
@@ -487,6 +560,7 @@ class _JaxData:
         self.structure = context.structure
         self.unbatched = np.ndim(q) == 1
         self.dtypes = (None if P is None else P.dtype, q.dtype, A.dtype)
+        self.like = q  # where the layer's arrays live (the device path follows it)
 
         def batch_first(x):
             if x is None:
@@ -500,8 +574,12 @@ class _JaxData:
         import jax.numpy as jnp
 
         primal, dual, state = self.solver._solve(self.structure, self.P, self.q, self.A,
-                                                 solver_args, needs_grad)
+                                                 solver_args, needs_grad, like=self.like)
         dtype = self.dtypes[1]
+        if state is not None and state.engine is not None:
+            from .gpu.interop import to_jax
+
+            return to_jax(primal, dtype), to_jax(dual, dtype), state
         return jnp.asarray(primal, dtype=dtype), jnp.asarray(dual, dtype=dtype), state
 
     def jax_solve(self, solver_args=None):
@@ -514,13 +592,24 @@ class _JaxData:
     def jax_derivative(self, dprimal, ddual, state):
         import jax.numpy as jnp
 
-        dP, dq, dA = self.solver._derivative(np.asarray(dprimal), np.asarray(ddual), state)
+        engine = _unwrap_state(state).engine
+        if engine is not None:
+            from .gpu.interop import from_framework, to_jax
+
+            dP, dq, dA = self.solver._device_derivative(
+                from_framework(dprimal, engine), from_framework(ddual, engine),
+                _unwrap_state(state))
+            convert = to_jax
+        else:
+            dP, dq, dA = self.solver._derivative(np.asarray(dprimal), np.asarray(ddual),
+                                                 state)
+            convert = jnp.asarray
 
         def layer_layout(x, dtype):
             if x is None or dtype is None:
                 return None
             x = x[0] if self.unbatched else x.T
-            return jnp.asarray(x, dtype=dtype)
+            return convert(x, dtype=dtype)
 
         P_dtype, q_dtype, A_dtype = self.dtypes
         return layer_layout(dP, P_dtype), layer_layout(dq, q_dtype), layer_layout(dA, A_dtype)

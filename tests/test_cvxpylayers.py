@@ -675,3 +675,82 @@ def test_example_learns_P(th):
     losses = [float(line.split()[3]) for line in proc.stdout.splitlines()
               if line.startswith("step")]
     assert len(losses) == 11 and losses[-1] < 0.1 * losses[0], proc.stdout
+
+
+# -- the device path (run here on NumPy with the cuDSS stand-ins; DLPack round trips) -----------
+@pytest.fixture
+def stand_in_engine(host_kernels, fresh_structures):
+    from diffqcp_np.gpu import engine as engines
+
+    engine = engines.host_engine(host_kernels)
+    with engines.use(engine):
+        yield engine
+
+
+@needs_interface
+@pytest.mark.parametrize("batch", [None, 3])
+def test_torch_device_path_matches_the_cpu_path(th, stand_in_engine, fresh_structures, batch):
+    """``DiffqcpSolver(device="cuda")``: the derivatives set up on the engine (here the
+    stand-in's NumPy), tensors moved by DLPack; gradients equal the CPU path's."""
+    tt, CvxpyLayer = th
+    problem, params, variables = portfolio_P_param()
+    rng = np.random.default_rng(RNG_SEED + 20)
+    F, mu = portfolio_values(rng, batch, shared_mu=True)
+    weights = [rng.standard_normal(((batch,) if batch else ()) + (N_ASSETS,))]
+    results = []
+    for device in (None, "cuda"):
+        solver = DiffqcpSolver(solve_method="Clarabel", device=device, **TIGHT)
+        layer = CvxpyLayer(problem, parameters=params, variables=variables, solver=solver)
+        results.append(torch_loss_and_grads(tt, layer, lambda F_, mu_: (sigma_of(F_, tt), mu_),
+                                            [F, mu], weights))
+    (loss_cpu, grads_cpu), (loss_dev, grads_dev) = results
+    assert len(fresh_structures._entries) == 1  # the device path ran (one structure)
+    assert loss_dev == pytest.approx(loss_cpu, rel=1e-12)
+    for got, want in zip(grads_dev, grads_cpu):
+        np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10)
+
+
+@needs_interface
+@pytest.mark.parametrize("batch", [None, 2])
+def test_jax_device_path_matches_the_cpu_path(jx, stand_in_engine, fresh_structures, batch):
+    jax, CvxpyLayer = jx
+    jnp = jax.numpy
+    problem, params, variables = portfolio_P_param()
+    rng = np.random.default_rng(RNG_SEED + 21)
+    F, mu = portfolio_values(rng, batch)
+    weights = [rng.standard_normal(((batch,) if batch else ()) + (N_ASSETS,))]
+    grads = []
+    for device in (None, "cuda"):
+        solver = DiffqcpSolver(solve_method="Clarabel", device=device, **TIGHT)
+        layer = CvxpyLayer(problem, parameters=params, variables=variables, solver=solver)
+        loss = jax_loss(layer, lambda F_, mu_: (sigma_of(F_, jnp), mu_), weights)
+        grads.append(jax.grad(loss, argnums=(0, 1))(jnp.asarray(F), jnp.asarray(mu)))
+    assert len(fresh_structures._entries) == 1  # the device path ran (one structure)
+    for got, want in zip(*grads):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-8, atol=1e-10)
+
+
+def test_dlpack_round_trips_share_memory(th, jx):
+    """torch and JAX arrays to the engine's namespace and back by DLPack: no copies on
+    the host (on a GPU the same calls keep CUDA memory on the device; not run here)."""
+    from diffqcp_np.gpu import engine as engines
+    from diffqcp_np.gpu.interop import device_for, from_framework, on_cuda, to_jax, to_torch
+
+    tt, _ = th
+    jax, _ = jx
+    engine = engines.host_engine(kernels=None)
+    t = tt.arange(6, dtype=tt.float64, requires_grad=True)
+    a = from_framework(t, engine)
+    assert isinstance(a, np.ndarray) and np.shares_memory(a, t.detach().numpy())
+    back = to_torch(a, tt.float64, t.device)
+    assert back.data_ptr() == t.data_ptr()
+    assert to_torch(a, tt.float32, t.device).dtype == tt.float32
+    j = jax.numpy.arange(4.0)
+    np.testing.assert_array_equal(from_framework(j, engine), np.arange(4.0))
+    transposed = np.arange(6.0).reshape(2, 3).T
+    np.testing.assert_array_equal(np.asarray(to_jax(transposed, jax.numpy.float64)),
+                                  transposed)
+    assert not on_cuda(t) and not on_cuda(j)
+    assert device_for(None, t) is None and device_for("cuda", t) == "cuda"
+    with pytest.raises(ValueError, match="device must be"):
+        device_for("tpu", t)

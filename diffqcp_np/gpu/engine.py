@@ -58,6 +58,8 @@ class Engine:
     sparse : callable
         ``(values, indices, indptr, shape) -> CSC matrix`` of the namespace (SciPy's for
         NumPy, ``cupyx.scipy.sparse`` for CuPy).
+    from_scipy : callable
+        A SciPy sparse matrix as a sparse matrix of the namespace (itself on NumPy).
     """
 
     name: str
@@ -66,6 +68,7 @@ class Engine:
     symmetric: Callable[..., Any]
     general: Callable[..., Any]
     sparse: Callable[..., Any]
+    from_scipy: Callable[[Any], Any]
 
     def asarray(self, x: Any) -> Any:
         """``x`` as a float64 array of this engine (copied to the device if needed)."""
@@ -117,7 +120,7 @@ def _cuda_engine() -> Engine:
         return csp.csc_matrix((values, indices, indptr), shape=shape)
 
     return Engine("cuda", cupy, DeviceKernels(), dss.symmetric_solver, dss.general_solver,
-                  sparse)
+                  sparse, csp.csr_matrix)
 
 
 def device_engine() -> Engine:
@@ -142,4 +145,4 @@ def host_engine(kernels: Any) -> Engine:
         return sp.csc_matrix((values, indices, indptr), shape=shape)
 
     return Engine("numpy-stand-in", np, kernels, HostSymmetricSolver, HostGeneralSolver,
-                  sparse)
+                  sparse, lambda matrix: matrix)

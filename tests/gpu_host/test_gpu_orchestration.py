@@ -5,6 +5,7 @@ checks; the cuDSS configuration through nvmath's bindings where nvmath is instal
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -144,8 +145,7 @@ class _WrongInertia(HostSymmetricSolver):
 def test_wrong_inertia_at_every_regularisation_falls_back_to_lu(host_kernels,
                                                                 fresh_structures):
     engine = engines.host_engine(host_kernels)
-    engine = type(engine)("wrong-inertia", engine.xp, engine.kernels, _WrongInertia,
-                          engine.general, engine.sparse)
+    engine = dataclasses.replace(engine, name="wrong-inertia", symmetric=_WrongInertia)
     prob = known_solution_problem({"z": 2, "l": 8, "q": [3]}, 6, seed=5)
     with engines.use(engine):
         cpu, device = cpu_and_device(prob)
@@ -278,3 +278,62 @@ def test_uniform_batch_configuration_through_nvmath():
             cudss.ReorderingAlg.DEFAULT)
     finally:
         cudss.config_destroy(config)
+
+
+def batch_problems(count, seed, cone_dict=None):
+    base = known_solution_problem(cone_dict or {"z": 1, "l": 8}, 5, seed=seed)
+    rng = np.random.default_rng(seed)
+    As = []
+    for _ in range(count):
+        A = base.A.copy()
+        A.data = A.data * (1 + 0.05 * rng.standard_normal(A.nnz))
+        As.append(A)
+    bs = [A @ base.x + base.s for A in As]
+    cs = [-(A.T @ base.y) - base.P @ base.x for A in As]
+    return As, bs, cs, [base.cone_dict] * count, [base.P] * count
+
+
+TIGHT = dict(solve_method="Clarabel", tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
+
+
+def test_batch_on_the_device_matches_the_cpu_batch(stand_in):
+    """Two structures (two groups, one factorisation each) and a failed problem (NaN
+    results, the others kept): every member's JVP and VJP equal the CPU batch's."""
+    first, second = batch_problems(3, 1), batch_problems(2, 2, {"l": 6, "q": [3]})
+    As, bs, cs, cones, Ps = (a + b for a, b in zip(first, second))
+    bs[1] = bs[1].copy()
+    As[1] = sp.vstack([As[1][:1], -As[1][:1], As[1][2:]], format="csc")  # infeasible:
+    bs[1][:2] = [0.0, -1.0]  # a'x = 0 and -a'x + s = -1, s >= 0 on an orthant row pair
+    kwargs = dict(Ps=Ps, raise_on_error=False, **TIGHT)
+    out = diffqcp_np.solve_and_derivative_batch(As, bs, cs, cones, device="cuda", **kwargs)
+    ref = diffqcp_np.solve_and_derivative_batch(As, bs, cs, cones, **kwargs)
+    assert out[3].device_batch is None  # two structures and a failure
+    rng = np.random.default_rng(3)
+    g = [(rng.standard_normal(A.shape[1]), rng.standard_normal(A.shape[0]), None)
+         for A in As]
+    mine, theirs = (r[4](*zip(*g), return_dP=True) for r in (out, ref))
+    for k in range(len(As)):
+        for a, b in zip((m[k] for m in mine), (t[k] for t in theirs)):
+            if sp.issparse(b):
+                a, b = a.toarray(), b.toarray()
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-10)
+    assert np.isnan(mine[1][1]).all() and np.isfinite(mine[1][0]).all()
+    dbs = [rng.standard_normal(A.shape[0]) for A in As]
+    for a, b in zip(out[3](None, dbs, None)[0], ref[3](None, dbs, None)[0]):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-10)
+
+
+def test_same_structure_batch_is_one_stacked_derivative(stand_in):
+    As, bs, cs, cones, Ps = batch_problems(4, 4)
+    xs, ys, ss, D, DT = diffqcp_np.solve_and_derivative_batch(As, bs, cs, cones, Ps=Ps,
+                                                              device="cuda", **TIGHT)
+    batch = DT.device_batch
+    assert batch is not None and batch.batch == 4
+    rng = np.random.default_rng(5)
+    gx = rng.standard_normal((4, As[0].shape[1]))
+    dA, db, dc, dP = batch.vjp(gx, None, None)  # stacked: values on the patterns
+    listed = DT(list(gx), None, None, return_dP=True)
+    np.testing.assert_array_equal(dA, np.stack([a.data for a in listed[0]]))
+    np.testing.assert_array_equal(dP, np.stack([p.data for p in listed[3]]))
+    with pytest.raises(ValueError, match="dbs has 3 entries"):
+        D(None, [None] * 3, None)
