@@ -147,7 +147,7 @@ def _forward_solvers() -> None:
 def _batch() -> None:
     from .batch import solve_and_derivative_batch
 
-    for cone_dict, solve_method in (({"z": 1, "l": 3, "q": [3]}, "auto"),  # interior point
+    for cone_dict, solve_method in (({"z": 1, "l": 3, "q": [3]}, "IPM"),  # interior point
                                     ({"z": 1, "l": 4}, "auto"),  # active set (polyhedral)
                                     ({"z": 1, "l": 3, "q": [3]}, "Clarabel")):
         problems = [_known_solution(cone_dict, n=4, seed=seed) for seed in (1, 2)]
