@@ -12,8 +12,8 @@ Cost. On problems of the suite (``suite_problems``) and on the small-QP batch: w
 refinement adds to setting up the derivative and one DT, in units of one more DT
 (refined minus unrefined, at the same forward solution), for the default (a step that
 keeps every face borrows the previous factorisation) and for factoring every point.
-BLAS pinned to one thread; medians over repeats, the variants taking turns; warm-up
-excluded.
+BLAS pinned to one thread; medians of CPU time over repeats, the variants taking turns;
+warm-up excluded.
 
 Usage::
 
@@ -171,12 +171,15 @@ def batch_accuracy_rows(count: int) -> list[str]:
 
 # -- cost ----------------------------------------------------------------------------------------
 def interleaved(fns: dict, repeats: int) -> dict:
+    """Median CPU seconds of each function (this process, BLAS on one thread: on a shared
+    machine wall-clock differences of a millisecond drown in the other jobs' load), the
+    functions taking turns in every repeat."""
     times = {key: [] for key in fns}
     for _ in range(repeats):
         for key, fn in fns.items():
-            start = time.perf_counter()
+            start = time.process_time()
             fn()
-            times[key].append(time.perf_counter() - start)
+            times[key].append(time.process_time() - start)
     return {key: statistics.median(values) for key, values in times.items()}
 
 
@@ -187,20 +190,24 @@ def cost_row(name: str, repeats: int) -> str:
     quadratic = QuadraticTerm(data.P, data.n)
     gx = np.random.default_rng(0).standard_normal(p.n)
 
-    def differentiate(refine: bool, borrow: bool = True):
+    def differentiate(borrow: bool = True):
         def build(x, y, s, previous, same_faces):
             return SolutionDerivative(data, x, y, s, quadratic=quadratic, reuse=previous,
                                       same_faces=same_faces and borrow)
 
-        out = refine_solution(ResidualMap(data, quadratic.full), x, y, s, build, refine=refine)
+        out = refine_solution(ResidualMap(data, quadratic.full), x, y, s, build)
         out.derivative.vjp(gx)
         return out
 
-    last = differentiate(True)
-    unrefined = differentiate(False).derivative
-    t = interleaved({"plain": partial(differentiate, False),
-                     "refined": partial(differentiate, True),
-                     "refactor": partial(differentiate, True, False),
+    def plain():  # the derivative at the solver's solution, neither refined nor checked
+        derivative = SolutionDerivative(data, x, y, s, quadratic=quadratic)
+        derivative.vjp(gx)
+        return derivative
+
+    last = differentiate()
+    unrefined = plain()
+    t = interleaved({"plain": plain, "refined": differentiate,
+                     "refactor": partial(differentiate, False),
                      "DT": partial(unrefined.vjp, gx)}, repeats)
     report = last.report
     dt = t["DT"]
@@ -277,10 +284,12 @@ def main() -> None:
         "## Cost: what refinement adds to the derivative (setup + one DT)",
         "",
         "At Clarabel's default-tolerance solution; BLAS on one thread. *Setup + DT*: the "
-        "derivative without refinement. *Refined*: refinement's extra time in units of one "
-        "more DT (the target is at most 1); *every point factored*: the same with no "
-        "borrowed factorisations (each accepted step factors its point). Medians of "
-        f"{args.repeats} interleaved repeats.",
+        "derivative without refinement (nor the check of the solution). *Refined*: "
+        "refinement's extra time, check included, in units of one more DT (the target is "
+        "at most 1); *every point factored*: the same with no "
+        "borrowed factorisations (each accepted step factors its point). Medians of the "
+        f"CPU time of {args.repeats} interleaved repeats (wall-clock differences of a "
+        "millisecond drown in the other jobs' load here).",
         "",
         "| problem | residual | steps | factorisations | setup + DT (ms) | DT (ms) "
         "| refined (extra DTs) | every point factored (extra DTs) |",

@@ -512,3 +512,15 @@ def test_batched_dense_refinement_of_curved_cones_matches_single_solves(cones):
         assert report["steps"] == want["steps"] and report["factorizations"] >= report["steps"]
         assert relative_error(out[0][k], single["x"]) < 1e-12
         assert relative_error(got[k], gradient(single["DT"], cots[k])) < 1e-10
+
+
+def test_the_refinement_benchmark_runs_and_finds_no_silent_errors():
+    """benchmarks/bench_refinement.py at a tiny size (two problems per family): no row of
+    its accuracy table has a refined gradient off by more than 1e-6 without a warning."""
+    import bench_refinement
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rows = bench_refinement.accuracy_rows(2)
+    assert len(rows) == 15
+    assert all(row.rstrip(" |").endswith("| 0") for row in rows), rows
