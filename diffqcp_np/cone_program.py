@@ -195,7 +195,7 @@ def derivative(A, b, c, cone_dict, x, y, s, P=None, mode: str = DEFAULT_MODE,
     if device_requested(device, dict(A=A, b=b, c=c, x=x, y=y, s=s, P=P)):
         from .gpu import api
 
-        return api.derivative(A, b, c, cone_dict, x, y, s, P=P, mode=mode,
+        return api.derivative(A, b, c, cone_dict, x, y, s, P=P, mode=mode, refine=refine,
                               return_info=return_info, **derivative_kwargs)
     mode = _check_mode(mode)
     data = check_problem(A, b, c, cone_dict, P)

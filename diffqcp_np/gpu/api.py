@@ -141,10 +141,19 @@ def _check_mode(mode: str | None) -> None:
 
 
 def derivative(A, b, c, cone_dict, x, y, s, P=None, mode: str = "direct",
-               return_info: bool = False, **derivative_kwargs: Any):
+               refine: bool = False, return_info: bool = False, **derivative_kwargs: Any):
     """:func:`diffqcp_np.derivative` on the device (see the module docstring); ``b``
-    and ``c`` are checked, not used."""
+    and ``c`` are checked, not used.
+
+    Raises
+    ------
+    ValueError
+        For ``refine=True`` (not on the device yet) and the CPU's input errors.
+    """
     _check_mode(mode)
+    if refine:
+        raise ValueError("refine=True is not available on the device yet: refine on the "
+                         "host (host arrays), or differentiate the solution as it is")
     options = _options(derivative_kwargs)
     engine = engines.current()
     structure, A_values, P_values, A_pattern, P_pattern = prepare(A, cone_dict, P, engine)

@@ -216,6 +216,7 @@ def test_values_as_perturbations_and_output_patterns(stand_in):
     (dict(mode="lsqr"), "mode 'lsqr' is not available on the device"),
     (dict(atol=1e-3), r"unknown derivative_kwargs \['atol'\] on the device"),
     (dict(cone_dict={"l": 3}), "describes 3 rows"),
+    (dict(refine=True), "refine=True is not available on the device"),
 ])
 def test_device_inputs_are_checked(stand_in, bad, match):
     prob = known_solution_problem({"l": 8}, 5, seed=10)
