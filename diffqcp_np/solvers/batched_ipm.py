@@ -262,7 +262,7 @@ class BatchedResult:
         return info
 
     def result(self, k: int, raise_on_error: bool = False) -> SolverResult:
-        """Problem ``k`` as a :class:`SolverResult` (its rows copied), through
+        """Problem ``k`` as a :class:`SolverResult` (views of its rows), through
         :func:`~diffqcp_np.solvers.base.finish`: an inaccurate solution warns, a status
         without a solution puts the :class:`SolverError` text in ``info["error_message"]``
         (and raises it if ``raise_on_error``)."""
@@ -270,8 +270,8 @@ class BatchedResult:
             return self.replaced[k]
         native, status = STATUS[int(self.codes[k])]
         info = self.info(k)
-        return finish(NAME, native, status, self.x[k].copy(), self.y[k].copy(),
-                      self.s[k].copy(), info, raise_on_error,
+        return finish(NAME, native, status, self.x[k], self.y[k], self.s[k], info,
+                      raise_on_error,
                       wording=f"Solver {NAME.lower()} returned status {native}")
 
 
