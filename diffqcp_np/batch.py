@@ -54,7 +54,14 @@ Failures
     raises ``ValueError`` naming the problem and argument; an exception raised while
     processing a problem carries the attribute ``diffqcp_problem_index``. A worker
     process that dies (signal, ``os._exit``, out of memory) raises ``RuntimeError``
-    naming the unfinished problems, promptly.
+    naming the unfinished problems, promptly; with ``raise_on_error=False`` and
+    ``backend="processes"`` the unfinished problems run again on a new pool (one at a
+    time once a second worker dies), and only a problem whose worker dies while it runs
+    alone gets NaN results (forward: ``info["solver_status"]`` is ``"worker process
+    died"``; ``D_batch``/``DT_batch``: a ``RuntimeWarning`` naming it), every other
+    problem its own. A pool whose worker died, even while idle, is replaced at its next
+    use. Ctrl-C (``KeyboardInterrupt``) stops a batch promptly on every back end: see
+    :mod:`diffqcp_np._parallel`.
 
 Same-structure batches
     When every ``A`` shares one canonical CSC pattern, every ``P`` another (or all are
@@ -119,6 +126,7 @@ from .solvers import (
     check_warm_start,
     resolve_solve_method,
 )
+from .solvers.base import FAILED, SCS_STYLE_STATUS
 from .solvers.batched_ipm import BatchedIPM
 
 #: The batch functions' default forward solver: the batched interior-point method for
@@ -301,6 +309,17 @@ def _solved(index: int, result: SolverResult, n: int, m: int) -> _Solved:
     return _Solved(index, result.x, result.y, result.s, result.info, result.status, True)
 
 
+def _lost(item: _Problem | _Values, message: str) -> _Solved:
+    """The outcome of a problem whose worker process died (``raise_on_error=False``)."""
+    n, m = ((item.data.n, item.data.m) if isinstance(item, _Problem)
+            else (item.c.size, item.b.size))
+    status, status_val = SCS_STYLE_STATUS[FAILED]
+    info = {"status": status, "status_val": status_val, "canonical_status": FAILED,
+            "solver_status": "worker process died", "error_message": message}
+    nan_m = np.full(m, np.nan)
+    return _Solved(item.index, np.full(n, np.nan), nan_m, nan_m.copy(), info, FAILED, False)
+
+
 def _forward(job: _ForwardJob, problem: _Problem) -> _Solved:
     st = job.settings
     data = problem.data
@@ -461,6 +480,7 @@ def _forward_pass(runner: Runner, settings: _Settings, problems: list[_Problem],
             raise SolverError(f"{solved.info['error_message']} (problem {solved.index} of the "
                               "batch)")
 
+    on_lost = None if raise_on_error else _lost
     if settings.batched is not None:
         solved = _batched_forward(runner, settings, problems, check)
         if set_up_derivative:
@@ -469,10 +489,10 @@ def _forward_pass(runner: Runner, settings: _Settings, problems: list[_Problem],
     elif settings.solver is not None and not runner.in_process:
         solved = runner.map(_forward_values, _ValuesJob(settings.solver),
                             _value_items(settings.structure, problems), "solve",
-                            on_result=check)
+                            on_result=check, on_lost=on_lost)
     else:
         solved = runner.map(_forward, _ForwardJob(settings, set_up_derivative), problems,
-                            "solve", on_result=check)
+                            "solve", on_result=check, on_lost=on_lost)
     if settings.structure is not None:  # for warm_starts="previous"
         settings.structure.remember([(r.x, r.y, r.s) if r.ok else None for r in solved])
     return solved
@@ -605,10 +625,16 @@ def _failed_vjp(data: ProblemData, return_dP: bool) -> tuple:
 
 
 def _backward(runner: Runner, derivatives: list[_Derivative | None], problems: list[_Problem],
-              job: _BackwardJob, args: list[tuple], failed_output: Callable) -> list:
+              job: _BackwardJob, args: list[tuple], failed_output: Callable,
+              raise_on_error: bool) -> list:
+    def lost(item: _Application, message: str) -> tuple:
+        warn_at_caller(message, RuntimeWarning)
+        return failed_output(item.derivative.data)
+
     items = [_Application(i, d, a) for i, (d, a) in enumerate(zip(derivatives, args))
              if d is not None]
-    results = iter(runner.map(_apply, job, items, "derivative"))
+    results = iter(runner.map(_apply, job, items, "derivative",
+                              on_lost=None if raise_on_error else lost))
     return [next(results) if d is not None else failed_output(p.data)
             for d, p in zip(derivatives, problems)]
 
@@ -643,7 +669,7 @@ def _dense_backward(runner: Runner, dense: DenseBatchDerivative, problems: list[
 
 
 def _batch_closures(runner: Runner, derivatives: list[_Derivative | None],
-                    problems: list[_Problem],
+                    problems: list[_Problem], raise_on_error: bool,
                     dense: DenseBatchDerivative | None = None) -> tuple[Callable, Callable]:
     size = len(problems)
 
@@ -665,7 +691,7 @@ def _batch_closures(runner: Runner, derivatives: list[_Derivative | None],
             return _dense_backward(runner, dense, problems, "jvp", (dAs, dbs, dcs, dPs),
                                    kwargs, _failed_jvp, 3)
         results = _backward(runner, derivatives, problems, _BackwardJob("jvp", kwargs),
-                            list(zip(dAs, dbs, dcs, dPs)), _failed_jvp)
+                            list(zip(dAs, dbs, dcs, dPs)), _failed_jvp, raise_on_error)
         return _transpose_lists(results, 3)
 
     def DT_batch(dxs, dys, dss, return_dP: bool = False, **kwargs):
@@ -687,7 +713,7 @@ def _batch_closures(runner: Runner, derivatives: list[_Derivative | None],
                                    4 if return_dP else 3)
         job = _BackwardJob("vjp", dict(kwargs, return_dP=return_dP))
         results = _backward(runner, derivatives, problems, job, list(zip(dxs, dys, dss)),
-                            lambda data: _failed_vjp(data, return_dP))
+                            lambda data: _failed_vjp(data, return_dP), raise_on_error)
         return _transpose_lists(results, 4 if return_dP else 3)
 
     # The batched dense derivative, when this batch uses it (None otherwise).
@@ -864,7 +890,8 @@ def solve_and_derivative_batch(As: Sequence, bs: Sequence, cs: Sequence, cone_di
         _refine_pass(forward, solved, derivatives)
     _warn_inaccurate(solved)
     return _outputs(solved, return_info,
-                    _batch_closures(backward, derivatives, problems, dense))
+                    _batch_closures(backward, derivatives, problems, raise_on_error,
+                                    dense))
 
 
 @_pausing_collection

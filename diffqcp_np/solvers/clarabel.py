@@ -12,6 +12,12 @@ Clarabel differs from our layout in three places, each handled by a change of ro
 
 Clarabel (0.11) has no warm start: a ``warm_start`` is accepted and ignored.
 
+Ctrl-C: Clarabel does not look at signals, so in the main thread ``KeyboardInterrupt``
+is raised when its solve returns. On a worker thread of a batch
+(:mod:`diffqcp_np._cancel`) its termination callback stops it within an iteration once
+the batch is stopped. (A Python callback cannot serve the main thread: an interrupt
+raised inside it is printed and dropped by Clarabel.)
+
 :func:`prepare` sets the solver up once for the problems of a same-structure batch.
 
 ``info`` holds Clarabel's own results (``obj_val``, ``obj_val_dual``, ``iterations``,
@@ -30,6 +36,7 @@ import clarabel
 import numpy as np
 import scipy.sparse as sp
 
+from diffqcp_np._cancel import Stopped, check_stop, stop_event
 from diffqcp_np.cones.spec import ConeSpec, vec_psd_dim
 from diffqcp_np.solvers.base import (
     EXP_DUAL_TO_EXP,
@@ -158,9 +165,13 @@ def _run(P, c, A, b, solver_cones: list, settings, rows: Optional[RowTransform],
     """Solve with Clarabel (data in its row order) and map the result back."""
     m, n = A.shape
     start = time.perf_counter()
+    stop = stop_event()
     try:
         solver = clarabel.DefaultSolver(P, c, A, b, solver_cones, settings)
         setup_time = time.perf_counter() - start
+        if stop is not None:
+            check_stop()
+            solver.set_termination_callback(lambda _info: stop.is_set())
         solution = solver.solve()
     except Exception as err:  # noqa: BLE001 - Clarabel raises plain Exception
         if str(err).startswith("Bad settings"):  # values only the solver checks
@@ -170,6 +181,8 @@ def _run(P, c, A, b, solver_cones: list, settings, rows: Optional[RowTransform],
         if type(err).__name__ != "PanicException":  # KeyboardInterrupt, SystemExit, ...
             raise
         return _panicked(err, n, m, raise_on_error)
+    if stop is not None and stop.is_set():
+        raise Stopped("the batch was stopped")
 
     x = as_solution_vector(solution.x, n)
     y = as_solution_vector(solution.z, m)

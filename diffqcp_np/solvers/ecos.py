@@ -14,16 +14,26 @@ ECOS has no warm start: a ``warm_start`` is accepted and ignored.
 :func:`~diffqcp_np.solvers.base.scs_style_info` (``solve_time`` and ``setup_time`` in
 milliseconds, ``solveTime`` and ``setupTime`` in seconds, as diffcp reports them), plus
 ``canonical_status``, ``solver`` and ``solver_status``.
+
+Ctrl-C: ECOS catches SIGINT itself while it solves, and may then report the iterate it
+stopped at as "close to optimal"; a solve during which SIGINT arrived raises
+``KeyboardInterrupt`` instead (ECOS's own record of the signal is read after the solve).
+ECOS swaps the SIGINT handler in and out around each solve without counting nested
+uses: two solves that overlap on threads would leave ECOS's handler installed for good
+(Ctrl-C then lost for the process), so ECOS solves run one at a time.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import ctypes
+import threading
+from typing import Any, Callable, Optional
 
 import ecos
 import numpy as np
 import scipy.sparse as sp
 
+from diffqcp_np._cancel import check_stop, interrupted
 from diffqcp_np.cones.spec import ConeSpec
 from diffqcp_np.solvers.base import (
     EXP_DUAL_TO_EXP,
@@ -62,6 +72,30 @@ STATUS = {
 #: ``"Solver ecos errored."``).
 _DIFFCP_STATUS_WORD = {1: "Infeasible", 2: "Unbounded", 11: "Infeasible Inaccurate",
                        12: "Unbounded Inaccurate"}
+
+
+#: ``exitFlag`` of a solve stopped by SIGINT.
+INTERRUPTED = -4
+
+
+def _ctrlc_record() -> Callable[[], int]:
+    """ECOS's ``check_ctrlc``: nonzero when SIGINT arrived during its last solve (the
+    record lasts until the next solve starts); a function returning 0 where ECOS's C
+    library does not expose it."""
+    try:
+        import _ecos  # the extension module that ecos.solve calls
+
+        function = ctypes.CDLL(_ecos.__file__).check_ctrlc
+    except (ImportError, OSError, AttributeError):
+        return lambda: 0
+    function.argtypes = []
+    function.restype = ctypes.c_int
+    return function
+
+
+_interrupted = _ctrlc_record()
+#: Serialises ECOS solves (see the module docstring).
+_SOLVE_LOCK = threading.Lock()
 
 
 def _diffcp_wording(flag: int) -> str:
@@ -152,6 +186,8 @@ def solve(
     ------
     ValueError
         If ``P`` is given, or the cones include PSD or power cones.
+    KeyboardInterrupt
+        If SIGINT (Ctrl-C) arrived during the solve.
     """
     _check_supported(cones, P)
     m, n = A.shape
@@ -167,11 +203,15 @@ def solve(
         A_eq, b_eq = _csc_copy(A_rows[:z]), np.array(b_rows[:z], dtype=np.float64)
     ecos_cones = {"l": cones.nonneg, "q": list(cones.soc), "e": cones.exp + cones.exp_dual}
     settings = checked_settings(NAME, kwargs, SETTINGS)
-    try:
-        solution = ecos.solve(np.array(c, dtype=np.float64), G, h, ecos_cones, A_eq, b_eq,
-                              verbose=bool(verbose), **settings)
-    except TypeError as err:  # the data are checked: an unknown or mistyped setting
-        raise rejected_settings(NAME, settings, SETTINGS, err) from err
+    with _SOLVE_LOCK:
+        check_stop()  # the batch may have been stopped while this thread waited
+        try:
+            solution = ecos.solve(np.array(c, dtype=np.float64), G, h, ecos_cones, A_eq,
+                                  b_eq, verbose=bool(verbose), **settings)
+        except TypeError as err:  # the data are checked: an unknown or mistyped setting
+            raise rejected_settings(NAME, settings, SETTINGS, err) from err
+        if _interrupted() or solution["info"]["exitFlag"] == INTERRUPTED:
+            raise interrupted("ECOS was interrupted (SIGINT)")
 
     x = as_solution_vector(solution.get("x"), n)
     y = np.concatenate(

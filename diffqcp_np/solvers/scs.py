@@ -17,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 import scs
 
+from diffqcp_np._cancel import check_stop, interrupted
 from diffqcp_np.cones.spec import ConeSpec
 from diffqcp_np.solvers.base import (
     FAILED,
@@ -37,8 +38,8 @@ from diffqcp_np.solvers.prepared import PreparedSolve, SharedMatrices, SharedPat
 
 NAME = "SCS"
 
-#: SCS 3 ``status_val`` to canonical status; anything else (indeterminate, failed,
-#: interrupted) is ``failed``.
+#: SCS 3 ``status_val`` to canonical status; anything else (indeterminate, failed) is
+#: ``failed``, but an interrupted solve (:data:`INTERRUPTED`) raises ``KeyboardInterrupt``.
 STATUS = {
     1: OPTIMAL,
     2: OPTIMAL_INACCURATE,
@@ -59,6 +60,11 @@ SETTINGS = {
 }
 
 
+#: ``status_val`` of a solve stopped by SIGINT: SCS catches Ctrl-C itself while it solves
+#: (on any thread), so Python never sees it.
+INTERRUPTED = -5
+
+
 def _settings(verbose: bool, kwargs: dict[str, Any]) -> dict[str, Any]:
     settings = checked_settings(NAME, kwargs, {**SETTINGS, "eps": float})
     if "eps" in settings:
@@ -71,14 +77,21 @@ def _settings(verbose: bool, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run(data: dict, cones: dict, settings: dict, warm_start: Optional[tuple]) -> dict:
+    """One SCS solve; ``KeyboardInterrupt`` if SIGINT stopped it (or had stopped the
+    batch this thread works for)."""
     try:
         solver = scs.SCS(data, cones, **settings)
     except TypeError as err:  # the data are checked: an unknown or mistyped setting
         raise rejected_settings(NAME, settings, SETTINGS, err) from err
+    check_stop()
     if warm_start is None:
-        return solver.solve(warm_start=False)
-    x, y, s = warm_start
-    return solver.solve(warm_start=True, x=x, y=y, s=s)
+        result = solver.solve(warm_start=False)
+    else:
+        x, y, s = warm_start
+        result = solver.solve(warm_start=True, x=x, y=y, s=s)
+    if result["info"]["status_val"] == INTERRUPTED:
+        raise interrupted("SCS was interrupted (SIGINT)")
+    return result
 
 
 def solve(
@@ -113,6 +126,11 @@ def solve(
     Returns
     -------
     SolverResult
+
+    Raises
+    ------
+    KeyboardInterrupt
+        If SIGINT (Ctrl-C) stopped the solve.
     """
     data = {
         "A": A,
