@@ -28,6 +28,7 @@ import scipy.sparse as sp
 
 from diffqcp_np import _parallel, solve_and_derivative_batch, solve_only_batch
 from diffqcp_np._parallel import PROCESS_POOLS, Runner
+from test_batch import WorkerKiller
 
 # -- dead workers -----------------------------------------------------------------------------
 PROBLEM = dict(A=sp.csc_matrix(np.array([[1.0], [-1.0]])), c=np.array([0.5]),
@@ -47,20 +48,8 @@ EXPECTED_X = [max(-0.5, -b2) for _, b2 in BOUNDS]
 SETTINGS = dict(solve_method="Clarabel", tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
 
 
-class Killer:
-    """A warm start whose conversion to an array kills the worker process converting it."""
-
-    def __init__(self) -> None:
-        self.parent = os.getpid()
-
-    def __array__(self, dtype=None, copy=None):
-        if os.getpid() != self.parent:
-            os.kill(os.getpid(), signal.SIGKILL)
-        raise AssertionError("the warm start was converted in the test process")
-
-
 def killing_warm_starts(size: int, killers: tuple) -> list:
-    return [(Killer(), np.zeros(2), np.zeros(2)) if i in killers else None
+    return [(WorkerKiller(), np.zeros(2), np.zeros(2)) if i in killers else None
             for i in range(size)]
 
 
