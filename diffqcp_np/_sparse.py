@@ -90,6 +90,18 @@ def add_csc_transpose_product(indptr, indices, data, v, out, scale):
         out[j] += scale * acc
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def unit_transpose_solve(indptr, indices, data, x, columns):
+    """``x ← L'⁻¹ x`` in place, on rows ``0 .. columns−1``, for a unit lower triangular
+    ``L`` stored in CSC form without its diagonal (column ``j`` of L is row ``j`` of L';
+    rows from ``columns`` on are taken as solved already)."""
+    for j in range(columns - 1, -1, -1):
+        total = x[j]
+        for p in range(_U(indptr[j]), _U(indptr[j + 1])):
+            total -= data[p] * x[_U(indices[p])]
+        x[j] = total
+
+
 @numba.njit(nogil=True, cache=True)
 def _csc_matvec(indptr, indices, data, v):
     """``A v`` for a square CSC matrix ``A``."""

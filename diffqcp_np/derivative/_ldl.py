@@ -24,7 +24,7 @@ import numba
 import numpy as np
 
 from .._sparse import UNSIGNED_INDEX as _U
-from .._sparse import CSCLike, equal_patterns
+from .._sparse import CSCLike, equal_patterns, unit_transpose_solve
 from ._amd import amd_order
 from ._dense_block import dense_ldl
 from ._reduced_kernels import symmetric_residual
@@ -209,11 +209,7 @@ def _solve(Lp, Li, Lx, Dinv, perm, dense_from, b):
         x[i] *= Dinv[i]
     for i in range(n - 1, dense_from - 1, -1):
         x[i] -= _dense_dot(Lx, _U(Lp[i]), x, i + 1, n - 1 - i)
-    for i in range(dense_from - 1, -1, -1):
-        acc = x[i]
-        for p in range(_U(Lp[i]), _U(Lp[i + 1])):
-            acc -= Lx[p] * x[_U(Li[p])]
-        x[i] = acc
+    unit_transpose_solve(Lp, Li, Lx, x, dense_from)
     out = np.empty(n)
     for i in range(n):
         out[_U(perm[i])] = x[i]

@@ -2,7 +2,8 @@
 
 ``direct`` factors the symmetric reduced system once (LDLᵀ, see
 :mod:`~diffqcp_np.derivative.reduced_system`), refines every answer against the exact K,
-and falls back to a sparse LU of K itself (SuperLU) when refinement stalls;
+and falls back to a sparse LU of K itself (SuperLU's factors, held by
+:class:`~._sparse_lu.SparseLU`) when refinement stalls;
 ``dense`` does the same with a dense LU (tiny problems); ``lsqr`` and ``lsmr`` run
 matrix-free on K with forwarded tolerances and check the true residual. Where K is
 singular or numerically so, every solver returns the least-squares answer of least norm;
@@ -24,6 +25,7 @@ import scipy.sparse.linalg as spla
 
 from .._fast_checks import ZERO_VECTOR, scale_to_unit, unscale
 from .._warnings import warn_at_caller
+from ._sparse_lu import SparseLU
 from .norms import refine, vector_norm
 from .reduced_system import FactorizationError
 
@@ -199,8 +201,10 @@ class KKTSolver:
 
 
 class DirectSolver(KKTSolver):
-    """Sparse LU of K (SuperLU), factored once and reused for K and K' solves; a dense
-    LU (LAPACK) when K is given as a dense array (``permc_spec`` is then unused).
+    """Sparse LU of K (:class:`~._sparse_lu.SparseLU`: SuperLU's factors in our arrays,
+    so that no SuperLU object outlives the thread that made it), factored once and reused
+    for K and K' solves; a dense LU (LAPACK) when K is given as a dense array
+    (``permc_spec`` is then unused).
 
     One step of iterative refinement is taken when the first residual exceeds 1e-12.
     """
@@ -218,11 +222,11 @@ class DirectSolver(KKTSolver):
             self._check_pivots(np.diag(self._dense_lu[0]))
             return
         try:
-            self._lu = spla.splu(sp.csc_matrix(K), permc_spec=permc_spec)
+            self._lu = SparseLU(K, permc_spec=permc_spec)
         except RuntimeError as err:  # exactly singular
             self._mark_singular(f"sparse LU: {err}")
             return
-        self._check_pivots(self._lu.U.diagonal())
+        self._check_pivots(self._lu.pivots)
 
     def factor_solve(self, v: np.ndarray, transpose: bool) -> np.ndarray:
         """``K⁻¹ v`` (or ``K'⁻¹ v``) with the LU factors, unrefined."""
