@@ -38,10 +38,12 @@ _EXPORTS = {
     "NonFiniteDerivativeWarning": ".derivative",
     "SolverError": ".solvers",
     "warm_up": "._warm_up",
+    "clear_caches": ".caches",
 }
 
 #: Subpackages and modules reachable as attributes before they are imported.
-_SUBMODULES = ("batch", "compat", "cone_program", "cones", "layers", "solvers", "utils")
+_SUBMODULES = ("batch", "caches", "compat", "cone_program", "cones", "layers", "solvers",
+               "utils")
 
 __all__ = sorted([*_EXPORTS, "__version__", "cone_program", "cones", "utils"])
 

@@ -4,7 +4,7 @@ cvxpylayers solves batches of problems that differ only in their values: every `
 has the same stored pattern, every ``P`` too, and every cone dict is the same. For
 such a batch :class:`BatchStructure` does once what only depends on the structure:
 
-* (once per structure: the :data:`RECENT_STRUCTURES` most recent are kept across calls,
+* (once per structure: the most recent are kept across calls, ``caches.batch_structures``,
   with the forward solvers set up for them and, for ``warm_starts="previous"``, the last
   solutions)
 * parsing and validating the cone dict, and checking the patterns of ``A`` and ``P``
@@ -29,7 +29,6 @@ system is small use :mod:`diffqcp_np._dense_batch` instead (dense, batched).
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Callable, Sequence
@@ -40,6 +39,7 @@ import scipy.sparse as sp
 from ._fast_checks import all_finite
 from ._input_arrays import NOT_CANONICAL, compressed_arrays, has_index_arrays, real_values
 from ._validation import ProblemData, as_vector
+from .caches import batch_structures
 from .cones.projection import ConeJacobian
 from .cones.spec import ConeSpec, as_cone_spec, vec_psd_dim
 from .derivative import MatrixPattern, QuadraticTerm, SolutionDerivative
@@ -47,12 +47,6 @@ from .derivative.patterns import storage_of
 from .solvers import SharedPatterns
 from .solvers.base import CSCFactory
 
-#: Structures kept across calls (the most recently used), by their patterns and cones:
-#: a training loop's batches of one structure share the structural work and the solver
-#: set up for it (:meth:`BatchStructure.cached`).
-RECENT_STRUCTURES = 8
-_RECENT: OrderedDict = OrderedDict()
-_RECENT_LOCK = threading.Lock()
 
 #: Largest cone block whose Jacobian is read by probing (one matvec per column of the
 #: largest block); beyond it the Jacobian is read from ``ConeJacobian.to_sparse``.
@@ -416,14 +410,10 @@ class BatchStructure:
         key = (A0.shape, A0.indptr.tobytes(), A0.indices.tobytes(),
                None if P0 is None else (P0.indptr.tobytes(), P0.indices.tobytes()), storage,
                cones)
-        with _RECENT_LOCK:
-            structure = _RECENT.pop(key, None)
-            if structure is None:
-                structure = cls(A0, P0, storage, cones)
-            _RECENT[key] = structure  # the most recent last
-            while len(_RECENT) > RECENT_STRUCTURES:
-                _RECENT.popitem(last=False)
-        return structure
+        # Kept across calls (caches.batch_structures), by patterns and cones: a training
+        # loop's batches of one structure share the structural work and the solver set
+        # up for it (:meth:`cached`).
+        return batch_structures.get_or_make(key, lambda: cls(A0, P0, storage, cones))
 
     def __getstate__(self) -> dict:
         """Pickled (to worker processes) without what is kept across calls."""

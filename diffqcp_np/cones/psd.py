@@ -13,10 +13,11 @@ of equal side are handled together as a stack (batched ``eigh`` and ``matmul``).
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
+
+from ..caches import array_bytes, psd_index_maps
 
 _SQRT2 = np.sqrt(2.0)
 
@@ -25,8 +26,12 @@ _SQRT2 = np.sqrt(2.0)
 _ZERO_TOL = 8.0 * np.finfo(np.float64).eps
 
 
-@lru_cache(maxsize=None)
 def _tri(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_index_maps` of side ``k``, kept in ``caches.psd_index_maps``."""
+    return psd_index_maps.get_or_make(k, lambda: _index_maps(k), lambda maps: array_bytes(*maps))
+
+
+def _index_maps(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Row indices, column indices and scales of the vec entries of side ``k``.
 
     Returns

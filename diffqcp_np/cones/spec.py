@@ -9,11 +9,13 @@ internally by projections, Jacobians and solvers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import cached_property
 from numbers import Integral, Real
 from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
+
+from ..caches import CONE_SPEC_ITEMS, cone_specs
 
 ZERO = "z"
 EQ_DIM = ZERO
@@ -225,7 +227,7 @@ def as_cone_spec(cones: ConeLike) -> ConeSpec:
         return cones
     key = _cache_key(cones)
     if key is not None:
-        return _cached_spec(key)
+        return cone_specs.get_or_make(key, lambda: _cached_spec(key))
     return _parse(cones)
 
 
@@ -236,7 +238,8 @@ _KEY_SCALARS = (int, float, str)
 
 def _cache_key(cones: ConeLike) -> tuple | None:
     """A hashable form of a cone dictionary (or list of pairs) holding only plain ints,
-    floats and lists or tuples of them, or None for anything else (parsed uncached)."""
+    floats and lists or tuples of them, with at most ``CONE_SPEC_ITEMS`` list entries in
+    all, or None for anything else (parsed uncached)."""
     if isinstance(cones, dict):
         items = cones.items()
     elif isinstance(cones, (list, tuple)):
@@ -244,6 +247,7 @@ def _cache_key(cones: ConeLike) -> tuple | None:
     else:
         return None
     key = []
+    listed = 0
     for item in items:
         if type(item) is not tuple or len(item) != 2 or type(item[0]) is not str:
             return None
@@ -251,7 +255,8 @@ def _cache_key(cones: ConeLike) -> tuple | None:
         if type(value) in _KEY_SCALARS:
             key.append((name, type(value), value))
         elif type(value) in (list, tuple):
-            if not all(type(v) in _KEY_SCALARS for v in value):
+            listed += len(value)
+            if listed > CONE_SPEC_ITEMS or not all(type(v) in _KEY_SCALARS for v in value):
                 return None
             key.append((name, list, tuple((type(v), v) for v in value)))
         else:
@@ -259,7 +264,6 @@ def _cache_key(cones: ConeLike) -> tuple | None:
     return tuple(key)
 
 
-@lru_cache(maxsize=256)
 def _cached_spec(key: tuple) -> ConeSpec:
     """:func:`_parse` of the cones a :func:`_cache_key` stands for (its sizes and slices
     computed once per distinct dictionary)."""

@@ -16,8 +16,6 @@ on the derivative systems of the benchmark suite (``benchmarks/bench_ldl.py``).
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numba
@@ -25,6 +23,7 @@ import numpy as np
 
 from .._sparse import UNSIGNED_INDEX as _U
 from .._sparse import CSCLike, equal_patterns, unit_transpose_solve
+from ..caches import BoundedCache, array_bytes, ldl_analyses
 from ._amd import amd_order
 from ._dense_block import dense_ldl
 from ._reduced_kernels import symmetric_residual
@@ -439,14 +438,14 @@ class SymbolicCache:
 
     Parameters
     ----------
-    size : int
-        Number of patterns kept.
+    table : BoundedCache, optional
+        Where the entries are kept, bounded in patterns and bytes (an entry's bytes: its
+        analysis and a copy of the pattern); default a table of ``size`` patterns.
+    size : int, default 16
     """
 
-    def __init__(self, size: int = 16) -> None:
-        self.size = size
-        self._entries: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
+    def __init__(self, table: BoundedCache | None = None, size: int = 16) -> None:
+        self.table = table if table is not None else BoundedCache("ldl_analyses", size)
 
     @staticmethod
     def _key(upper: CSCLike) -> tuple:
@@ -455,12 +454,9 @@ class SymbolicCache:
 
     def lookup(self, upper: CSCLike) -> LDLSymbolic | None:
         """The entry of ``upper``'s pattern, if cached (patterns compared exactly)."""
-        key = self._key(upper)
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                return None
-            self._entries.move_to_end(key)
+        entry = self.table.get(self._key(upper))
+        if entry is None:
+            return None
         indptr, indices, value = entry
         if equal_patterns(indptr, indices, upper.indptr, upper.indices):
             return value
@@ -468,21 +464,19 @@ class SymbolicCache:
 
     def store(self, upper: CSCLike, value: LDLSymbolic) -> None:
         """Remember ``value`` for ``upper``'s pattern."""
-        key = self._key(upper)
-        with self._lock:
-            self._entries[key] = (upper.indptr.copy(), upper.indices.copy(), value)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+        indptr, indices = upper.indptr.copy(), upper.indices.copy()
+        self.table.put(self._key(upper), (indptr, indices, value),
+                       array_bytes(indptr, indices, value.perm, value.Cp, value.Ci,
+                                   value.position, value.parent, value.counts))
 
     def clear(self) -> None:
         """Forget every pattern."""
-        with self._lock:
-            self._entries.clear()
+        self.table.clear()
 
 
-#: Patterns factored recently, shared by every derivative in the process.
-SYMBOLIC_CACHE = SymbolicCache()
+#: Patterns factored recently, shared by every derivative in the process (limits and
+#: clearing: :mod:`diffqcp_np.caches`).
+SYMBOLIC_CACHE = SymbolicCache(ldl_analyses)
 
 
 def factorize(upper: CSCLike, natural_fill: float = 0.0) -> LDLFactor:
