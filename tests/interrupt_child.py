@@ -66,7 +66,7 @@ def scenarios(counter: Counter) -> dict:
         "threads-ecos": (lps(1500, 4), batch("threads", ECOS, n_jobs_forward=2)),
         "processes-scs": (lps(4000, 4), batch("processes", SCS, n_jobs_forward=2)),
         # Ctrl-C must still reach Python after ECOS solves overlapped on threads
-        "after-threads-ecos": (lps(60, 8), lambda data: (
+        "after-threads-ecos": (lps(200, 24), lambda data: (
             solve_only_batch(*data, backend="threads", n_jobs_forward=2, solve_method="ECOS"),
             print("ready-again", flush=True), time.sleep(600))),
     }

@@ -19,15 +19,18 @@ Ctrl-C: ECOS catches SIGINT itself while it solves, and may then report the iter
 stopped at as "close to optimal"; a solve during which SIGINT arrived raises
 ``KeyboardInterrupt`` instead (ECOS's own record of the signal is read after the solve).
 ECOS swaps the SIGINT handler in and out around each solve without counting nested
-uses: two solves that overlap on threads would leave ECOS's handler installed for good
-(Ctrl-C then lost for the process), so ECOS solves run one at a time.
+uses: two solves that overlap on threads could leave ECOS's handler installed for good
+(Ctrl-C then lost for the process). :class:`_SigintGuard` puts back the process's own
+handler when the last of overlapping solves ends.
 """
 
 from __future__ import annotations
 
 import ctypes
+import signal
 import threading
-from typing import Any, Callable, Optional
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Optional
 
 import ecos
 import numpy as np
@@ -94,8 +97,53 @@ def _ctrlc_record() -> Callable[[], int]:
 
 
 _interrupted = _ctrlc_record()
-#: Serialises ECOS solves (see the module docstring).
-_SOLVE_LOCK = threading.Lock()
+
+
+class _SigintGuard:
+    """Keeps the process's SIGINT disposition across ECOS solves that overlap on threads.
+
+    The disposition is saved (the C library's ``sigaction`` record, as raw bytes: its
+    layout need not be known) when the first of overlapping solves starts, and put back
+    when the last one ends. Where ``sigaction`` cannot be called, solves run one at a
+    time instead, which keeps ECOS's own save and restore nested.
+    """
+
+    #: Bytes reserved for a ``struct sigaction`` (152 on Linux x86-64).
+    RECORD_SIZE = 1024
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._serial = threading.Lock()
+        self._depth = 0
+        self._saved = ctypes.create_string_buffer(self.RECORD_SIZE)
+        try:
+            self._sigaction = ctypes.CDLL(None).sigaction
+        except (OSError, AttributeError, TypeError):  # no sigaction (Windows)
+            self._sigaction = None
+        else:
+            self._sigaction.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+            self._sigaction.restype = ctypes.c_int
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        if self._sigaction is None:
+            with self._serial:
+                yield
+            return
+        with self._lock:
+            if self._depth == 0 and self._sigaction(signal.SIGINT, None, self._saved):
+                raise OSError(ctypes.get_errno(), "sigaction failed")
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._sigaction(signal.SIGINT, self._saved, None)
+
+
+_sigint_guard = _SigintGuard()
 
 
 def _diffcp_wording(flag: int) -> str:
@@ -203,15 +251,15 @@ def solve(
         A_eq, b_eq = _csc_copy(A_rows[:z]), np.array(b_rows[:z], dtype=np.float64)
     ecos_cones = {"l": cones.nonneg, "q": list(cones.soc), "e": cones.exp + cones.exp_dual}
     settings = checked_settings(NAME, kwargs, SETTINGS)
-    with _SOLVE_LOCK:
+    with _sigint_guard():
         check_stop()  # the batch may have been stopped while this thread waited
         try:
             solution = ecos.solve(np.array(c, dtype=np.float64), G, h, ecos_cones, A_eq,
                                   b_eq, verbose=bool(verbose), **settings)
         except TypeError as err:  # the data are checked: an unknown or mistyped setting
             raise rejected_settings(NAME, settings, SETTINGS, err) from err
-        if _interrupted() or solution["info"]["exitFlag"] == INTERRUPTED:
-            raise interrupted("ECOS was interrupted (SIGINT)")
+    if _interrupted() or solution["info"]["exitFlag"] == INTERRUPTED:
+        raise interrupted("ECOS was interrupted (SIGINT)")
 
     x = as_solution_vector(solution.get("x"), n)
     y = np.concatenate(
