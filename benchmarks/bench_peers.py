@@ -50,8 +50,10 @@ HERE = Path(__file__).parent
 
 
 def small_socps(count: int, n: int = 20, zero: int = 2, nonneg: int = 8,
-                soc: tuple = (5, 5, 5), seed: int = 0):
-    """Same-structure SOCPs with positive definite P, each with a known solution."""
+                soc: tuple = (5, 5, 5), seed: int = 0, solutions: bool = False):
+    """Same-structure SOCPs with positive definite P, each with a known solution drawn
+    on its own (so that every member has its own faces): ``As, bs, cs, cone_dicts, Ps``
+    and, with ``solutions``, the known ``xs, ys, ss`` too."""
     import diffqcp_np.cones as cones_mod
 
     rng = np.random.default_rng(seed)
@@ -60,7 +62,7 @@ def small_socps(count: int, n: int = 20, zero: int = 2, nonneg: int = 8,
     m = spec.dim
     pattern = sp.csc_matrix(sp.random(m, n, density=0.3, random_state=rng) + sp.eye(m, n))
     pattern.sort_indices()
-    As, bs, cs, Ps = [], [], [], []
+    As, bs, cs, Ps, known = [], [], [], [], ([], [], [])
     for _ in range(count):
         A = pattern.copy()
         A.data = rng.standard_normal(A.nnz)
@@ -75,7 +77,10 @@ def small_socps(count: int, n: int = 20, zero: int = 2, nonneg: int = 8,
         bs.append(A @ x + s)
         cs.append(-(A.T @ y) - P @ x)
         Ps.append(P)
-    return As, bs, cs, [cone_dict] * count, Ps
+        for values, value in zip(known, (x, y, s)):
+            values.append(value)
+    problems = (As, bs, cs, [cone_dict] * count, Ps)
+    return problems + known if solutions else problems
 
 
 def _version(name: str) -> str:

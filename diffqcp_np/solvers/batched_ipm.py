@@ -17,13 +17,19 @@ other problem, and any the active-set method gives up on (infeasible members, de
 constraints it cannot resolve), goes to the interior-point method
 (``"interior_point"``, :mod:`._batched_ipm_numba`): Clarabel's homogeneous embedding for
 quadratic objectives (infeasible and unbounded problems end with certificates),
-Nesterov-Todd scaling, Mehrotra's predictor-corrector, and a dense regularised LDLᵀ of
-the reduced Newton system, refined iteratively. Together they cover zero cones,
-nonnegative orthants and second-order cones, with or without ``P``. The interior-point
-method stops at tolerances (1e-10 by default) tighter than the per-problem solvers'
-defaults: a strictly complementary solution to that accuracy is what the derivative
-needs, and the last iterations are cheap. ``active_set=False`` sends every problem to
-the interior-point method.
+Nesterov-Todd scaling in a form that stays accurate where a second-order cone's ``s``
+and ``y`` both end on its boundary, Mehrotra's predictor-corrector, and a dense
+regularised LDLᵀ of the reduced Newton system (refined iteratively where a pivot is
+near the regularisation). Together they cover zero cones, nonnegative orthants and
+second-order cones, with or without ``P``. The interior-point method stops at
+tolerances (1e-10 by default) tighter than the per-problem solvers' defaults, then
+polishes its solution by Newton steps on the KKT conditions at the faces it ended on
+(``info["polish_steps"]``, at most 2, each kept only if it lowers the residual): an
+interior-point method's iterates leave a cone's ``s`` and ``y`` out of line by ~√μ, so
+that without it the solutions of second-order cone problems are only as accurate as
+√tol; polished, ``y`` and ``s`` are complementary on their faces and the KKT residual
+is at the rounding level, which is what the derivative needs. ``active_set=False``
+sends every problem to the interior-point method.
 
 Warm starts (interior-point method only: the active-set method's work is set by the
 number of active constraints): a problem's ``(x, y, s)`` is moved ``warm_start_shift``
@@ -34,7 +40,8 @@ the cones).
 ``info`` per problem: ``status`` (SCS-style, e.g. ``"Solved"``), ``status_val``,
 ``iter``, ``pobj``, ``dobj``, ``solve_time`` (ms) and ``solveTime`` (s): the wall time
 of the problem's block shared out in proportion to iterations, ``setup_time`` (0:
-the setup is per structure), ``r_prim``, ``r_dual``, ``gap``, and ``solver_status``
+the setup is per structure), ``r_prim``, ``r_dual``, ``gap``, ``method``,
+``polish_steps`` (interior-point method), and ``solver_status``
 (``"Solved"``, ``"AlmostSolved"``, ``"PrimalInfeasible"``, ``"DualInfeasible"``,
 ``"AlmostPrimalInfeasible"``, ``"AlmostDualInfeasible"``, ``"MaxIterations"``,
 ``"NumericalError"``, ``"InsufficientProgress"``), ``canonical_status``, ``solver`` and,
@@ -127,8 +134,14 @@ _OPTION_INDEX = {
 #: Kernel method code: the ``info["method"]`` it is reported as.
 METHODS = {kernels.INTERIOR_POINT: "interior_point", kernels.ACTIVE_SET_METHOD: "active_set"}
 
-#: Kernel codes of failures (not certificates) that a fallback solver takes again.
-FAILED_CODES = [code for code, (_, status) in STATUS.items() if status == FAILED]
+#: Canonical statuses, best first: a member that the interior-point method leaves short
+#: of ``optimal`` is solved again by the fallback solver, whose result replaces it where
+#: its status ranks better.
+STATUS_RANK = {OPTIMAL: 0, OPTIMAL_INACCURATE: 1, INFEASIBLE: 2, UNBOUNDED: 2,
+               INFEASIBLE_INACCURATE: 3, UNBOUNDED_INACCURATE: 3, FAILED: 4}
+
+#: Kernel codes of the members a fallback solver takes again (every status but Solved).
+RETRY_CODES = [code for code, (_, status) in STATUS.items() if status != OPTIMAL]
 
 #: Settings handed on to the fallback solver (Clarabel has them under the same names).
 FALLBACK_SETTINGS = ("tol_feas", "tol_gap_abs", "tol_gap_rel", "tol_infeas_abs",
@@ -162,9 +175,8 @@ def applies(cones: ConeSpec, shape: tuple[int, int], solver_kwargs: dict) -> boo
     ``n + m`` at most :data:`AUTO_MAX_DIM`, and every keyword one of its settings (or
     ``verbose``).
 
-    Second-order cones are left to the per-problem solvers: on small SOCP batches this
-    interior-point method is slower than Clarabel and, where a cone's ``s`` and ``y``
-    both end on its boundary, stalls near 1e-9 (``solve_method="IPM"`` still takes them).
+    Second-order cones are left to the per-problem solvers (``solve_method="IPM"``
+    takes them).
     """
     m, n = shape
     return (not unsupported_cones(cones) and not cones.soc and 0 < n + m <= AUTO_MAX_DIM
@@ -254,11 +266,13 @@ class BatchedResult:
         if k in self.replaced:
             return self.replaced[k].info
         native, status = STATUS[int(self.codes[k])]
-        pobj, dobj, r_prim, r_dual, gap = self.figures[k].tolist()
+        pobj, dobj, r_prim, r_dual, gap, polish = self.figures[k].tolist()
         info = scs_style_info(status, int(self.iterations[k]), pobj, dobj,
                               float(self.solve_time[k]), 0.0)
         info.update(r_prim=r_prim, r_dual=r_dual, gap=gap,
                     method=METHODS[int(self.methods[k])])
+        if info["method"] == "interior_point":
+            info["polish_steps"] = int(polish) if polish == polish else 0
         return info
 
     def result(self, k: int, raise_on_error: bool = False) -> SolverResult:
@@ -296,10 +310,13 @@ class BatchedIPM:
     patterns : SharedPatterns
         The patterns of ``A`` and of ``P``'s upper triangle.
     fallback : str, optional
-        A per-problem solver (``"Clarabel"``) that solves again the members this one
-        fails on (status ``failed``: numerical trouble, the iteration limit; not
-        infeasibility or unboundedness), with the settings it shares with this one
-        (``tol_*``, ``max_iter``, ...). Their ``info`` is that solver's.
+        A per-problem solver (``"Clarabel"``) that solves again every member this one
+        leaves short of ``optimal`` (numerical trouble, the iteration limit, an
+        inaccurate solution, a certificate), with the settings it shares with this one
+        (``tol_*``, ``max_iter``, ...); its result replaces this one's where its status
+        ranks better (:data:`STATUS_RANK`: an optimal solution always does), and then
+        the member's ``info`` is that solver's. So a batch never ends worse than the
+        fallback solver alone would have left it.
     **settings
         See :data:`DEFAULT_SETTINGS` (and ``verbose``, accepted and ignored).
 
@@ -430,7 +447,7 @@ class BatchedIPM:
 
     def _solve_failures_again(self, data: tuple, warm_starts: Optional[list],
                               out: BatchedResult) -> None:
-        failed = np.flatnonzero(np.isin(out.codes, FAILED_CODES))
+        failed = np.flatnonzero(np.isin(out.codes, RETRY_CODES))
         if not failed.size:
             return
         if self._fallback_solve is None:
@@ -443,8 +460,9 @@ class BatchedIPM:
         no_P = self.patterns.P_indices is None
         for k in failed.tolist():
             warm = None if warm_starts is None else warm_starts[k]
-            out.replaced[k] = self._fallback_solve(A[k], b[k], c[k], None if no_P else P[k],
-                                                   warm, False)
+            again = self._fallback_solve(A[k], b[k], c[k], None if no_P else P[k], warm, False)
+            if STATUS_RANK[again.status] < STATUS_RANK[out.status(k)]:
+                out.replaced[k] = again
 
     def _warm_arrays(self, warm_starts: Optional[list], count: int) -> tuple:
         m, n = self.shape
