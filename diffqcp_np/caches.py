@@ -18,6 +18,10 @@ can be large, in bytes (the NumPy arrays an entry holds):
     more than :data:`CONE_SPEC_ITEMS` list entries are parsed each time, not kept).
 ``psd_index_maps``
     Index maps of the PSD vectorisation, per side: 64.
+``layer_states``
+    The derivative maps of :class:`diffqcp_np.jax_layer.CvxpyLayer`'s differentiated forward
+    calls, by token, until their backward pass (a backward pass whose entry is gone solves
+    its problems again): 8.
 
 The process back end also keeps one pool of worker processes (and each worker its own
 caches): :func:`clear_caches` shuts it down too; the next process batch starts a new
@@ -129,8 +133,9 @@ ldl_analyses = BoundedCache("ldl_analyses", max_entries=16, max_bytes=256 * 2**2
 batch_structures = BoundedCache("batch_structures", max_entries=8)
 cone_specs = BoundedCache("cone_specs", max_entries=256)
 psd_index_maps = BoundedCache("psd_index_maps", max_entries=64)
+layer_states = BoundedCache("layer_states", max_entries=8)
 
-_CACHES = (ldl_analyses, batch_structures, cone_specs, psd_index_maps)
+_CACHES = (ldl_analyses, batch_structures, cone_specs, psd_index_maps, layer_states)
 
 
 def info() -> dict[str, dict[str, int | None]]:

@@ -23,7 +23,9 @@ Three ways to use it:
        (w_star,) = layer(F @ F.T + 1e-3 * torch.eye(n), mu_t)   # gradients reach F
 
    The same instance works with ``cvxpylayers.jax.CvxpyLayer`` (``jax.grad``; not
-   ``jax.jit``/``jax.vmap``, like every non-Moreau cvxpylayers backend) and with batched
+   ``jax.jit``/``jax.vmap``, like every non-Moreau cvxpylayers backend: for those use
+   :class:`diffqcp_np.jax_layer.CvxpyLayer`, the same layer built on
+   ``jax.pure_callback``) and with batched
    parameters (a leading batch dimension): a batch is one call of
    :func:`diffqcp_np.solve_and_derivative_batch` (threads, one factorisation per problem).
    cvxpylayers 1.2's JAX layer does not dispatch ``SolverInterface`` objects itself

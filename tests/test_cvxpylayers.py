@@ -754,3 +754,151 @@ def test_dlpack_round_trips_share_memory(th, jx):
     assert device_for(None, t) is None and device_for("cuda", t) == "cuda"
     with pytest.raises(ValueError, match="device must be"):
         device_for("tpu", t)
+
+
+# -- (d) diffqcp_np.jax_layer: jax.jit, jax.vmap, jax.grad -----------------------------------
+@pytest.fixture
+def jit_layer(jx):
+    pytest.importorskip("diffqcp_np.jax_layer", reason="needs JAX and cvxpylayers >= 1.2")
+    from diffqcp_np.jax_layer import CvxpyLayer
+
+    return CvxpyLayer
+
+
+@pytest.fixture
+def batch_calls(monkeypatch):
+    """Sizes of the batches the layer hands to diffqcp_np, per call."""
+    import diffqcp_np.batch as batch_module
+
+    calls = []
+    for name in ("solve_and_derivative_batch", "solve_only_batch"):
+        original = getattr(batch_module, name)
+
+        def counting(As, *args, _original=original, _name=name, **kwargs):
+            calls.append((_name, len(As)))
+            return _original(As, *args, **kwargs)
+
+        monkeypatch.setattr(batch_module, name, counting)
+    return calls
+
+
+@needs_interface
+@pytest.mark.parametrize("batch", [None, 2])
+def test_jit_layer_jit_and_grad(jx, jit_layer, batch):
+    """jit(loss) and jit(grad(loss)) equal the eager stock layer's and finite differences
+    (Σ = FF' + 0.1I enters P)."""
+    jax, StockLayer = jx
+    jnp = jax.numpy
+    problem, params, variables = portfolio_P_param()
+    rng = np.random.default_rng(RNG_SEED + 30)
+    F, mu = portfolio_values(rng, batch)
+    weights = [rng.standard_normal(((batch,) if batch else ()) + (N_ASSETS,))]
+    build = lambda F_, mu_: (sigma_of(F_, jnp), mu_)  # noqa: E731
+    layer = jit_layer(problem, parameters=params, variables=variables, solver=tight_solver())
+    stock = StockLayer(problem, parameters=params, variables=variables, solver=tight_solver())
+    loss = jax_loss(layer, build, weights)
+    args = (jnp.asarray(F), jnp.asarray(mu))
+    want = jax.grad(jax_loss(stock, build, weights), argnums=(0, 1))(*args)
+    got = jax.jit(jax.grad(loss, argnums=(0, 1)))(*args)
+    assert float(jax.jit(loss)(*args)) == pytest.approx(
+        float(jax_loss(stock, build, weights)(*args)), rel=1e-10, abs=1e-12)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-8, atol=1e-11)
+    jitted = jax.jit(loss)
+    fd = fd_gradient(lambda F_, mu_: float(jitted(jnp.asarray(F_), jnp.asarray(mu_))), [F, mu])
+    assert_grad_close(got[0], fd[0], "dF")
+    assert_grad_close(got[1], fd[1], "dmu")
+    assert np.abs(np.asarray(got[0])).max() > 1e-3
+
+
+@needs_interface
+def test_jit_layer_vmap_is_one_batch_call(jx, jit_layer, batch_calls):
+    """vmap(grad) over F (μ shared) is one batch solve of all problems, with each member's
+    gradient equal to its own eager one; grad of a vmapped sum reaches the shared μ."""
+    jax, _ = jx
+    jnp = jax.numpy
+    problem, params, variables = portfolio_P_param()
+    rng = np.random.default_rng(RNG_SEED + 31)
+    F, mu = portfolio_values(rng, 3, shared_mu=True)
+    weights = [rng.standard_normal(N_ASSETS)]
+    layer = jit_layer(problem, parameters=params, variables=variables, solver=tight_solver())
+    loss = jax_loss(layer, lambda F_, mu_: (sigma_of(F_, jnp), mu_), weights)
+    per_member = jax.jit(jax.vmap(jax.grad(loss, argnums=(0, 1)), in_axes=(0, None)))
+    batch_calls.clear()
+    dF, dmu = per_member(jnp.asarray(F), jnp.asarray(mu))
+    assert batch_calls == [("solve_and_derivative_batch", 3)]
+    assert dF.shape == F.shape and dmu.shape == (3, N_ASSETS)
+    for i in range(3):
+        eager = jax.grad(loss, argnums=(0, 1))(jnp.asarray(F[i]), jnp.asarray(mu))
+        np.testing.assert_allclose(np.asarray(dF[i]), np.asarray(eager[0]), rtol=1e-8,
+                                   atol=1e-11)
+        np.testing.assert_allclose(np.asarray(dmu[i]), np.asarray(eager[1]), rtol=1e-8,
+                                   atol=1e-11)
+    total = jax.jit(jax.grad(lambda F_, mu_: jax.vmap(loss, in_axes=(0, None))(F_, mu_).sum(),
+                             argnums=1))
+    batch_calls.clear()
+    np.testing.assert_allclose(np.asarray(total(jnp.asarray(F), jnp.asarray(mu))),
+                               np.asarray(dmu).sum(axis=0), rtol=1e-8, atol=1e-11)
+    assert batch_calls == [("solve_and_derivative_batch", 3)]
+    # vmap of a batched call (cvxpylayers' own batch axis inside): still one call
+    batch_calls.clear()
+    out = jax.jit(jax.vmap(lambda F_: layer(sigma_of(F_, jnp), jnp.asarray(mu))[0]))(
+        jnp.asarray(np.stack([F[:2], F[1:]])))
+    assert batch_calls == [("solve_only_batch", 4)] and out.shape == (2, 2, N_ASSETS)
+    np.testing.assert_allclose(np.asarray(out[1, 0]), np.asarray(out[0, 1]), atol=1e-12)
+
+
+@needs_interface
+def test_jit_layer_linear_program_and_lost_state(jx, jit_layer):
+    """No P (an LP); a backward pass whose kept derivative was cleared solves again and
+    gives the same gradient."""
+    jax, _ = jx
+    jnp = jax.numpy
+    problem, params, variables = l1_regression()
+    layer = jit_layer(problem, parameters=params, variables=variables, solver=tight_solver())
+    rng = np.random.default_rng(RNG_SEED + 32)
+    A, b = rng.standard_normal((3, 2)), rng.standard_normal(3)
+    weights = [rng.standard_normal(2)]
+    loss = jax_loss(layer, lambda a, c: (a, c), weights)
+    args = (jnp.asarray(A), jnp.asarray(b))
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(*args)
+    fd = fd_gradient(lambda a, c: float(loss(jnp.asarray(a), jnp.asarray(c))), [A, b])
+    assert_grad_close(grads[0], fd[0], "dA")
+    assert_grad_close(grads[1], fd[1], "db")
+    value, pullback = jax.vjp(loss, *args)
+    diffqcp_np.clear_caches()
+    for got, want in zip(pullback(jnp.ones_like(value)), grads):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-9, atol=1e-12)
+
+
+@needs_interface
+def test_jit_layer_float32(jx, jit_layer):
+    """float32 parameters are solved in float64; outputs and gradients are float32, equal to
+    the float64 ones to float32 rounding; also with jax_enable_x64 off (all float32)."""
+    jax, _ = jx
+    jnp = jax.numpy
+    problem, params, variables = portfolio_P_param()
+    rng = np.random.default_rng(RNG_SEED + 33)
+    F, mu = portfolio_values(rng, 2)
+    weights = [rng.standard_normal((2, N_ASSETS)).astype(np.float32)]
+    build = lambda F_, mu_: (sigma_of(F_, jnp).astype(F_.dtype), mu_)  # noqa: E731
+    layer = jit_layer(problem, parameters=params, variables=variables, solver=tight_solver())
+    loss = jax_loss(layer, build, weights)
+    g64 = jax.jit(jax.grad(loss, argnums=(0, 1)))(jnp.asarray(F), jnp.asarray(mu))
+    (w32,) = layer(*build(jnp.asarray(F, jnp.float32), jnp.asarray(mu, jnp.float32)))
+    assert w32.dtype == jnp.float32
+    results = [jax.jit(jax.grad(loss, argnums=(0, 1)))(jnp.asarray(F, jnp.float32),
+                                                     jnp.asarray(mu, jnp.float32))]
+    jax.config.update("jax_enable_x64", False)
+    try:
+        narrow = jit_layer(problem, parameters=params, variables=variables,
+                           solver=tight_solver())
+        assert narrow.q.data.dtype == jnp.float32
+        results.append(jax.jit(jax.grad(jax_loss(narrow, build, weights), argnums=(0, 1)))(
+            jnp.asarray(F, jnp.float32), jnp.asarray(mu, jnp.float32)))
+    finally:
+        jax.config.update("jax_enable_x64", True)
+    for g32 in results:
+        for got, want in zip(g32, g64):
+            assert got.dtype == jnp.float32
+            np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-3, atol=1e-4)

@@ -20,6 +20,7 @@ NEEDS = {
     "cvxpy_requires_grad.py": ["cvxpy"],
     "cvxpylayers_torch.py": ["cvxpylayers", "torch"],
     "diffcp_style.py": ["cvxpy"],
+    "jax_jit_vmap.py": ["cvxpylayers", "jax"],
 }
 
 
