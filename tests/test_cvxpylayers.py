@@ -902,3 +902,50 @@ def test_jit_layer_float32(jx, jit_layer):
         for got, want in zip(g32, g64):
             assert got.dtype == jnp.float32
             np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-3, atol=1e-4)
+
+
+# -- (e) diffqcp_np.torch_layer: torch.compile ---------------------------------------------------
+@needs_interface
+@pytest.mark.parametrize("dtype, backend", [("float64", "inductor"), ("float32", "aot_eager")])
+# TorchDynamo itself reads .grad of the layer's (non-leaf) outputs when it resumes after the
+# graph break, and torch warns about that read.
+@pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")
+def test_torch_layer_under_torch_compile(th, dtype, backend):
+    """A compiled model around the layer: one graph break (the layer), no error; loss and
+    gradients equal the eager model's, in the parameters' dtype, on their device."""
+    tt, _ = th
+    pytest.importorskip("diffqcp_np.torch_layer")
+    from diffqcp_np.torch_layer import CvxpyLayer
+
+    problem, params, variables = portfolio_factor_param()
+    layer = CvxpyLayer(problem, parameters=params, variables=variables, solver=tight_solver())
+    rng = np.random.default_rng(RNG_SEED + 40)
+    F, mu = portfolio_values(rng, 2)
+    dt = getattr(tt, dtype)
+    weights = tt.tensor(rng.standard_normal((2, N_ASSETS)), dtype=dt)
+    mix = tt.tensor(np.eye(N_FACTORS) + 0.1 * rng.standard_normal((N_FACTORS, N_FACTORS)),
+                    dtype=dt)
+
+    def model(F_, mu_):
+        (w_star,) = layer(F_ @ mix, tt.tanh(mu_))
+        return (w_star * weights).sum() + (w_star ** 2).sum()
+
+    results = []
+    for run in (tt.compile(model, backend=backend), model):
+        F_t = tt.tensor(F, dtype=dt, requires_grad=True)
+        mu_t = tt.tensor(mu, dtype=dt, requires_grad=True)
+        loss = run(F_t, mu_t)
+        loss.backward()
+        assert loss.dtype == dt and loss.device == F_t.device
+        assert F_t.grad.dtype == dt and mu_t.grad.dtype == dt
+        results.append((float(loss.detach()), F_t.grad.numpy(), mu_t.grad.numpy()))
+    (loss_c, dF_c, dmu_c), (loss_e, dF_e, dmu_e) = results
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == "float64" else dict(rtol=1e-5, atol=1e-6)
+    assert loss_c == pytest.approx(loss_e, **{"rel": tol["rtol"], "abs": tol["atol"]})
+    np.testing.assert_allclose(dF_c, dF_e, **tol)
+    np.testing.assert_allclose(dmu_c, dmu_e, **tol)
+    assert np.abs(dF_c).max() > 1e-3
+    explanation = tt._dynamo.explain(model)(tt.tensor(F, dtype=dt), tt.tensor(mu, dtype=dt))
+    assert explanation.graph_break_count <= 1
+    (w_star,) = layer(tt.tensor(F, dtype=dt), tt.tensor(mu, dtype=dt))
+    assert w_star.dtype == dt
