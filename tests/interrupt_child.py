@@ -11,6 +11,7 @@ problems a batch had finished. Every solve would run for minutes if nothing stop
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -73,6 +74,10 @@ def scenarios(counter: Counter) -> dict:
 
 
 def main(names: list[str]) -> None:
+    # Ctrl-C as in a terminal: Python installs its handler at start-up only where SIGINT
+    # is not ignored, and a process started as a background job (a CI runner, `cmd &`)
+    # inherits SIGINT ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     counter = Counter()
     table = scenarios(counter)
     # start the process pool now: an interrupt while it starts is another matter
