@@ -132,6 +132,21 @@ def _is_broken(pool: ProcessPoolExecutor) -> bool:
             or any(not process.is_alive() for process in _workers(pool)))
 
 
+def _stop(pool: Executor) -> None:
+    """Terminate the live workers of ``pool``, then shut it down and wait for it.
+
+    A worker killed while it waited for work may have died holding the lock of the
+    pool's task queue; the other workers then wait for that lock forever and would
+    never read the request to exit, so they are terminated instead of asked. Waiting
+    for the shutdown releases the pool's queues (else they are reported as leaked at
+    exit).
+    """
+    for process in _workers(pool):
+        if process.is_alive():
+            process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
 class _ProcessPools:
     """The process back end's pool, created on first use and reused while its size fits
     and none of its workers has died.
@@ -149,7 +164,7 @@ class _ProcessPools:
     def get(self, size: int) -> ProcessPoolExecutor:
         with self._lock:
             if self._pool is not None and _is_broken(self._pool):
-                self._pool.shutdown(wait=True, cancel_futures=True)  # its workers are gone
+                _stop(self._pool)
                 self._pool = None
             if self._pool is not None and self._size != size:
                 self._pool.shutdown(wait=False)
@@ -160,21 +175,13 @@ class _ProcessPools:
                 self._size = size
             return self._pool
 
-    def discard(self, pool: Executor, terminate: bool = False) -> None:
-        """Forget ``pool`` (if it is the cached one) and shut it down, after a worker died
-        or, with ``terminate``, after an interrupt: its workers are stopped first.
-
-        Shutting down a pool without live workers takes no time, and waiting for it
-        releases its queues (else they are reported as leaked at exit).
-        """
+    def discard(self, pool: Executor) -> None:
+        """Forget ``pool`` (if it is the cached one) and stop it, after a worker died or
+        after an interrupt (see :func:`_stop`)."""
         with self._lock:
             if pool is self._pool:
                 self._pool = None
-        if terminate:
-            for process in _workers(pool):
-                if process.is_alive():
-                    process.terminate()
-        pool.shutdown(wait=True, cancel_futures=True)
+        _stop(pool)
 
     def shutdown(self) -> None:
         """Shut the cached pool down (its workers exit; the next batch starts a new one)."""
@@ -495,7 +502,7 @@ class Runner:
                 lost = self._run_tasks(pool, run, alone if one_by_one else queue,
                                        1 if one_by_one else limit, cancel_on_interrupt=False)
             except KeyboardInterrupt:
-                PROCESS_POOLS.discard(pool, terminate=True)
+                PROCESS_POOLS.discard(pool)
                 raise
             if lost is None:
                 continue

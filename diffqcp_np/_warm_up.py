@@ -24,13 +24,20 @@ from typing import Callable, Iterator, TextIO
 import numpy as np
 import scipy.sparse as sp
 
+#: Modules that need an optional framework (a layer adapter's) and define no kernel.
+FRAMEWORK_MODULES = frozenset({"diffqcp_np.jax_layer", "diffqcp_np.torch_layer"})
+
+
 def _dispatchers() -> dict[str, object]:
-    """Every Numba dispatcher defined in the package, by qualified name."""
+    """Every Numba dispatcher defined in the package, by qualified name (the modules of
+    :data:`FRAMEWORK_MODULES` are not imported)."""
     from numba.core.dispatcher import Dispatcher
 
     found = {}
     package = importlib.import_module("diffqcp_np")
     for info in pkgutil.walk_packages(package.__path__, "diffqcp_np."):
+        if info.name in FRAMEWORK_MODULES:
+            continue
         module = importlib.import_module(info.name)
         for name, obj in vars(module).items():
             if isinstance(obj, Dispatcher) and obj.py_func.__module__ == info.name:

@@ -135,3 +135,13 @@ def fresh_structures():
     STRUCTURE_CACHE.clear()
     yield STRUCTURE_CACHE
     STRUCTURE_CACHE.clear()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop the process back end's pool (its workers terminated): a pool that a failed or
+    timed-out test left in a bad state cannot keep the interpreter from exiting."""
+    from diffqcp_np._parallel import PROCESS_POOLS
+
+    pool = PROCESS_POOLS._pool
+    if pool is not None:
+        PROCESS_POOLS.discard(pool)

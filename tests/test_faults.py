@@ -54,18 +54,22 @@ def killing_warm_starts(size: int, killers: tuple) -> list:
             for i in range(size)]
 
 
-def kill_a_worker() -> None:
-    """SIGKILL one worker of the (started) pool and wait until it is dead."""
-    process = _parallel._workers(PROCESS_POOLS.get(2))[0]
+def kill_a_worker(which: int = 0) -> None:
+    """SIGKILL worker ``which`` of the (started) pool and wait until it is dead."""
+    process = _parallel._workers(PROCESS_POOLS.get(2))[which]
     os.kill(process.pid, signal.SIGKILL)
     process.join(30)
     assert not process.is_alive()
 
 
-def test_worker_killed_while_the_pool_is_idle_is_replaced():
+@pytest.mark.parametrize("which", [0, 1])
+def test_worker_killed_while_the_pool_is_idle_is_replaced(which):
+    """Of two idle workers one waits for a task holding the task queue's lock, the other
+    for that lock: killing either leaves a pool that is replaced (killing the holder
+    once left the other worker waiting forever, and shutting the pool down hung)."""
     args = batch_args(BOUNDS)
     first = solve_only_batch(**args, backend="processes", n_jobs_forward=2, **SETTINGS)[0]
-    kill_a_worker()
+    kill_a_worker(which)
     xs = solve_only_batch(**args, backend="processes", n_jobs_forward=2, **SETTINGS)[0]
     for x, x_first, want in zip(xs, first, EXPECTED_X):
         assert x == pytest.approx(x_first, abs=1e-12) and x == pytest.approx(want, abs=1e-7)

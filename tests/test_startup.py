@@ -18,7 +18,7 @@ import pytest
 
 import diffqcp_np
 from diffqcp_np import __main__ as cli
-from diffqcp_np._warm_up import compilations, warm_up
+from diffqcp_np._warm_up import FRAMEWORK_MODULES, compilations, warm_up
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -130,3 +130,14 @@ def test_sort_segment_matches_numpy():
         want[3:3 + size] = np.sort(indices[3:3 + size])
         np.testing.assert_array_equal(got_indices, want)
         np.testing.assert_array_equal(got_data, want * 0.5)
+
+
+@pytest.mark.parametrize("name", sorted(FRAMEWORK_MODULES))
+def test_modules_left_out_of_the_kernel_walk_define_no_kernel(name):
+    """The walk skips the layer adapters (their frameworks are optional extras): that
+    hides no kernel."""
+    from numba.core.dispatcher import Dispatcher
+
+    pytest.importorskip(name.split(".")[1].removesuffix("_layer"))  # jax / torch
+    module = importlib.import_module(name)
+    assert not [key for key, obj in vars(module).items() if isinstance(obj, Dispatcher)]
