@@ -193,7 +193,8 @@ def cost_row(name: str, repeats: int) -> str:
     def differentiate(borrow: bool = True):
         def build(x, y, s, previous, same_faces):
             return SolutionDerivative(data, x, y, s, quadratic=quadratic, reuse=previous,
-                                      same_faces=same_faces and borrow)
+                                      same_faces=same_faces and borrow,
+                                      A_pattern=None if previous is None else previous.A_pattern)
 
         out = refine_solution(ResidualMap(data, quadratic.full), x, y, s, build)
         out.derivative.vjp(gx)

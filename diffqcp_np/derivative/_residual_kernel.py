@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import numba
+import numpy as np
 
 from .._sparse import UNSIGNED_INDEX as _U
 
@@ -52,3 +53,45 @@ def residual_parts(Ap, Ai, Ax, Pp, Pi, Pv, b, c, x, y, s, dual, primal):
         primal_squares += r * r
     return (c_max, px_max, aty_max, b_max, ax_max, s_max, dual_max, primal_max, dual_squares,
             primal_squares)
+
+
+@numba.njit(nogil=True, cache=True)
+def orthant_point(v, zero):
+    """``y = Π_{K*}(v)`` and ``s = y − v`` for the zero cone (its first ``zero`` rows, where
+    ``K*`` is the whole space) and the orthant (the other rows), in one pass."""
+    m = v.shape[0]
+    y, s = np.empty(m), np.empty(m)
+    for i in range(zero):
+        y[i] = v[i]
+        s[i] = 0.0
+    for i in range(zero, m):
+        if v[i] > 0.0:
+            y[i] = v[i]
+            s[i] = 0.0
+        else:
+            y[i] = 0.0
+            s[i] = -v[i]
+    return y, s
+
+
+@numba.njit(nogil=True, cache=True)
+def orthant_step(Ap, Ai, Ax, Pp, Pi, Pv, b, c, zero, x0, v0, step, t):
+    """The point ``x = x0 + t·step[:n]``, ``v = v0 + t·step[n:]``, its ``y, s``
+    (:func:`orthant_point`) and the residual there (:func:`residual_parts`), in one call.
+
+    Returns
+    -------
+    x, v, y, s, dual, primal : ndarray
+    parts : tuple of float
+        As returned by :func:`residual_parts`.
+    """
+    n, m = x0.shape[0], v0.shape[0]
+    x, v = np.empty(n), np.empty(m)
+    for j in range(n):
+        x[j] = x0[j] + t * step[j]
+    for i in range(m):
+        v[i] = v0[i] + t * step[n + i]
+    y, s = orthant_point(v, zero)
+    dual, primal = np.empty(n), np.empty(m)
+    parts = residual_parts(Ap, Ai, Ax, Pp, Pi, Pv, b, c, x, y, s, dual, primal)
+    return x, v, y, s, dual, primal, parts

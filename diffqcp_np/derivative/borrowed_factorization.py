@@ -42,6 +42,14 @@ def lender_of(solver: KKTSolver) -> KKTSolver | None:
     return None
 
 
+def approximate_solve(solver: KKTSolver, r: np.ndarray) -> np.ndarray | None:
+    """``K⁻¹ r`` from the factorisation that ``solver`` uses (its lender's, if it borrows
+    one: then of K at the earlier point), unrefined; None where it has none (iterative
+    modes, a singular K)."""
+    lender = lender_of(solver)
+    return None if lender is None else lender.factor_solve(r, False)
+
+
 def factorizations(solver: KKTSolver) -> int:
     """How many factorisations of K (or of its reduction) ``solver`` made: none for a
     borrowing solver that did not factor its own K."""

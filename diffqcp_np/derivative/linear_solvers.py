@@ -300,10 +300,15 @@ class ReducedDirectSolver(KKTSolver):
         self.singular_detail = self._fallback.singular_detail
 
     def factor_solve(self, v: np.ndarray, transpose: bool) -> np.ndarray:
-        """An approximate ``K⁻¹ v`` (or ``K'⁻¹ v``) from the factorisation, unrefined."""
+        """An approximate ``K⁻¹ v`` (or ``K'⁻¹ v``) from the factorisation, unrefined: one
+        compiled call where D is diagonal or the reduction :attr:`~.ReducedSystem.fused`
+        (:meth:`~.ReducedSystem.refined_solve` with no refinement step)."""
         if self._fallback is not None:
             return self._fallback.factor_solve(v, transpose)
-        return self._reduced.solve_transpose(v) if transpose else self._reduced.solve(v)
+        reduced = self._reduced
+        if reduced.parts.D.diagonal is not None or reduced.fused:
+            return reduced.refined_solve(v, transpose, 0, 0.0)[0]
+        return reduced.solve_transpose(v) if transpose else reduced.solve(v)
 
     def _solve(self, r, transpose):
         if self._fallback is None:

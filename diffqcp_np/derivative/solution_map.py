@@ -16,6 +16,7 @@ homogeneous embedding that diffcp solves by least squares.
 
 from __future__ import annotations
 
+import copy
 from functools import cached_property
 from typing import Any, Callable
 
@@ -187,6 +188,17 @@ class SolutionDerivative:
         self.cone_jacobian = ConeJacobian(self.y - self.s, data.cones, dual=True)
         self._solver_options = solver_options
         self.solver: KKTSolver = self._reused_solver(reuse, same_faces) or self._factored()
+
+    def moved_to(self, x: np.ndarray, y: np.ndarray, s: np.ndarray) -> SolutionDerivative:
+        """This derivative at another point ``(x, y, s)`` of the problem where the cone
+        Jacobian is the same matrix (a refinement step that changed no orthant row's
+        sign): K, its solver, the cone Jacobian and the patterns are shared, only the
+        point (used by the products with ``dA`` and ``dP``) is new: copies of the given
+        arrays, finite float64 vectors of the right lengths (not checked)."""
+        moved = copy.copy(self)
+        moved.__dict__.pop("_gradient_bound", None)
+        moved.x, moved.y, moved.s = x.copy(), y.copy(), s.copy()
+        return moved
 
     def _reused_solver(self, reuse: SolutionDerivative | None,
                        same_faces: bool) -> KKTSolver | None:

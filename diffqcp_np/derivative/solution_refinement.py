@@ -33,6 +33,7 @@ refinement did not converge. Unresolved blocks, or a refined residual that stays
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Protocol
@@ -40,13 +41,15 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import scipy.sparse as sp
 
+from .._fast_checks import all_finite
 from .._validation import ProblemData
 from .._warnings import warn_at_caller
 from ..cones.projection import ConeJacobian, pi
+from ..cones._soc_numba import jacobian_nonneg
 from ..cones.psd import _unvec_stack
 from ..cones.spec import ConeSpec, vec_psd_dim
-from ._residual_kernel import residual_parts
-from .borrowed_factorization import factorizations
+from ._residual_kernel import orthant_point, orthant_step, residual_parts
+from .borrowed_factorization import approximate_solve, factorizations, lender_of
 from .linear_solvers import InaccurateDerivativeWarning, KKTSolver
 
 #: Refinement stops once the normalised residual is at or below this (the step that
@@ -144,21 +147,40 @@ class ResidualMap:
         self._P = ((np.zeros(data.n + 1, np.int32), np.zeros(0, np.int32), np.zeros(0))
                    if P is None else (P.indptr, P.indices, P.data))
         self._scales: tuple[float, float] | None = None
+        self._matrices = (data.A.indptr, data.A.indices, data.A.data, *self._P, data.b, data.c)
+        self._polyhedral = polyhedral(data.cones)
 
     def __call__(self, x: np.ndarray, v: np.ndarray) -> Residual:
         """``F(x, v)``."""
         data = self.data
-        y = project_dual(v, data.cones)
-        s = y - v
+        if self._polyhedral:
+            y, s = orthant_point(v, data.cones.zero)
+        else:
+            y = pi(v, data.cones, dual=True)
+            s = y - v
         dual, primal = np.empty(data.n), np.empty(data.m)
-        A = data.A
+        parts = residual_parts(*self._matrices, x, y, s, dual, primal)
+        return self._residual(x, v, y, s, dual, primal, parts)
+
+    def step(self, point: Residual, step: np.ndarray, t: float) -> Residual:
+        """``F`` at ``(point.x, point.v) + t·step`` (one compiled call on zero and orthant
+        cones)."""
+        if not self._polyhedral:
+            n = point.x.size
+            return self(point.x + t * step[:n], point.v + t * step[n:])
+        return self._residual(*orthant_step(*self._matrices, self.data.cones.zero, point.x,
+                                            point.v, step, t))
+
+    def _residual(self, x: np.ndarray, v: np.ndarray, y: np.ndarray, s: np.ndarray,
+                  dual: np.ndarray, primal: np.ndarray, parts: tuple) -> Residual:
+        """The :class:`Residual` from :func:`~._residual_kernel.residual_parts`'s numbers
+        (the first call fixes the scales)."""
         (c_max, px_max, aty_max, b_max, ax_max, s_max, dual_max, primal_max, dual_squares,
-         primal_squares) = residual_parts(A.indptr, A.indices, A.data, *self._P, data.b,
-                                          data.c, x, y, s, dual, primal)
+         primal_squares) = parts
         if self._scales is None:
             self._scales = (_scale(c_max, px_max, aty_max), _scale(b_max, ax_max, s_max))
-        merit = float(np.sqrt(dual_squares / self._scales[0] ** 2
-                              + primal_squares / self._scales[1] ** 2))
+        merit = math.sqrt(dual_squares / self._scales[0] ** 2
+                          + primal_squares / self._scales[1] ** 2)
         return Residual(x, v, y, s, dual, primal, max(dual_max, primal_max), merit)
 
 
@@ -175,13 +197,36 @@ def block_starts(spec: ConeSpec) -> np.ndarray:
     return starts
 
 
+def polyhedral(spec: ConeSpec) -> bool:
+    """Whether the cones are the zero cone and the orthant only: ``Π`` is then piecewise
+    affine, every block one row, and ``DΠ`` the same matrix wherever no row's sign
+    changes."""
+    return spec.zero + spec.nonneg == spec.dim
+
+
+def block_count(spec: ConeSpec) -> int:
+    """The number of cone blocks (see :func:`block_starts`)."""
+    return (spec.nonneg + len(spec.soc) + len(spec.psd) + spec.exp + spec.exp_dual
+            + len(spec.power))
+
+
 def block_maxima(values: np.ndarray, spec: ConeSpec) -> np.ndarray:
     """The largest of ``values`` (one per row of the cones) in each cone block (see
-    :func:`block_starts`)."""
+    :func:`block_starts`; a view of ``values`` where every block is one row)."""
+    if polyhedral(spec):
+        return values[spec.zero:]
     starts = block_starts(spec)
     if starts.size == 0:
         return np.zeros(0)
     return np.maximum.reduceat(values, starts)
+
+
+def orthant_changes(jacobian: ConeJacobian, v: np.ndarray) -> np.ndarray:
+    """Where ``DΠ`` at ``v`` differs from ``jacobian`` on the orthant rows (zero and
+    orthant cones only: elsewhere ``DΠ`` is the same matrix)."""
+    spec = jacobian.spec
+    d = jacobian_nonneg(v[spec.zero:])
+    return d != jacobian.diagonal_part[spec.zero:]
 
 
 def _psd_eigenvalues(v: np.ndarray, spec: ConeSpec) -> list[np.ndarray]:
@@ -263,14 +308,20 @@ def unsettled_blocks(jacobian: ConeJacobian, v: np.ndarray, radius: np.ndarray) 
     the Jacobian jumps at one of the points ``v ± radius·e_j``.
     """
     spec = jacobian.spec
-    sl = spec.slices()
+    rows = v[spec.zero:spec.zero + spec.nonneg]
+    if polyhedral(spec):
+        return np.abs(rows) <= radius
     nonneg, soc, psd = spec.nonneg, len(spec.soc), len(spec.psd)
     out = np.empty(radius.size, dtype=bool)
-    out[:nonneg] = np.abs(v[sl["l"]]) <= radius[:nonneg]
-    out[nonneg:nonneg + soc] = _soc_margins(v, spec) <= radius[nonneg:nonneg + soc]
-    lowest = np.array([np.abs(lam).min() for lam in _psd_eigenvalues(v, spec)])
-    out[nonneg + soc:nonneg + soc + psd] = lowest <= radius[nonneg + soc:nonneg + soc + psd]
-    out[nonneg + soc + psd:] = _small_jumps(jacobian, v, radius[nonneg + soc + psd:])
+    out[:nonneg] = np.abs(rows) <= radius[:nonneg]
+    if soc:
+        out[nonneg:nonneg + soc] = _soc_margins(v, spec) <= radius[nonneg:nonneg + soc]
+    if psd:
+        lowest = np.array([np.abs(lam).min() for lam in _psd_eigenvalues(v, spec)])
+        out[nonneg + soc:nonneg + soc + psd] = (lowest
+                                                <= radius[nonneg + soc:nonneg + soc + psd])
+    if nonneg + soc + psd < radius.size:
+        out[nonneg + soc + psd:] = _small_jumps(jacobian, v, radius[nonneg + soc + psd:])
     return out
 
 
@@ -371,10 +422,42 @@ def _ignore_defect(defect: np.ndarray, transpose: bool, detail: str) -> None:
     """A :data:`~.linear_solvers.DefectHandler` that reports nothing."""
 
 
+def _inexact_step(solver: KKTSolver, rhs: np.ndarray) -> np.ndarray | None:
+    """An inexact Newton step ``K⁻¹ rhs``: the unrefined answer of the factorisation that
+    ``solver`` uses (:func:`~.borrowed_factorization.approximate_solve`; at a point where
+    it borrows one, K's at an earlier point), or None where it has none or the answer
+    is not finite. The step is measured by the residual map itself, so refining the
+    solve would only duplicate the next step (on zero and orthant cones, where F is
+    affine on a face, a Newton step *is* a step of iterative refinement)."""
+    step = approximate_solve(solver, rhs)
+    return step if step is not None and all_finite(step) else None
+
+
+def _trial(residual_map: ResidualMap, point: Residual, step: np.ndarray,
+           t: float) -> Residual | None:
+    """The residual at ``point + t·step`` if it falls by a sufficient amount, else None."""
+    trial = residual_map.step(point, step, t)
+    return trial if trial.merit <= (1.0 - SUFFICIENT_DECREASE * t) * point.merit else None
+
+
+def _line_search(residual_map: ResidualMap, point: Residual, step: np.ndarray,
+                 report: RefinementReport) -> Residual | None:
+    """The first of the steps ``t = 1, ½, ¼, …`` (``MAX_BACKTRACKS`` halvings) that
+    :func:`_trial` accepts, counting the rejected ones in ``report``; None if none is."""
+    t = 1.0
+    for _ in range(MAX_BACKTRACKS + 1):
+        trial = _trial(residual_map, point, step, t)
+        if trial is not None:
+            return trial
+        report.rejected += 1
+        t *= 0.5
+    return None
+
+
 def _newton_step(solver: KKTSolver, rhs: np.ndarray) -> np.ndarray:
-    """``K⁻¹ rhs``; where K is singular, its least-squares answer without a warning (a
-    Newton step's right-hand side need not lie in K's range; the derivative's products
-    are reported as usual)."""
+    """The Newton step ``K⁻¹ rhs``, refined; where K is singular, its least-squares answer
+    without a warning (a Newton step's right-hand side need not lie in K's range; the
+    derivative's products are reported as usual)."""
     report, solver.on_defect = solver.on_defect, _ignore_defect
     try:
         return solver.solve(rhs)
@@ -435,41 +518,60 @@ def refine_solution(residual_map: ResidualMap, x: np.ndarray, y: np.ndarray, s: 
     spec = derivative.cone_jacobian.spec
     report = RefinementReport(point.merit, point.merit)
     given = point
-    nothing = np.zeros(block_starts(spec).size, dtype=bool)
+    nothing = np.zeros(block_count(spec), dtype=bool)
     if not refine:
         report.status = "off"
         report.unresolved_rows, report.unresolved_cones = _unresolved(
             derivative.cone_jacobian, point.v, point.absolute, _gaps(y, point, spec), nothing)
         return Refinement(derivative, x, y, s, report)
-    codes = face_codes(spec, point.v, point.y, point.s)
+    affine = polyhedral(spec)  # a step that keeps D keeps K: the same derivative
+    codes = None if affine else face_codes(spec, point.v, point.y, point.s)
     solvers = []  # the solvers of K at the points after the first
     changed = nothing
     error = point.absolute  # estimate of the distance to the solution (in v)
     report.status = "max_steps"
+    inexact = True  # unrefined solves, until one fails to give a full step
+    stale = False  # whether ``derivative`` is at an earlier point than ``point``
     while point.merit > target and report.steps < max_steps:
-        step = _newton_step(derivative.solver, np.concatenate([-point.dual, point.primal]))
-        dx, dv = step[:n], step[n:]
-        error = _max_abs(dv)  # Newton's step: the first-order distance to the solution
-        t = 1.0
-        for _ in range(MAX_BACKTRACKS + 1):
-            trial = residual_map(point.x + t * dx, point.v + t * dv)
-            if trial.merit <= (1.0 - SUFFICIENT_DECREASE * t) * point.merit:
-                break
-            report.rejected += 1
-            t *= 0.5
-        else:
+        rhs = np.concatenate([-point.dual, point.primal])
+        trial = None
+        if inexact:
+            step = _inexact_step(derivative.solver, rhs)
+            trial = None if step is None else _trial(residual_map, point, step, 1.0)
+            inexact = trial is not None
+        if trial is None:
+            step = _newton_step(derivative.solver, rhs)
+            trial = _line_search(residual_map, point, step, report)
+        error = _max_abs(step[n:])  # Newton's step: the first-order distance to the solution
+        if trial is None:
             report.status = "stalled"
             break
         ratio = trial.merit / point.merit
-        new_codes = face_codes(spec, trial.v, trial.y, trial.s)
-        changed, codes = new_codes != codes, new_codes
         previous = derivative
-        derivative = build(trial.x, trial.y, trial.s, previous, not changed.any())
+        if affine:
+            changed = orthant_changes(previous.cone_jacobian, trial.v)
+            if not changed.any() and hasattr(previous, "moved_to"):
+                derivative = previous.moved_to(trial.x, trial.y, trial.s)
+            else:
+                derivative = build(trial.x, trial.y, trial.s, previous, not changed.any())
+        else:
+            new_codes = face_codes(spec, trial.v, trial.y, trial.s)
+            changed, codes = new_codes != codes, new_codes
+            # On the same faces the next steps are chord steps with this factorisation
+            # (lent to the derivative at the last point, built after the loop).
+            stale = not changed.any() and lender_of(previous.solver) is not None
+            if not stale:
+                derivative = build(trial.x, trial.y, trial.s, previous, not changed.any())
         if derivative.solver is not previous.solver:
             solvers.append(derivative.solver)
         point = trial
         report.steps += 1
         error *= min(ratio, 1.0)  # the distance left, as the residual shrank
+    if stale:
+        previous = derivative
+        derivative = build(point.x, point.y, point.s, previous, True)
+        if derivative.solver is not previous.solver:
+            solvers.append(derivative.solver)
     if point.merit <= target:
         report.status = "converged"
         changed = nothing
