@@ -18,7 +18,7 @@ import sys
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator, TextIO
 
 import numpy as np
@@ -167,6 +167,15 @@ def _batch() -> None:
         DT_batch(xs, ys, ss, return_dP=True)
 
 
+def _refinement() -> None:
+    """Newton steps of solution refinement from a perturbed solution (the compiled steps on
+    zero and orthant cones, the general ones on a second-order cone)."""
+    for cone_dict in ({"z": 1, "l": 5}, {"l": 2, "q": [3]}):
+        p = _known_solution(cone_dict)
+        x = p.x + 1e-7 * np.random.default_rng(5).standard_normal(p.x.size)
+        _differentiate(replace(p, x=x), refine=True)
+
+
 def _dense_trailing_block() -> None:
     n = 80
     rng = np.random.default_rng(3)
@@ -199,6 +208,7 @@ TASKS: tuple[tuple[str, Callable[[], None]], ...] = (
                            _differentiate(_known_solution({"l": 2, "s": [3]}),
                                           factorization="ldl"))),
     ("a dense trailing block", _dense_trailing_block),
+    ("solution refinement", _refinement),
     ("badly scaled rows (equilibration)", lambda: _differentiate(
         _known_solution({"z": 1, "l": 8}, row_scale=1e-6))),
     ("positive semidefiniteness of P", _psd_checks),

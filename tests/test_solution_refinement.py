@@ -496,7 +496,7 @@ def _same_structure(cones, count, seed):
                          ids=["mixed", "soc"])
 def test_batched_dense_refinement_of_curved_cones_matches_single_solves(cones):
     """At SCS's defaults every face stays but D moves with the point: the batched path
-    refactors, the single path borrows; both reach the same refined solution."""
+    refactors, the single path takes chord steps; both reach the same refined solution."""
     base, probs = _same_structure(cones, 6, seed=4)
     out = diffqcp_np.solve_and_derivative_batch(
         [p[0] for p in probs], [p[1] for p in probs], [p[2] for p in probs],
@@ -509,7 +509,10 @@ def test_batched_dense_refinement_of_curved_cones_matches_single_solves(cones):
         single = solve_and_derivative_internal(A, b, c, base.cone_dict, P=base.P)
         report, want = out[5][k]["refinement"], single["info"]["refinement"]
         assert report["status"] == want["status"] == "converged"
-        assert report["steps"] == want["steps"] and report["factorizations"] >= report["steps"]
+        # the batched path takes Newton steps (a factorisation each); the single path
+        # chord steps with the factorisation at the given point while they contract
+        assert report["steps"] >= 1 and report["factorizations"] >= report["steps"]
+        assert want["steps"] >= 1 and want["factorizations"] <= want["steps"] + 1
         assert relative_error(out[0][k], single["x"]) < 1e-12
         assert relative_error(got[k], gradient(single["DT"], cots[k])) < 1e-10
 

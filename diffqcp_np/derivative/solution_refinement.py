@@ -61,6 +61,11 @@ MAX_STEPS = 10
 MAX_BACKTRACKS = 5
 #: Sufficient decrease: a step of length t must bring the residual to ``(1 − σ t)`` of it.
 SUFFICIENT_DECREASE = 1e-4
+
+#: On curved cones, the next step reuses K's factorisation at an earlier point (a chord
+#: step) only while the residual contracts at least this much per step; otherwise, and
+#: whenever a chord step is rejected, the derivative is built again at the new point.
+CHORD_CONTRACTION = 0.1
 #: A residual above this after refinement is reported as inaccurate.
 WARN_RESIDUAL = 1e-9
 #: The Jacobian of a 3-D cone block that changes by more than this (largest entry)
@@ -454,6 +459,16 @@ def _line_search(residual_map: ResidualMap, point: Residual, step: np.ndarray,
     return None
 
 
+def _rebuilt(build: Callable, point: Residual, previous: Differentiable,
+             solvers: list[KKTSolver]) -> Differentiable:
+    """The derivative built at ``point`` on the faces of ``previous`` (its solver added to
+    ``solvers`` where it is a new one)."""
+    derivative = build(point.x, point.y, point.s, previous, True)
+    if derivative.solver is not previous.solver:
+        solvers.append(derivative.solver)
+    return derivative
+
+
 def _newton_step(solver: KKTSolver, rhs: np.ndarray) -> np.ndarray:
     """The Newton step ``K⁻¹ rhs``, refined; where K is singular, its least-squares answer
     without a warning (a Newton step's right-hand side need not lie in K's range; the
@@ -543,6 +558,10 @@ def refine_solution(residual_map: ResidualMap, x: np.ndarray, y: np.ndarray, s: 
             step = _newton_step(derivative.solver, rhs)
             trial = _line_search(residual_map, point, step, report)
         error = _max_abs(step[n:])  # Newton's step: the first-order distance to the solution
+        if trial is None and stale:
+            # The chord step (K at an earlier point) failed: linearise again here.
+            derivative, stale = _rebuilt(build, point, derivative, solvers), False
+            continue
         if trial is None:
             report.status = "stalled"
             break
@@ -559,7 +578,8 @@ def refine_solution(residual_map: ResidualMap, x: np.ndarray, y: np.ndarray, s: 
             changed, codes = new_codes != codes, new_codes
             # On the same faces the next steps are chord steps with this factorisation
             # (lent to the derivative at the last point, built after the loop).
-            stale = not changed.any() and lender_of(previous.solver) is not None
+            stale = (not changed.any() and ratio <= CHORD_CONTRACTION
+                     and lender_of(previous.solver) is not None)
             if not stale:
                 derivative = build(trial.x, trial.y, trial.s, previous, not changed.any())
         if derivative.solver is not previous.solver:
@@ -568,10 +588,7 @@ def refine_solution(residual_map: ResidualMap, x: np.ndarray, y: np.ndarray, s: 
         report.steps += 1
         error *= min(ratio, 1.0)  # the distance left, as the residual shrank
     if stale:
-        previous = derivative
-        derivative = build(point.x, point.y, point.s, previous, True)
-        if derivative.solver is not previous.solver:
-            solvers.append(derivative.solver)
+        derivative = _rebuilt(build, point, derivative, solvers)
     if point.merit <= target:
         report.status = "converged"
         changed = nothing
