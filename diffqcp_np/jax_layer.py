@@ -127,16 +127,22 @@ class CvxpyLayer(_CvxpyLayer):
 
         Floating parameters are promoted to the dtype of the layer's canonical matrices
         (float64 with ``jax_enable_x64``) for the canonicalisation; the outputs, and so the
-        gradients, come back in the parameters' own float dtype.
+        gradients, come back in the parameters' own float dtype. ``warm_start=True`` starts
+        the forward solve from the solutions of the layer's previous call with as many
+        problems (the ``warm_start`` option of :class:`~diffqcp_np.layers.DiffqcpSolver`;
+        under ``jax.jit`` it is fixed when the call is traced, and the solutions it starts
+        from are the previous call's at run time).
         """
+        if warm_start:
+            solver_args = dict(solver_args or {}, warm_start=True)
         params = tuple(jnp.asarray(p) for p in params)
         floats = [p.dtype for p in params if jnp.issubdtype(p.dtype, jnp.floating)]
         if not floats:
-            return super().__call__(*params, solver_args=solver_args, warm_start=warm_start)
+            return super().__call__(*params, solver_args=solver_args)
         wide = self.q.data.dtype
         params = tuple(p.astype(wide) if jnp.issubdtype(p.dtype, jnp.floating) else p
                        for p in params)
-        outputs = super().__call__(*params, solver_args=solver_args, warm_start=warm_start)
+        outputs = super().__call__(*params, solver_args=solver_args)
         dtype = jnp.result_type(*floats)
         return tuple(o.astype(dtype) for o in outputs)
 
@@ -162,10 +168,11 @@ def _make_solve(solver: Any, structure: LayerStructure, batched: bool, solver_ar
         return (jax.ShapeDtypeStruct((width, n), q.dtype),
                 jax.ShapeDtypeStruct((width, m), q.dtype))
 
-    def solve_rows(q, A, P, needs_grad):
+    def solve_rows(q, A, P, needs_grad, cold=False):
         lead = canon.lead(q)
+        args = dict(solver_args, warm_start=False) if cold else solver_args
         primal, dual, state = solver._solve(structure, canon.rows(P, lead), canon.rows(q, lead),
-                                            canon.rows(A, lead), solver_args, needs_grad)
+                                            canon.rows(A, lead), args, needs_grad)
         return lead, primal, dual, state
 
     def forward_callback(needs_grad, q, A, P=None):
@@ -196,7 +203,7 @@ def _make_solve(solver: Any, structure: LayerStructure, batched: bool, solver_ar
         if (state is None or np.any(tokens[:, 0] != tokens[0, 0])
                 or len(np.unique(rows)) != len(rows) or rows.max(initial=-1) >= state.batch):
             # the kept derivative is gone or does not match: differentiate the residual data
-            _, _, _, state = solve_rows(q, A, P, True)
+            _, _, _, state = solve_rows(q, A, P, True, cold=True)
             rows = np.arange(state.batch)
         full_p = np.zeros((state.batch, n))
         full_d = np.zeros((state.batch, m))

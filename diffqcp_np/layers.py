@@ -33,11 +33,16 @@ Three ways to use it:
    :meth:`DiffqcpSolver.setup` fills that slot with a small adapter, so the stock JAX
    layer works unchanged.
 
-   Options: ``DiffqcpSolver(solve_method="Clarabel", mode="direct", **solver_args)``;
-   ``solver_args`` (``eps``, ``tol_gap_abs``, ``max_iters``, ``n_jobs_forward``,
-   ``n_jobs_backward``, ``backend``, ``derivative_kwargs``, ...) go to
+   Options: ``DiffqcpSolver(solve_method="Clarabel", mode="direct", warm_start=False,
+   **solver_args)``; ``solver_args`` (``eps``, ``tol_gap_abs``, ``max_iters``,
+   ``n_jobs_forward``, ``n_jobs_backward``, ``backend``, ``derivative_kwargs``, ...) go to
    :func:`diffqcp_np.solve_and_derivative_batch`. The layer's per-call
-   ``solver_args={...}`` override them. (cvxpylayers hands the ``solver_args`` given to
+   ``solver_args={...}`` override them. ``warm_start=True`` (or a call's
+   ``solver_args={"warm_start": True}``) starts each call's forward solve from the
+   solutions of the solver's previous call on the same layer and batch size, as a training
+   loop wants; it needs a forward solver that takes warm starts (``"SCS"``, ``"IPM"``,
+   ``"auto"``). ``DiffqcpSolver.last_info`` holds the last call's per-problem solver
+   ``info`` (iterations, status). (cvxpylayers hands the ``solver_args`` given to
    ``CvxpyLayer(...)`` only to CVXPY's canonicalisation, not to a custom solver: give
    defaults to ``DiffqcpSolver`` instead.) The default forward solver is Clarabel, an
    interior-point method whose accurate solutions make accurate gradients; CVXPY
@@ -57,7 +62,10 @@ Three ways to use it:
 
    If ``diffcp_if`` was imported before (a DIFFCP layer already exists), it keeps the real
    diffcp and ``install_as_diffcp`` warns; :func:`install_diffcp_backend` also rebinds
-   the name ``diffcp`` inside that already-imported module.
+   the name ``diffcp`` inside that already-imported module. The DIFFCP backend hands a
+   call's ``solver_args`` to :func:`diffqcp_np.solve_and_derivative_batch` unchanged, so
+   ``layer(..., solver_args={"warm_starts": "previous"})`` warm-starts it from the last
+   batch of the same structure and size (with SCS, the DIFFCP default solver).
 
 3. **Legacy cvxpylayers 0.1.x** imports ``diffcp`` at the top of
    ``cvxpylayers.torch.cvxpylayer`` (and the JAX/TensorFlow twins): call
@@ -97,7 +105,16 @@ DEFAULT_SOLVE_METHOD = "Clarabel"
 CANON_SOLVER = "SCS"
 
 # Options of solve_and_derivative_batch that solve_only_batch does not take.
-_DERIVATIVE_ONLY = ("mode", "n_jobs_backward", "derivative_kwargs")
+_DERIVATIVE_ONLY = ("mode", "n_jobs_backward", "derivative_kwargs", "refine")
+# Forward solvers that ignore warm starts (lower case).
+_NO_WARM_START = ("clarabel", "ecos")
+
+
+def _check_flag(value: Any, name: str) -> bool:
+    """``value`` as a bool (True, False or a NumPy bool), else TypeError naming ``name``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 # -- problem structure: CVXPY's parametrised patterns -> diffqcp_np's SCS-form data ------------
@@ -302,12 +319,18 @@ class _DiffqcpSolverImpl:
     is_parametric = False
 
     def __init__(self, solve_method: str = DEFAULT_SOLVE_METHOD, mode: str = "direct",
-                 **solver_args: Any) -> None:
+                 warm_start: bool = False, **solver_args: Any) -> None:
         self.solver_args = dict(solve_method=solve_method, mode=mode, **solver_args)
+        self.warm_start = _check_flag(warm_start, "warm_start")
+        self.last_info: list[dict] = []
         self._structures: dict[int, tuple[Any, LayerStructure]] = {}
+        # id(structure) -> (structure, [(x, y, s) or None per problem]) of the last call
+        self._last_solutions: dict[int, tuple[LayerStructure, list]] = {}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.solver_args.items())
+        if self.warm_start:
+            args += ", warm_start=True"
         return f"DiffqcpSolver({args})"
 
     # -- cvxpylayers hooks ---------------------------------------------------------------
@@ -353,10 +376,38 @@ class _DiffqcpSolverImpl:
 
     # -- core (numpy, batch first) ----------------------------------------------------------
     def _options(self, solver_args: Optional[dict]) -> dict:
-        options = dict(self.solver_args)
+        options = dict(self.solver_args, warm_start=self.warm_start)
         if solver_args:
             options.update(solver_args)
         return options
+
+    def _warm_starts(self, structure: LayerStructure, options: dict, count: int,
+                     device: Any) -> Any:
+        """The ``warm_starts`` of a call: the user's, or with the ``warm_start`` option the
+        solutions of this solver's last call on ``structure`` if it had ``count`` problems
+        (None otherwise: a cold start)."""
+        warm = _check_flag(options.pop("warm_start"), "warm_start")
+        if not warm:
+            return options.pop("warm_starts", None)
+        if "warm_starts" in options:
+            raise ValueError("warm_start=True and warm_starts were both given; pass one")
+        method = str(options.get("solve_method")).lower()
+        if method in _NO_WARM_START:
+            raise ValueError(f"warm_start=True needs a forward solver that takes warm starts "
+                             f"(SCS, IPM or auto); {options.get('solve_method')} has none")
+        if device is not None:
+            raise ValueError("warm_start=True is not available on the device path")
+        entry = self._last_solutions.get(id(structure))
+        if entry is None or entry[0] is not structure or len(entry[1]) != count:
+            return None
+        return entry[1]
+
+    def _remember(self, structure: LayerStructure, xs, ys, ss, infos) -> None:
+        """Keep a CPU call's solutions (for ``warm_start``) and infos (``last_info``)."""
+        solutions = [(x, y, s) if np.all(np.isfinite(x)) and np.all(np.isfinite(y))
+                     and np.all(np.isfinite(s)) else None for x, y, s in zip(xs, ys, ss)]
+        self._last_solutions[id(structure)] = (structure, solutions)
+        self.last_info = list(infos)
 
     def _solve(self, structure: LayerStructure, P, q, A, solver_args, needs_grad: bool,
                like: Any = None):
@@ -377,21 +428,25 @@ class _DiffqcpSolverImpl:
 
             device = device_for(device, like)
         cones = [structure.cone_dict] * len(cs)
+        options["warm_starts"] = self._warm_starts(structure, options, len(cs), device)
+        options["return_info"] = True
         if needs_grad:
-            xs, ys, _, _, DT = _batch.solve_and_derivative_batch(As, bs, cs, cones, Ps=Ps,
-                                                                 device=device, **options)
+            xs, ys, ss, _, DT, infos = _batch.solve_and_derivative_batch(
+                As, bs, cs, cones, Ps=Ps, device=device, **options)
             if device == "cuda":
                 from .gpu import engine as engines
 
                 engine = engines.current()
+                self.last_info = list(infos)
                 return (engine.xp.stack(xs), engine.xp.stack(ys),
                         _BatchState(structure, DT, len(cs), Ps is not None, engine))
             state = _BatchState(structure, DT, len(cs), Ps is not None)
         else:
             for key in _DERIVATIVE_ONLY:
                 options.pop(key, None)
-            xs, ys, _ = _batch.solve_only_batch(As, bs, cs, cones, Ps=Ps, **options)
+            xs, ys, ss, infos = _batch.solve_only_batch(As, bs, cs, cones, Ps=Ps, **options)
             state = None
+        self._remember(structure, xs, ys, ss, infos)
         primal = np.stack([np.asarray(x, dtype=np.float64) for x in xs])
         dual = np.stack([np.asarray(y, dtype=np.float64) for y in ys])
         return primal, dual, state
@@ -641,10 +696,22 @@ def _build_solver_class():
                 Forward solver.
             mode : str, default "direct"
                 Derivative mode of :func:`diffqcp_np.solve_and_derivative_batch`.
+            warm_start : bool, default False
+                Start each forward solve from this solver's solutions of its last call on
+                the same layer, where that call had as many problems (a training loop's
+                steps); otherwise solve cold. Needs a forward solver that takes warm
+                starts (``"SCS"``, ``"IPM"`` or ``"auto"``: ValueError for Clarabel and
+                ECOS). A call's ``solver_args={"warm_start": ...}`` overrides it.
             **solver_args
                 Defaults for every call (forward-solver settings such as ``eps`` or
                 ``tol_gap_abs``, and batch options such as ``n_jobs_forward``); the
                 layer's per-call ``solver_args`` override them.
+
+            Attributes
+            ----------
+            last_info : list of dict
+                The forward solver's ``info`` per problem of the last call (``"iter"``,
+                ``"status"``, ``"refinement"``, ...).
             """
 
         DiffqcpSolver.__module__ = __name__

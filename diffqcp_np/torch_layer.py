@@ -59,9 +59,17 @@ class CvxpyLayer(_CvxpyLayer):
     def forward(self, *params: torch.Tensor, solver_args: Optional[dict] = None,
                 warm_start: bool = False) -> tuple[torch.Tensor, ...]:
         """Solve for the parameters' values; outputs in the dtype (the widest floating
-        one) and on the device of the parameters."""
+        one) and on the device of the parameters.
+
+        ``warm_start=True`` starts the forward solve from the solutions of the layer's
+        previous call with the same batch size (the ``warm_start`` option of
+        :class:`~diffqcp_np.layers.DiffqcpSolver`; cvxpylayers' own layer allows it only
+        with its Moreau backend).
+        """
         floats = [p for p in params if torch.is_tensor(p) and p.is_floating_point()]
-        outputs = super().forward(*params, solver_args=solver_args, warm_start=warm_start)
+        if warm_start:
+            solver_args = dict(solver_args or {}, warm_start=True)
+        outputs = super().forward(*params, solver_args=solver_args)
         if not floats:
             return outputs
         dtype = floats[0].dtype

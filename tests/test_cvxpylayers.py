@@ -949,3 +949,173 @@ def test_torch_layer_under_torch_compile(th, dtype, backend):
     assert explanation.graph_break_count <= 1
     (w_star,) = layer(tt.tensor(F, dtype=dt), tt.tensor(mu, dtype=dt))
     assert w_star.dtype == dt
+
+
+# -- (f) warm starts in the layers ---------------------------------------------------------------
+WARM_SOLVERS = {"IPM": dict(solve_method="IPM", active_set=False),  # the interior-point method
+                "SCS": dict(solve_method="SCS", eps=1e-9)}
+
+
+def _iterations(solver) -> list[int]:
+    return [int(info["iter"]) for info in solver.last_info]
+
+
+@needs_interface
+@pytest.mark.parametrize("method", sorted(WARM_SOLVERS))
+def test_torch_layer_warm_start(th, method):
+    """A step of a training loop (parameters moved by 0.1%): the warm-started layer gives the
+    cold layer's solutions and gradients (to the solver's tolerance; both are refined) in
+    fewer iterations; a call with another batch size starts cold."""
+    tt, _ = th
+    pytest.importorskip("diffqcp_np.torch_layer")
+    from diffqcp_np.torch_layer import CvxpyLayer
+
+    problem, params, variables = portfolio_factor_param()
+    cold_solver, warm_solver = (DiffqcpSolver(**WARM_SOLVERS[method]) for _ in range(2))
+    cold = CvxpyLayer(problem, parameters=params, variables=variables, solver=cold_solver)
+    warm = CvxpyLayer(problem, parameters=params, variables=variables, solver=warm_solver)
+    rng = np.random.default_rng(RNG_SEED + 50)
+    F, mu = portfolio_values(rng, 3)
+    weights = [rng.standard_normal((3, N_ASSETS))]
+    step = [F + 1e-3 * rng.standard_normal(F.shape), mu + 1e-3 * rng.standard_normal(mu.shape)]
+    warm(tt.tensor(F), tt.tensor(mu), warm_start=True)  # the previous step: a cold start
+    _, g_warm = torch_loss_and_grads(tt, lambda *a: warm(*a, warm_start=True),
+                                     lambda a, b: (a, b), step, weights)
+    warm_its = _iterations(warm_solver)
+    _, g_cold = torch_loss_and_grads(tt, cold, lambda a, b: (a, b), step, weights)
+    cold_its = _iterations(cold_solver)
+    assert len(warm_its) == len(cold_its) == 3
+    assert all(w <= c for w, c in zip(warm_its, cold_its)) and sum(warm_its) < sum(cold_its), \
+        (warm_its, cold_its)
+    for a, b in zip(g_warm, g_cold):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)
+    with tt.no_grad():
+        (w_warm,) = warm(*[tt.tensor(v) for v in step], warm_start=True)
+        (w_cold,) = cold(*[tt.tensor(v) for v in step])
+    np.testing.assert_allclose(w_warm.numpy(), w_cold.numpy(), atol=1e-8)
+    # another batch size: nothing to start from, so the same iterations as a cold start
+    warm(tt.tensor(F[:2]), tt.tensor(mu[:2]), warm_start=True)
+    cold(tt.tensor(F[:2]), tt.tensor(mu[:2]))
+    assert _iterations(warm_solver) == _iterations(cold_solver)
+
+
+@needs_interface
+def test_warm_start_option_errors(th):
+    """warm_start with a solver that takes no warm start, a non-bool, or both forms."""
+    tt, CvxpyLayer = th
+    problem, params, variables = portfolio_factor_param()
+    rng = np.random.default_rng(RNG_SEED + 51)
+    F, mu = (tt.tensor(v) for v in portfolio_values(rng, 2))
+    with pytest.raises(TypeError, match="^warm_start must be True or False"):
+        DiffqcpSolver(warm_start="yes")
+    layer = CvxpyLayer(problem, parameters=params, variables=variables,
+                       solver=DiffqcpSolver(solve_method="Clarabel"))
+    with pytest.raises(ValueError, match="^warm_start=True needs a forward solver"):
+        layer(F, mu, solver_args={"warm_start": True})
+    layer = CvxpyLayer(problem, parameters=params, variables=variables,
+                       solver=DiffqcpSolver(solve_method="SCS", warm_start=True))
+    with pytest.raises(ValueError, match="warm_starts were both given"):
+        layer(F, mu, solver_args={"warm_starts": [None, None]})
+    # the stock layer with a DiffqcpSolver(warm_start=True): the second call starts warm
+    layer(F, mu)
+    first = _iterations(layer.ctx.solver)
+    layer(F, mu)
+    assert sum(_iterations(layer.ctx.solver)) < sum(first)
+
+
+@needs_interface
+def test_jit_layer_warm_start(jx, jit_layer):
+    """jit(grad) of the JAX layer with warm_start=True: the second step starts from the first
+    step's solutions (fewer interior-point iterations) and equals the cold layer's."""
+    jax, _ = jx
+    jnp = jax.numpy
+    problem, params, variables = l1_regression()  # an LP: the interior-point method
+    rng = np.random.default_rng(RNG_SEED + 52)
+    A, b = rng.standard_normal((4, 3, 2)), rng.standard_normal((4, 3))
+    weights = [rng.standard_normal((4, 2))]
+    solvers = [DiffqcpSolver(**WARM_SOLVERS["IPM"]) for _ in range(2)]
+    cold, warm = (jit_layer(problem, parameters=params, variables=variables, solver=s)
+                  for s in solvers)
+
+    def loss_of(layer, warm_start):
+        def loss(a, c):
+            (x,) = layer(a, c, warm_start=warm_start)
+            return (x * weights[0]).sum()
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+
+    warm_step, cold_step = loss_of(warm, True), loss_of(cold, False)
+    warm_step(jnp.asarray(A), jnp.asarray(b))
+    step = (jnp.asarray(A + 1e-3 * rng.standard_normal(A.shape)),
+            jnp.asarray(b + 1e-3 * rng.standard_normal(b.shape)))
+    value_w, grads_w = warm_step(*step)
+    warm_its = _iterations(solvers[1])
+    value_c, grads_c = cold_step(*step)
+    cold_its = _iterations(solvers[0])
+    assert all(w <= c for w, c in zip(warm_its, cold_its)) and sum(warm_its) < sum(cold_its), \
+        (warm_its, cold_its)
+    assert float(value_w) == pytest.approx(float(value_c), rel=1e-8, abs=1e-10)
+    for a, c in zip(grads_w, grads_c):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(c), rtol=1e-6, atol=1e-8)
+
+
+@needs_v1
+def test_diffcp_backend_warm_starts_previous(th, monkeypatch):
+    """cvxpylayers' DIFFCP backend on diffqcp_np: solver_args={"warm_starts": "previous"}
+    reaches the batch solve, which starts SCS from the previous step's solutions."""
+    tt, CvxpyLayer = th
+    saved = {k: v for k, v in sys.modules.items()
+             if k == "diffcp" or k.startswith("diffcp.") or k == DIFFCP_IF}
+    sys.modules.pop(DIFFCP_IF, None)
+    infos = []
+    original = diffqcp_np.solve_and_derivative_batch
+
+    def recording(*args, **kwargs):
+        *out, info = original(*args, return_info=True, **kwargs)
+        infos.append([int(i["iter"]) for i in info])
+        return tuple(out)
+
+    monkeypatch.setattr(diffqcp_np, "solve_and_derivative_batch", recording)
+    handle = diffqcp_np.install_as_diffcp(warn=False)
+    try:
+        problem, params, variables = portfolio_factor_param()  # P as a second-order cone
+        layer = CvxpyLayer(problem, parameters=params, variables=variables)  # DIFFCP
+        rng = np.random.default_rng(RNG_SEED + 53)
+        F, mu = portfolio_values(rng, 3)
+        step = [F + 1e-3 * rng.standard_normal(F.shape), mu + 1e-3 * rng.standard_normal(mu.shape)]
+        args = dict(solve_method="SCS", eps=1e-9)
+        weights = [rng.standard_normal((3, N_ASSETS))]
+
+        def run(previous):
+            extra = {"warm_starts": "previous"} if previous else {}
+            return lambda *t: layer(*t, solver_args=dict(args, **extra))
+
+        torch_loss_and_grads(tt, run(False), lambda a, c: (a, c), [F, mu], weights)
+        _, g_warm = torch_loss_and_grads(tt, run(True), lambda a, c: (a, c), step, weights)
+        _, g_cold = torch_loss_and_grads(tt, run(False), lambda a, c: (a, c), step, weights)
+    finally:
+        handle.uninstall()
+        for k in [k for k in sys.modules if k == "diffcp" or k.startswith("diffcp.")
+                  or k == DIFFCP_IF]:
+            del sys.modules[k]
+        sys.modules.update(saved)
+    _, warm_its, cold_its = infos
+    assert all(w <= c for w, c in zip(warm_its, cold_its)) and sum(warm_its) < sum(cold_its), \
+        (warm_its, cold_its)
+    for a, c in zip(g_warm, g_cold):
+        np.testing.assert_allclose(a, c, rtol=1e-6, atol=1e-8)
+
+
+@needs_interface
+def test_refine_option_without_grad(th):
+    """DiffqcpSolver(refine=False), a derivative-only option, is dropped where no gradient is
+    needed (the forward-only batch solve does not take it)."""
+    tt, CvxpyLayer = th
+    problem, params, variables = portfolio_factor_param()
+    layer = CvxpyLayer(problem, parameters=params, variables=variables,
+                       solver=DiffqcpSolver(refine=False, **TIGHT))
+    rng = np.random.default_rng(RNG_SEED + 54)
+    F, mu = (tt.tensor(v) for v in portfolio_values(rng, 2))
+    with tt.no_grad():
+        (w,) = layer(F, mu)
+    (w_grad,) = layer(F.requires_grad_(), mu)
+    np.testing.assert_allclose(w.numpy(), w_grad.detach().numpy(), atol=1e-9)
