@@ -219,9 +219,9 @@ def cost_row(name: str, repeats: int) -> str:
 
 
 def batch_cost_rows(count: int, repeats: int) -> list[str]:
-    from diffqcp_np._dense_batch import DenseBatchDerivative
-    from diffqcp_np._parallel import make_runner
-    from diffqcp_np.batch import _validate
+    from diffqcp_np.batch.dense import DenseBatchDerivative
+    from diffqcp_np.batch.runner import make_runner
+    from diffqcp_np.batch.api import _validate
 
     As, bs, cs, _, cones, Ps = small_qps(count)
     validated, structure = _validate(As, bs, cs, cones, Ps)

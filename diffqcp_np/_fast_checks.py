@@ -1,8 +1,7 @@
 """Compiled whole-vector tests and reductions for the per-call hot paths.
 
-``np.all(np.isfinite(v))`` and ``np.any(v)`` cost about 2 µs each on vectors of a
-thousand entries (a temporary and two passes), ``np.flatnonzero`` about 3 µs; these
-loops cost a fraction of that, and the tests stop at the first hit. The scaling by a
+``np.all(np.isfinite(v))`` and ``np.any(v)`` make a temporary and two passes; these
+loops make one pass and stop at the first hit. The scaling by a
 power of two that keeps the derivative's solves linear at any scale costs one pass.
 """
 

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 
 #: Index type for the hot loops of Numba kernels: an unsigned index spares every array
-#: access Numba's negative-index wraparound test (an LDLᵀ solve runs 1.8 times faster).
+#: access Numba's negative-index wraparound test.
 UNSIGNED_INDEX = np.uint64
 _U = UNSIGNED_INDEX
 

@@ -136,6 +136,7 @@ psd_index_maps = BoundedCache("psd_index_maps", max_entries=64)
 layer_states = BoundedCache("layer_states", max_entries=8)
 
 _CACHES = (ldl_analyses, batch_structures, cone_specs, psd_index_maps, layer_states)
+_RELEASES: list[Callable[[], None]] = []
 
 
 def info() -> dict[str, dict[str, int | None]]:
@@ -151,9 +152,15 @@ def clear_caches() -> None:
     """
     for cache in _CACHES:
         cache.clear()
-    from ._parallel import PROCESS_POOLS  # light: no NumPy, SciPy or Numba
+    for release in _RELEASES:
+        release()
 
-    PROCESS_POOLS.shutdown()
+
+def on_clear(release: Callable[[], None]) -> None:
+    """Have :func:`clear_caches` call ``release`` (e.g. the process back end shutting its
+    pool down), after the caches are cleared."""
+    if release not in _RELEASES:
+        _RELEASES.append(release)
 
 
 def array_bytes(*arrays) -> int:

@@ -24,117 +24,28 @@ is twice the symmetric gradient's entry).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Callable
+from typing import Any
 
+import numpy as np
 
-from ._validation import ProblemData, check_problem
+from ._validation import check_problem
 from .backend import device_requested
-from .derivative import EXACT_MODES, LPGD_MODES, MODES, LPGDDerivative, SolutionDerivative
+from .cones import pi as cone_pi
+from .derivative import EXACT_MODES, LPGD_MODES, MODES
 from .derivative.convexity import check_positive_semidefinite
 from .derivative.patterns import QuadraticTerm
-from .derivative.solution_refinement import (
-    Refinement,
-    ResidualMap,
-    refine_solution,
-    warn_inaccurate,
+from .derivative.solution_refinement import warn_inaccurate
+from .pipeline import (
+    DEFAULT_MODE,
+    DEFAULT_SOLVER,
+    check_mode,
+    checked_problem,
+    derivative_options,
+    failed_derivative,
+    forward_solve,
+    make_derivative,
 )
-from .solvers import SolverError, SolverResult, solve_cone_program
-
-DEFAULT_MODE = "direct"
-DEFAULT_SOLVER = "SCS"
-
-# Options of the derivative (not of the forward solver), accepted in ``derivative_kwargs``.
-_LPGD_OPTIONS = ("tau", "rho")
-
-
-def _check_mode(mode: str | None) -> str:
-    mode = DEFAULT_MODE if mode is None else mode
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; the supported modes are {list(MODES)}")
-    return mode
-
-
-def _derivative_options(kwargs: dict) -> dict:
-    """``kwargs["derivative_kwargs"]`` popped, as a new dict (empty when absent or None).
-
-    Raises
-    ------
-    TypeError
-        If it is not a mapping.
-    """
-    options = kwargs.pop("derivative_kwargs", None)
-    if options is None:
-        return {}
-    if not isinstance(options, Mapping):
-        raise TypeError("derivative_kwargs must be a dict of derivative options, got "
-                        f"{type(options).__name__}")
-    return dict(options)
-
-
-def _checked_problem(A, b, c, cone_dict, P) -> tuple[ProblemData, QuadraticTerm]:
-    """Validated data of a problem to solve, and its quadratic term (P positive
-    semidefinite: a solver given another P fails or returns a point that is not
-    optimal)."""
-    data = check_problem(A, b, c, cone_dict, P)
-    quadratic = QuadraticTerm(data.P, data.n)
-    check_positive_semidefinite(quadratic.full)
-    return data, quadratic
-
-
-def _solve(data: ProblemData, quadratic: QuadraticTerm, solve_method: str | None,
-           warm_start, raise_on_error: bool, solver_kwargs: dict) -> SolverResult:
-    return solve_cone_program(
-        data.A, data.b, data.c, data.cones, P=quadratic.full,
-        solve_method=solve_method or DEFAULT_SOLVER, warm_start=warm_start,
-        raise_on_error=raise_on_error, **solver_kwargs,
-    )
-
-
-def _forward_for_lpgd(solve_method: str | None, solver_kwargs: dict) -> Callable:
-    """A forward solve for the LPGD re-solves, with the caller's solver and settings."""
-    method = (solve_method or DEFAULT_SOLVER).upper()
-
-    def forward(A, b, c, cones, P, warm_start):
-        result = solve_cone_program(
-            A, b, c, cones, P=P, solve_method=method,
-            warm_start=warm_start if method == "SCS" else None, raise_on_error=True,
-            **solver_kwargs,
-        )
-        return result.x, result.y, result.s
-
-    return forward
-
-
-def _make_derivative(data: ProblemData, quadratic: QuadraticTerm, x, y, s, mode: str,
-                     solve_method: str | None, solver_kwargs: dict, derivative_kwargs: dict,
-                     refine: bool = False) -> Refinement:
-    """The derivative at ``(x, y, s)``, refined first if ``refine`` (exact modes; the LPGD
-    modes re-solve and are neither refined nor checked: their report is None)."""
-    if mode in LPGD_MODES:
-        options = dict(derivative_kwargs)
-        unknown = sorted(set(options) - set(_LPGD_OPTIONS))
-        if unknown:
-            raise ValueError(f"unknown derivative_kwargs {unknown} for mode {mode!r}")
-        lpgd = LPGDDerivative(data, x, y, s, mode, _forward_for_lpgd(solve_method, solver_kwargs),
-                              quadratic=quadratic, **options)
-        return Refinement(lpgd, lpgd.x, lpgd.y, lpgd.s, None)
-    options = {k: v for k, v in derivative_kwargs.items() if k not in _LPGD_OPTIONS}
-
-    def build(x, y, s, previous, same_faces):
-        return SolutionDerivative(
-            data, x, y, s, mode=mode, quadratic=quadratic,
-            A_pattern=None if previous is None else previous.A_pattern, reuse=previous,
-            same_faces=same_faces, **options)
-
-    return refine_solution(ResidualMap(data, quadratic.full), x, y, s, build, refine=refine)
-
-
-def _failed_derivative(status: str) -> tuple[Callable, Callable]:
-    def unavailable(*args, **kwargs):
-        raise SolverError(f"no derivative: the forward solve ended with status {status!r}")
-
-    return unavailable, unavailable
+from .solvers import SolverError
 
 
 def derivative(A, b, c, cone_dict, x, y, s, P=None, mode: str = DEFAULT_MODE,
@@ -197,11 +108,11 @@ def derivative(A, b, c, cone_dict, x, y, s, P=None, mode: str = DEFAULT_MODE,
 
         return api.derivative(A, b, c, cone_dict, x, y, s, P=P, mode=mode, refine=refine,
                               return_info=return_info, **derivative_kwargs)
-    mode = _check_mode(mode)
+    mode = check_mode(mode)
     data = check_problem(A, b, c, cone_dict, P)
     quadratic = QuadraticTerm(data.P, data.n)
     check_positive_semidefinite(quadratic.full, factor=False)  # no solve: the diagonal
-    result = _make_derivative(data, quadratic, x, y, s, mode, solve_method, {},
+    result = make_derivative(data, quadratic, x, y, s, mode, solve_method, {},
                               derivative_kwargs, refine=refine)
     if result.report is not None:
         warn_inaccurate(result.report)
@@ -220,8 +131,8 @@ def solve_internal(A, b, c, cone_dict, solve_method: str | None = None, warm_sta
     ``solve_time``, ``setup_time``, ``pobj``). With ``raise_on_error=False`` a failed solve
     returns its status instead of raising :class:`SolverError`.
     """
-    data, quadratic = _checked_problem(A, b, c, cone_dict, P)
-    result = _solve(data, quadratic, solve_method, warm_start, raise_on_error, kwargs)
+    data, quadratic = checked_problem(A, b, c, cone_dict, P)
+    result = forward_solve(data, quadratic, solve_method, warm_start, raise_on_error, kwargs)
     return {"x": result.x, "y": result.y, "s": result.s, "info": result.info}
 
 
@@ -244,15 +155,15 @@ def solve_and_derivative_internal(A, b, c, cone_dict, solve_method: str | None =
         return api.solve_and_derivative_internal(
             A, b, c, cone_dict, solve_method=solve_method, warm_start=warm_start, mode=mode,
             raise_on_error=raise_on_error, P=P, **kwargs)
-    mode = _check_mode(mode)
-    derivative_kwargs = _derivative_options(kwargs)
-    data, quadratic = _checked_problem(A, b, c, cone_dict, P)
-    result = _solve(data, quadratic, solve_method, warm_start, raise_on_error, kwargs)
+    mode = check_mode(mode)
+    derivative_kwargs = derivative_options(kwargs)
+    data, quadratic = checked_problem(A, b, c, cone_dict, P)
+    result = forward_solve(data, quadratic, solve_method, warm_start, raise_on_error, kwargs)
     out = {"x": result.x, "y": result.y, "s": result.s, "info": result.info}
     if not result.ok:
-        out["D"], out["DT"] = _failed_derivative(result.status)
+        out["D"], out["DT"] = failed_derivative(result.status)
         return out
-    refined = _make_derivative(data, quadratic, result.x, result.y, result.s, mode,
+    refined = make_derivative(data, quadratic, result.x, result.y, result.s, mode,
                                solve_method, kwargs, derivative_kwargs, refine=refine)
     if refined.report is not None:
         warn_inaccurate(refined.report)
@@ -332,17 +243,13 @@ def pi(z, cones):
 
     ``cones`` is a cone dictionary or :func:`~diffqcp_np.cones.parse_cone_dict`'s output.
     """
-    import numpy as np
-
-    from .cones import pi as cone_pi
-
     u, v, w = z
     return np.concatenate([np.asarray(u, dtype=float), cone_pi(v, cones, dual=True),
                            np.maximum(np.atleast_1d(np.asarray(w, dtype=float)), 0)])
 
 
-# diffcp defines its batch functions in ``diffcp.cone_program``; ours live in ``batch``
-# (which imports this module), so they are resolved on first access.
+# diffcp defines its batch functions in ``diffcp.cone_program``; ours live in ``batch``,
+# loaded on first access so that importing this module does not load the batch machinery.
 _BATCH_NAMES = ("solve_and_derivative_batch", "solve_only_batch")
 
 

@@ -118,11 +118,6 @@ def _check_flag(value: Any, name: str) -> bool:
 
 
 # -- problem structure: CVXPY's parametrised patterns -> diffqcp_np's SCS-form data ------------
-def _selection(rows: np.ndarray, cols: np.ndarray, shape: tuple, weights: np.ndarray):
-    """Sparse matrix S with S[slot_k, k] = weight_k, duplicates summed (CSR)."""
-    return sp.csr_matrix((weights, (rows, np.arange(len(rows)))), shape=shape)
-
-
 def _canonical_slots(rows: np.ndarray, cols: np.ndarray, shape: tuple):
     """Canonical CSC pattern (sorted, duplicates merged) of the entries (rows, cols).
 
@@ -283,9 +278,6 @@ class LayerStructure:
         dq = xp.concat([dc, xp.zeros((dc.shape[0], 1))], axis=1)
         dP_vals = None if dP_data is None or S_P is None else (S_P.T @ dP_data.T).T
         return dP_vals, dq, dA_vals
-
-    def signature(self) -> tuple:
-        return (self.n, self.m, self.nnz_A_aug, self.nnz_P_cvx)
 
 
 @dataclass

@@ -18,11 +18,12 @@ Where diffcp's versions fail, these do not:
 
 from __future__ import annotations
 
-from copy import deepcopy
 from typing import Any, Callable, Optional
 
 import numpy as np
 from scipy import sparse
+
+from .derivative.lpgd import embed_problem, regularize_P
 
 __all__ = [
     "compute_adjoint_perturbed_solution",
@@ -120,46 +121,6 @@ def get_random_like(A, randomness: Callable[[int], np.ndarray]) -> sparse.csc_ma
     rows, cols = marker.nonzero()
     values = np.asarray(randomness(A.nnz))
     return sparse.csc_matrix((values, (rows, cols)), shape=A.shape)
-
-
-def regularize_P(P, rho: float, size: int):
-    """``P + rho I`` (``rho I`` when ``P`` is None); ``P`` unchanged when ``rho <= 0``."""
-    if rho > 0:
-        reg = rho * sparse.eye(size, format="csc")
-        return reg if P is None else P + reg
-    return P
-
-
-def embed_problem(A, b, c, P, cone_dict):
-    """Embed the problem so that the slack can carry a cost (diffcp's LPGD helper).
-
-    ::
-
-        A_emb = [A, I; 0, -I],  b_emb = [b; 0],  c_emb = [c; 0],  P_emb = [P, 0; 0, 0]
-
-    and ``m`` more zero-cone rows in front of ``cone_dict``.
-
-    Returns
-    -------
-    A_emb, b_emb, c_emb, P_emb, cone_dict_emb
-        ``P_emb`` is None when ``P`` is.
-    """
-    m = b.shape[0]
-    fmt = A.format if sparse.issparse(A) else "csc"
-    A_emb = sparse.bmat([
-        [A, sparse.eye(m, format=fmt)],
-        [None, -sparse.eye(m, format=fmt)],
-    ]).tocsc()
-    b_emb = np.hstack([b, np.zeros(m)])
-    c_emb = np.hstack([c, np.zeros(m)])
-    if P is not None:
-        P_emb = sparse.bmat([[P, None], [None, sparse.csc_matrix((m, m))]]).tocsc()
-    else:
-        P_emb = None
-    cone_dict_emb = deepcopy(cone_dict)
-    zero = int(cone_dict_emb.pop("f", 0) or 0) + int(cone_dict_emb.get("z", 0) or 0)
-    cone_dict_emb["z"] = zero + m
-    return A_emb, b_emb, c_emb, P_emb, cone_dict_emb
 
 
 def _default_solve_internal(solve_internal):

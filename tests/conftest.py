@@ -140,7 +140,7 @@ def fresh_structures():
 def pytest_sessionfinish(session, exitstatus):
     """Stop the process back end's pool (its workers terminated): a pool that a failed or
     timed-out test left in a bad state cannot keep the interpreter from exiting."""
-    from diffqcp_np._parallel import PROCESS_POOLS
+    from diffqcp_np.batch.runner import PROCESS_POOLS
 
     pool = PROCESS_POOLS._pool
     if pool is not None:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-import diffqcp_np._batch_structure as batch_structure
+import diffqcp_np.batch.structure as batch_structure
 from diffqcp_np.cones import as_cone_spec
 from diffqcp_np import (
     NonDifferentiableWarning,
@@ -28,7 +28,7 @@ from diffqcp_np import (
     solve_and_derivative_batch,
     solve_only_batch,
 )
-from diffqcp_np._parallel import run_chunk
+from diffqcp_np.batch.runner import run_chunk
 from diffqcp_np.cone_program import solve_internal
 from problems import (
     Problem,

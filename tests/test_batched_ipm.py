@@ -480,7 +480,7 @@ def test_warm_starts_from_the_previous_batch_of_the_structure():
 
 
 def test_structure_and_its_solver_are_set_up_once():
-    from diffqcp_np._batch_structure import BatchStructure
+    from diffqcp_np.batch.structure import BatchStructure
 
     probs = same_structure({"z": 1, "l": 6}, 3, 4, seed=29)
     args = args_of(probs)

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 import diffqcp_np
 from diffqcp_np import caches
-from diffqcp_np._parallel import PROCESS_POOLS
+from diffqcp_np.batch.runner import PROCESS_POOLS
 from diffqcp_np.caches import BoundedCache
 from test_ldl import _quasi_definite
 

@@ -17,10 +17,7 @@ from hypothesis import strategies as st
 from scipy.linalg import block_diag
 
 from diffqcp_np.cones.psd import PSDJacobian, project_psd, unvec_symm, vec_symm
-
-
-def vdim(k: int) -> int:
-    return k * (k + 1) // 2
+from naive import daleckii_krein, naive_projection, split, vdim
 
 
 def random_orthogonal(rng: np.random.Generator, k: int) -> np.ndarray:
@@ -32,37 +29,6 @@ def vec_with_spectrum(rng: np.random.Generator, lam: np.ndarray) -> np.ndarray:
     """vec of ``Q diag(lam) Q'`` for a random orthogonal ``Q``."""
     Q = random_orthogonal(rng, lam.size)
     return dc.vec_symm((Q * lam) @ Q.T)
-
-
-def split(v: np.ndarray, sides: list[int]) -> list[np.ndarray]:
-    return np.split(v, np.cumsum([vdim(k) for k in sides])[:-1])
-
-
-def naive_projection(v: np.ndarray, sides: list[int]) -> np.ndarray:
-    """Per-block eigen-clipping with diffcp's vectorisation."""
-    parts = []
-    for x, k in zip(split(v, sides), sides):
-        lam, Q = np.linalg.eigh(dc.unvec_symm(x, k))
-        parts.append(dc.vec_symm((Q * np.maximum(lam, 0)) @ Q.T))
-    return np.concatenate(parts) if parts else np.zeros(0)
-
-
-def daleckii_krein(x: np.ndarray, k: int) -> np.ndarray:
-    """Dense Jacobian of the projection at a point without zero eigenvalues.
-
-    For ``f(t) = max(t, 0)``, ``Df(X)[H] = Q (F o (Q' H Q)) Q'`` with the divided
-    differences ``F_ij = (f(l_i) - f(l_j)) / (l_i - l_j)`` (``f'(l_i)`` when equal),
-    built column by column through diffcp's vectorisation.
-    """
-    lam, Q = np.linalg.eigh(dc.unvec_symm(x, k))
-    f = np.maximum(lam, 0)
-    diff = lam[:, None] - lam[None, :]
-    equal = np.abs(diff) <= 1e-12 * max(1.0, np.abs(lam).max())
-    F = np.where(equal, (lam[:, None] > 0).astype(float),
-                 (f[:, None] - f[None, :]) / np.where(equal, 1.0, diff))
-    cols = [dc.vec_symm(Q @ (F * (Q.T @ dc.unvec_symm(e, k) @ Q)) @ Q.T)
-            for e in np.eye(vdim(k))]
-    return np.column_stack(cols)
 
 
 def central_fd(v: np.ndarray, sides: list[int], x: np.ndarray, h: float) -> np.ndarray:

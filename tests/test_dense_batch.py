@@ -1,4 +1,4 @@
-"""The batched dense derivative of same-structure batches (diffqcp_np._dense_batch).
+"""The batched dense derivative of same-structure batches (diffqcp_np.batch.dense).
 
 Oracle: ``solve_and_derivative`` on each problem alone. The batched path must give the
 same D and DT outputs (to 1e-10), dA and dP on exactly the stored patterns, warn for a
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-import diffqcp_np._batch_structure as batch_structure
-import diffqcp_np._dense_batch as dense_batch
+import diffqcp_np.batch.structure as batch_structure
+import diffqcp_np.batch.dense as dense_batch
 from diffqcp_np import NonDifferentiableWarning, solve_and_derivative, solve_and_derivative_batch
 from problems import (
     Problem,

@@ -11,6 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 from diffqcp_np import NonDifferentiableWarning, derivative
+from naive import active_set_reference, residual_map_reference
 from problems import (
     inner,
     known_solution_problem,
@@ -64,29 +65,6 @@ def test_adjoint_dot_product(name, mode, tol, backend):
     assert abs(lhs - rhs) <= tol * max(abs(lhs), 1.0)
 
 
-def active_set_reference(prob, dA, db, dc, dP):
-    """Naive dense JVP of an LP/QP with orthant and zero cones through its active set.
-
-    The active constraints (zero cone and orthant rows with s = 0) hold with equality;
-    differentiating the KKT system of the equality-constrained QP gives
-    [[P, A_act'], [A_act, 0]] [dx; dy_act] = −[dP x + dA' y + dc; dA_act x − db_act].
-    """
-    A, P = prob.A.toarray(), (prob.P.toarray() if prob.P is not None else 0 * np.eye(prob.n))
-    z = prob.cone_dict.get("z", 0)
-    active = np.concatenate([np.ones(z, bool), prob.s[z:] < 1e-12])
-    Aa = A[active]
-    k = Aa.shape[0]
-    K = np.block([[P, Aa.T], [Aa, np.zeros((k, k))]])
-    dA, dP = dA.toarray(), (dP.toarray() if dP is not None else 0 * P)
-    rhs = -np.concatenate([dP @ prob.x + dA.T @ prob.y + dc, dA[active] @ prob.x - db[active]])
-    sol = np.linalg.solve(K, rhs)
-    dx = sol[:prob.n]
-    dy = np.zeros(prob.m)
-    dy[active] = sol[prob.n:]
-    ds = db - dA @ prob.x - A @ dx
-    return dx, dy, ds
-
-
 @pytest.mark.parametrize("name", ["lp", "qp"])
 @pytest.mark.parametrize("mode", ["direct", "dense", "lsmr"])
 def test_jvp_matches_active_set_reference(name, mode, backend):
@@ -102,38 +80,6 @@ def test_jvp_matches_active_set_reference(name, mode, backend):
     tol = 1e-10 if mode != "lsmr" else 1e-7
     for g, w in zip(got, want):
         assert relative_error(g, w) < tol
-
-
-def residual_map_reference(prob, dA, db, dc, dP, eps=1e-6):
-    """Dense implicit-function derivative built from central differences of the residual.
-
-    F(x, v; θ) = [Px + A'Π*(v) + c; Ax + Π*(v) − v − b] with v = y − s. The partial
-    Jacobians of F are taken by finite differences (no solver, no K formula), then
-    [dx; dv] = −F_z⁻¹ F_θ dθ.
-    """
-    from diffqcp_np.cones import pi
-
-    A = prob.A.toarray()
-    P = prob.P.toarray() if prob.P is not None else np.zeros((prob.n, prob.n))
-
-    def F(z, t):
-        x, v = z[:prob.n], z[prob.n:]
-        At = A + t * dA.toarray()
-        Pt = P + t * (dP.toarray() if dP is not None else 0)
-        yv = pi(v, prob.cone_dict, dual=True)
-        return np.concatenate([Pt @ x + At.T @ yv + prob.c + t * dc,
-                               At @ x + yv - v - prob.b - t * db])
-
-    z0 = np.concatenate([prob.x, prob.y - prob.s])
-    N = z0.size
-    Fz = np.column_stack([(F(z0 + eps * e, 0) - F(z0 - eps * e, 0)) / (2 * eps)
-                          for e in np.eye(N)])
-    Ft = (F(z0, eps) - F(z0, -eps)) / (2 * eps)
-    dz = -np.linalg.solve(Fz, Ft)
-    dx, dv = dz[:prob.n], dz[prob.n:]
-    dy = (pi(z0[prob.n:] + eps * dv, prob.cone_dict, dual=True)
-          - pi(z0[prob.n:] - eps * dv, prob.cone_dict, dual=True)) / (2 * eps)
-    return dx, dy, dy - dv
 
 
 @pytest.mark.parametrize("name", list(CONE_FAMILIES))

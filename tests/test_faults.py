@@ -27,8 +27,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from diffqcp_np import _parallel, solve_and_derivative_batch, solve_only_batch
-from diffqcp_np._parallel import PROCESS_POOLS, Runner
+from diffqcp_np import solve_and_derivative_batch, solve_only_batch
+from diffqcp_np.batch import runner as batch_runner
+from diffqcp_np.batch.runner import PROCESS_POOLS, Runner
 from test_batch import WorkerKiller
 
 # -- dead workers -----------------------------------------------------------------------------
@@ -56,7 +57,7 @@ def killing_warm_starts(size: int, killers: tuple) -> list:
 
 def kill_a_worker(which: int = 0) -> None:
     """SIGKILL worker ``which`` of the (started) pool and wait until it is dead."""
-    process = _parallel._workers(PROCESS_POOLS.get(2))[which]
+    process = batch_runner._workers(PROCESS_POOLS.get(2))[which]
     os.kill(process.pid, signal.SIGKILL)
     process.join(30)
     assert not process.is_alive()
@@ -126,7 +127,7 @@ def test_runner_gives_lost_results_and_gives_up_when_pools_keep_dying(monkeypatc
     assert out[0::2] == [0, 4, 8]
     for i, lost in zip((1, 3, 5), out[1::2]):
         assert lost[:2] == ("lost", i) and lost[2].startswith(f"problem {i}: a worker")
-    monkeypatch.setattr(_parallel, "MAX_POOL_RESTARTS", 1)
+    monkeypatch.setattr(batch_runner, "MAX_POOL_RESTARTS", 1)
     with pytest.raises(RuntimeError, match="worker process died"):
         runner.map(_die_on_odd, None, items, "test", on_lost=lambda item, message: None)
 

@@ -24,6 +24,7 @@ from diffqcp_np.derivative.linear_solvers import (
     ReducedDirectSolver,
 )
 from diffqcp_np.derivative.solution_map import SolutionDerivative
+from naive import dense_eigen_parts
 from problems import known_solution_problem, random_perturbation, relative_error
 
 LARGE_SOC = LIFT_SOC_ABOVE + 8
@@ -49,15 +50,6 @@ FAMILIES = {
 }
 
 
-def _dense_parts(jac: ConeJacobian):
-    """``D``, ``E`` and ``Π₀`` from a dense eigendecomposition of the Jacobian."""
-    D = jac.to_sparse().toarray()
-    lam, V = np.linalg.eigh(D)
-    null = lam < 1e-9
-    Pi0 = (V[:, null]) @ V[:, null].T
-    return D, D @ (np.eye(D.shape[0]) - D) + Pi0, Pi0
-
-
 def _reassembled_parts(parts):
     """Dense ``D``, ``E``, ``Π₀`` from the sparse parts plus the lifted rank-two terms."""
     D, E, N = (mat.toarray() for mat in (parts.D, parts.E, parts.null))
@@ -77,7 +69,7 @@ def test_parts_match_a_dense_eigendecomposition(seed):
     jac = _jacobian(MIXED, seed)
     parts = reduced_parts(jac)
     assert parts.lifted.count >= 1  # the large boundary cones are lifted, not densified
-    for got, want in zip(_reassembled_parts(parts), _dense_parts(jac)):
+    for got, want in zip(_reassembled_parts(parts), dense_eigen_parts(jac)):
         np.testing.assert_allclose(got, want, atol=1e-9)
 
 
@@ -88,9 +80,9 @@ def test_diagonal_parts_of_zero_and_orthant_cones_match_a_dense_eigendecompositi
     jac = ConeJacobian(v, {"z": 3, "l": 11}, dual=dual)
     parts = reduced_parts(jac)
     assert parts.exact and parts.lifted.count == 0
-    for got, want in zip(_reassembled_parts(parts), _dense_parts(jac)):
+    for got, want in zip(_reassembled_parts(parts), dense_eigen_parts(jac)):
         np.testing.assert_allclose(got, want, atol=1e-12)
-    np.testing.assert_array_equal(parts.null.matvec(v), _dense_parts(jac)[2] @ v)
+    np.testing.assert_array_equal(parts.null.matvec(v), dense_eigen_parts(jac)[2] @ v)
 
 
 def test_null_projector_is_an_orthogonal_projector_onto_the_null_space_of_D():

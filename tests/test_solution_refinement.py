@@ -23,7 +23,7 @@ from diffqcp_np import (
     solve_and_derivative,
     solve_only,
 )
-from diffqcp_np._batch_structure import BatchStructure
+from diffqcp_np.batch.structure import BatchStructure
 from diffqcp_np._validation import check_problem
 from diffqcp_np.cone_program import solve_and_derivative_internal
 from diffqcp_np.cones import ConeJacobian, as_cone_spec, pi

@@ -185,7 +185,7 @@ def _solve(Lp, Li, Lx, Dinv, perm, dense_from, b):
     """``x`` with ``A x = b`` from the factors of ``A[perm][:, perm]``.
 
     Indices are read as unsigned (``_U``): Numba then drops its negative-index
-    wraparound test from every access, which makes the solve about 1.8 times faster.
+    wraparound test from every access.
     Columns from ``dense_from`` on are dense below the diagonal (rows stored in order,
     see :attr:`LDLSymbolic.dense_from`): their loops run on contiguous slices without
     reading row indices, which vectorises them (twice as fast on a dense Schur block).
@@ -300,8 +300,8 @@ def _dense_block_start(counts, min_columns, density):
     ``min_columns`` columns, filled to ``density``), or ``n`` for none.
 
     The Schur complement of large SOC or PSD blocks, of a dense P or of many equality
-    rows fills such a block; dense kernels run it an order of magnitude faster than
-    indexed loops, at the price of storing its few structural zeros.
+    rows fills such a block; dense kernels run it faster than indexed loops, at the
+    price of storing its few structural zeros.
     """
     n = counts.shape[0]
     start = n

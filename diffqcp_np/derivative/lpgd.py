@@ -6,11 +6,15 @@ perturbed problem, the VJP a finite difference of the Lagrangian's gradient at t
 solutions of a problem whose linear terms are perturbed by the cotangents. As
 ``tau → 0`` they approach the exact derivative. Unlike diffcp, ``dP`` is the gradient of
 ``½ x'Px`` on P's whole stored pattern (diffcp keeps only a wrong diagonal).
+
+diffcp's LPGD helpers :func:`regularize_P` and :func:`embed_problem` live here too
+(:mod:`diffqcp_np.utils` exports them under diffcp's names).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from copy import deepcopy
 from numbers import Real
 from typing import Callable, Iterator
 
@@ -20,8 +24,48 @@ import scipy.sparse as sp
 from .._validation import ProblemData, as_vector
 from ..cones.spec import as_cone_spec
 from ..solvers.base import SolverError
-from ..utils import embed_problem, regularize_P
 from .patterns import MatrixPattern, QuadraticTerm
+
+
+def regularize_P(P, rho: float, size: int):
+    """``P + rho I`` (``rho I`` when ``P`` is None); ``P`` unchanged when ``rho <= 0``."""
+    if rho > 0:
+        reg = rho * sp.eye(size, format="csc")
+        return reg if P is None else P + reg
+    return P
+
+
+def embed_problem(A, b, c, P, cone_dict):
+    """Embed the problem so that the slack can carry a cost (diffcp's LPGD helper).
+
+    ::
+
+        A_emb = [A, I; 0, -I],  b_emb = [b; 0],  c_emb = [c; 0],  P_emb = [P, 0; 0, 0]
+
+    and ``m`` more zero-cone rows in front of ``cone_dict``.
+
+    Returns
+    -------
+    A_emb, b_emb, c_emb, P_emb, cone_dict_emb
+        ``P_emb`` is None when ``P`` is.
+    """
+    m = b.shape[0]
+    fmt = A.format if sp.issparse(A) else "csc"
+    A_emb = sp.bmat([
+        [A, sp.eye(m, format=fmt)],
+        [None, -sp.eye(m, format=fmt)],
+    ]).tocsc()
+    b_emb = np.hstack([b, np.zeros(m)])
+    c_emb = np.hstack([c, np.zeros(m)])
+    if P is not None:
+        P_emb = sp.bmat([[P, None], [None, sp.csc_matrix((m, m))]]).tocsc()
+    else:
+        P_emb = None
+    cone_dict_emb = deepcopy(cone_dict)
+    zero = int(cone_dict_emb.pop("f", 0) or 0) + int(cone_dict_emb.get("z", 0) or 0)
+    cone_dict_emb["z"] = zero + m
+    return A_emb, b_emb, c_emb, P_emb, cone_dict_emb
+
 
 LPGD_MODES = ("lpgd", "lpgd_right", "lpgd_left")
 

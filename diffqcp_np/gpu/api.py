@@ -18,9 +18,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._validation import check_problem
 from ..cones.spec import as_cone_spec
-from ..derivative.patterns import storage_of
+from ..derivative.patterns import QuadraticTerm, storage_of
 from ..derivative.solution_map import _check_unused_kwargs, warn_nondifferentiable
+from ..pipeline import derivative_options, failed_derivative, forward_solve
 from . import engine as engines
 from .derivative import REFINE_STEPS, DeviceBatchDerivative, full_quadratic
 from .inputs import StoredPattern, check_finite, device_csc, device_vector, host_csc
@@ -189,23 +191,19 @@ def solve_and_derivative_internal(A, b, c, cone_dict, solve_method=None, warm_st
     """:func:`diffqcp_np.solve_and_derivative_internal` with the derivative on the
     device: the forward solve on the host (copies of the data), its solution copied to
     the engine and differentiated there."""
-    from .._validation import check_problem
-    from ..cone_program import _failed_derivative, _solve
-    from ..derivative.patterns import QuadraticTerm
-
     _check_mode(mode)
-    derivative_kwargs = dict(kwargs.pop("derivative_kwargs", None) or {})
+    derivative_kwargs = derivative_options(kwargs)
     _options(derivative_kwargs)
     engine = engines.current()
     b_host, c_host = (None if v is None else engine.to_host(v) for v in (b, c))
     data = check_problem(host_csc(A), b_host, c_host, cone_dict,
                          None if P is None else host_csc(P))
-    result = _solve(data, QuadraticTerm(data.P, data.n), solve_method, warm_start,
-                    raise_on_error, kwargs)
+    result = forward_solve(data, QuadraticTerm(data.P, data.n), solve_method, warm_start,
+                           raise_on_error, kwargs)
     out = {"x": engine.asarray(result.x), "y": engine.asarray(result.y),
            "s": engine.asarray(result.s), "info": result.info}
     if not result.ok:
-        out["D"], out["DT"] = _failed_derivative(result.status)
+        out["D"], out["DT"] = failed_derivative(result.status)
         return out
     out["D"], out["DT"] = derivative(A, b, c, cone_dict, out["x"], out["y"], out["s"], P=P,
                                      mode=mode, **derivative_kwargs)

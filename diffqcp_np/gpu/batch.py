@@ -18,7 +18,7 @@ values on the patterns, with no per-problem Python. Problems whose forward solve
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -180,18 +180,20 @@ def _host(values: Sequence | None) -> list | None:
 def solve_and_derivative_batch(As: Sequence, bs: Sequence, cs: Sequence, cone_dicts: Sequence,
                                n_jobs_forward: int = -1, n_jobs_backward: int = -1,
                                mode: str = "direct", warm_starts: Sequence | None = None,
-                               Ps: Sequence | None = None, *, return_info: bool = False,
-                               **kwargs: Any):
+                               Ps: Sequence | None = None, *, forward: Callable,
+                               return_info: bool = False, **kwargs: Any):
     """:func:`diffqcp_np.solve_and_derivative_batch` with the derivatives on the device
-    (see the module docstring; ``n_jobs_backward`` is unused there)."""
-    from ..batch import solve_only_batch
+    (see the module docstring; ``n_jobs_backward`` is unused there).
 
+    ``forward`` is the host's batch solve (:func:`diffqcp_np.batch.solve_only_batch`,
+    passed in by the batch API that dispatches here); ``kwargs`` go to it.
+    """
     _check_mode(mode)
     options = _options(dict(kwargs.pop("derivative_kwargs", None) or {}))
     engine = engines.current()
     As, bs, cs, cone_dicts = list(As), list(bs), list(cs), list(cone_dicts)
     Ps = [None] * len(As) if Ps is None else list(Ps)
-    xs, ys, ss, infos = solve_only_batch(
+    xs, ys, ss, infos = forward(
         [host_csc(A) for A in As], _host(bs), _host(cs), cone_dicts, n_jobs_forward,
         warm_starts, None if all(P is None for P in Ps) else [
             None if P is None else host_csc(P) for P in Ps],

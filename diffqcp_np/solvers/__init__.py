@@ -15,8 +15,6 @@ problems it covers and SCS otherwise.
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
 from typing import Any, Optional
 
 import numpy as np
@@ -31,6 +29,11 @@ from diffqcp_np.solvers.base import (
     SolverResult,
 )
 from diffqcp_np.solvers.prepared import PreparedSolve, SharedPatterns, generic_prepare
+from diffqcp_np.solvers.registry import (
+    AUTO_FALLBACK,
+    available_solvers,
+    solver_module,
+)
 
 __all__ = [
     "SolverError",
@@ -43,48 +46,6 @@ __all__ = [
     "resolve_solve_method",
     "solve_cone_program",
 ]
-
-#: Known solver names (upper case) and the module that wraps each.
-KNOWN_SOLVERS = {"SCS": "scs", "CLARABEL": "clarabel", "ECOS": "ecos", "IPM": "batched_ipm"}
-
-#: The solver ``"auto"`` falls back to where the interior-point method does not apply.
-AUTO_FALLBACK = "SCS"
-
-
-def _register() -> dict[str, ModuleType]:
-    registry = {}
-    for name, module in KNOWN_SOLVERS.items():
-        try:
-            registry[name] = importlib.import_module(f"{__name__}.{module}")
-        except ImportError:
-            continue
-    return registry
-
-
-_SOLVERS = _register()
-
-
-def available_solvers() -> list[str]:
-    """Names of the installed forward solvers, e.g. ``["SCS", "CLARABEL", "ECOS"]``."""
-    return list(_SOLVERS)
-
-
-def _solver_module(solve_method: str) -> ModuleType:
-    """The module of an installed solver.
-
-    Raises
-    ------
-    ValueError
-        On an unknown or uninstalled solver.
-    """
-    name = str(solve_method).upper()
-    if name not in _SOLVERS:
-        reason = "is not installed" if name in KNOWN_SOLVERS else "is unknown"
-        raise ValueError(
-            f"solve_method {solve_method!r} {reason}; available solvers: {available_solvers()}"
-        )
-    return _SOLVERS[name]
-
 
 def resolve_solve_method(solve_method: str, cones: ConeSpec, shape: tuple[int, int],
                          solver_kwargs: dict) -> str:
@@ -182,7 +143,7 @@ def solve_cone_program(
         When the solution is only ``optimal_inaccurate``.
     """
     solve_method = resolve_solve_method(solve_method, cones, A.shape, solver_kwargs)
-    module = _solver_module(solve_method)
+    module = solver_module(solve_method)
     if warm_start is not None:
         warm_start = check_warm_start(warm_start, A.shape[1], A.shape[0])
     return module.solve(
@@ -234,7 +195,7 @@ class BatchSolver:
         return state
 
     def _prepare(self) -> PreparedSolve:
-        module = _solver_module(self.solve_method)
+        module = solver_module(self.solve_method)
         settings = dict(self.solver_kwargs)
         verbose = bool(settings.pop("verbose", False))
         prepare = getattr(module, "prepare", None)

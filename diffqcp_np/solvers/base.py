@@ -424,7 +424,7 @@ def _kept_entries(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray,
 class CSCFactory:
     """CSC matrices on one canonical pattern, built without the constructor's checks.
 
-    The constructor validates the pattern of every matrix (about 13 µs each); here the
+    The constructor validates the pattern of every matrix; here the
     instance state is copied from a template built by the constructor, with the given
     ``data``, ``indices`` and ``indptr``. If a matrix built this way disagrees with the
     constructor's (another SciPy), the constructor is used.

@@ -451,9 +451,9 @@ class BatchedIPM:
         if not failed.size:
             return
         if self._fallback_solve is None:
-            from diffqcp_np.solvers import _solver_module
+            from diffqcp_np.solvers.registry import solver_module
 
-            module = _solver_module(self.fallback)
+            module = solver_module(self.fallback)
             self._fallback_solve = module.prepare(self.cones, self.patterns,
                                                   **self._fallback_settings)
         A, b, c, P = data

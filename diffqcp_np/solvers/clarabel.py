@@ -137,8 +137,8 @@ def _settings(verbose: bool, kwargs: dict[str, Any]) -> "clarabel.DefaultSetting
 class _ListCSC:
     """A CSC matrix as Clarabel's Python interface reads it, with list attributes.
 
-    Clarabel copies ``data``, ``indices`` and ``indptr`` element by element; from lists
-    that is several times faster than from NumPy arrays (per problem of a batch).
+    Clarabel copies ``data``, ``indices`` and ``indptr`` element by element, which it
+    does faster from lists than from NumPy arrays (per problem of a batch).
     """
 
     __slots__ = ("data", "indices", "indptr", "shape", "nnz")

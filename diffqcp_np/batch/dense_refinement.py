@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numba
 import numpy as np
 
-from .derivative.solution_refinement import (
+from ..derivative.solution_refinement import (
     MAX_BACKTRACKS,
     MAX_STEPS,
     SUFFICIENT_DECREASE,
@@ -30,7 +30,7 @@ from .derivative.solution_refinement import (
 )
 
 if TYPE_CHECKING:
-    from ._dense_batch import DenseBatchDerivative
+    from .dense import DenseBatchDerivative
 
 
 @numba.njit(nogil=True, cache=True)
@@ -39,7 +39,7 @@ def _residuals(rows, A_rows, A_cols, A_vals, P_vals, U_rows, U_cols, U_a, U_b, U
     """``dual = Px + A'y + c`` and ``primal = Ax + s − b`` for problem ``rows[k]`` at row
     ``k`` of ``X, Y, S``: ``A`` on the shared pattern (``A_rows``, ``A_cols``), the
     symmetric ``P`` from its stored values through the union-pattern maps ``U_*`` (as in
-    :func:`~diffqcp_np._dense_batch._assemble_kernel`).
+    :func:`~diffqcp_np.batch.dense._assemble_kernel`).
 
     ``stats[k]``: the largest magnitudes of ``c``, ``Px``, ``A'y``, ``b``, ``Ax``, ``s``,
     ``dual`` and ``primal``, and the sums of squares of ``dual`` and ``primal`` (the

@@ -23,7 +23,7 @@ such a batch :class:`BatchStructure` does once what only depends on the structur
 
 :class:`StructuredDerivative` is a :class:`~diffqcp_np.derivative.SolutionDerivative`
 built from those maps; its JVP and VJP are the inherited ones. Batches whose derivative
-system is small use :mod:`diffqcp_np._dense_batch` instead (dense, batched).
+system is small use :mod:`diffqcp_np.batch.dense` instead (dense, batched).
 """
 
 from __future__ import annotations
@@ -36,16 +36,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from ._fast_checks import all_finite
-from ._input_arrays import NOT_CANONICAL, compressed_arrays, has_index_arrays, real_values
-from ._validation import ProblemData, as_vector
-from .caches import batch_structures
-from .cones.projection import ConeJacobian
-from .cones.spec import ConeSpec, as_cone_spec, vec_psd_dim
-from .derivative import MatrixPattern, QuadraticTerm, SolutionDerivative
-from .derivative.patterns import storage_of
-from .solvers import SharedPatterns
-from .solvers.base import CSCFactory
+from .._fast_checks import all_finite
+from .._input_arrays import NOT_CANONICAL, compressed_arrays, has_index_arrays, real_values
+from .._validation import ProblemData, as_vector
+from ..caches import batch_structures
+from ..cones.projection import ConeJacobian
+from ..cones.spec import ConeSpec, as_cone_spec, vec_psd_dim
+from ..derivative import MatrixPattern, QuadraticTerm, SolutionDerivative
+from ..derivative.patterns import storage_of
+from ..solvers import SharedPatterns
+from ..solvers.base import CSCFactory
 
 
 #: Largest cone block whose Jacobian is read by probing (one matvec per column of the

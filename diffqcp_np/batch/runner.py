@@ -60,8 +60,9 @@ from typing import Any, Callable, Sequence, Union
 
 from threadpoolctl import threadpool_limits
 
-from ._cancel import Stopped, stoppable
-from ._warnings import warn_at_caller
+from .._cancel import Stopped, stoppable
+from ..caches import on_clear
+from .._warnings import warn_at_caller
 
 BACKENDS = ("serial", "threads", "processes")
 
@@ -192,6 +193,7 @@ class _ProcessPools:
 
 
 PROCESS_POOLS = _ProcessPools()
+on_clear(PROCESS_POOLS.shutdown)
 
 
 def _positive_int(value) -> bool:

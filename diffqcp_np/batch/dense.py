@@ -1,7 +1,7 @@
 """A batched dense derivative for same-structure batches of small problems.
 
 For a batch of problems that share one cone dict and one pattern of ``A`` (and ``P``)
-(see :mod:`diffqcp_np._batch_structure`) whose derivative system
+(see :mod:`diffqcp_np.batch.structure`) whose derivative system
 
     K = [[P, A'D], [−A, I−D]]        (N × N, N = n + m)
 
@@ -41,27 +41,25 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from . import _batch_structure
-from ._fast_checks import all_finite
-from ._input_arrays import has_index_arrays
-from ._batch_structure import BatchStructure, _JacobianPattern
-from .solvers.base import CSCFactory
-from ._parallel import BLAS_PIN, Runner, tag_exception
-from ._validation import as_vector
-from ._warnings import warn_at_caller
-from .cones.projection import ConeJacobian
-from .cones.spec import ConeSpec
-from ._dense_batch_refinement import refine_block
-from .derivative.linear_solvers import PERMC_SPECS, SINGULAR_PIVOT_RATIO
-from .derivative.patterns import MatrixPattern
-from .derivative.solution_map import warn_not_finite
+from . import structure as batch_structure
+from .._fast_checks import all_finite
+from .._input_arrays import has_index_arrays
+from .structure import BatchStructure, _JacobianPattern
+from ..solvers.base import CSCFactory
+from .runner import BLAS_PIN, Runner, tag_exception
+from .._validation import as_vector
+from .._warnings import warn_at_caller
+from ..cones.projection import ConeJacobian
+from ..cones.spec import ConeSpec
+from .dense_refinement import refine_block
+from ..derivative.linear_solvers import PERMC_SPECS, SINGULAR_PIVOT_RATIO
+from ..derivative.patterns import MatrixPattern
+from ..derivative.solution_map import warn_not_finite
 
-#: Largest ``N = n + m`` for which the batched dense derivative is used. Measured on
-#: same-structure QPs (setup + one DT per problem, one core): with no row of ``D``
-#: vanishing (the worst case for the dense path) it beats the per-problem sparse path
-#: 2× (A with ~4 entries per row, diagonal P) to 4× (dense A, P) at N = 200 and breaks
-#: even near N = 300 for the sparse problems; with ~85 % inactive inequalities it is
-#: 7–11× faster at N = 200. Its factors take 8 N² bytes per problem (320 kB at 200).
+#: Largest ``N = n + m`` for which the batched dense derivative is used: below it the
+#: dense path beats the per-problem sparse one on same-structure QPs, also where no row
+#: of ``D`` vanishes (``benchmarks/bench_batch.py``). Its factors take 8 N² bytes per
+#: problem (320 kB at 200).
 DENSE_MAX_DIM = 200
 #: Largest total size of a batch's stored factors (bytes), ``8 N²`` per problem.
 DENSE_MAX_BYTES = 1 << 30
@@ -411,7 +409,7 @@ class _BlockLayout:
         self.inverse = np.empty_like(self.perm)
         self.inverse[self.perm] = np.arange(self.perm.size)
         self.probes = None
-        if jac.n_probes <= _batch_structure.PROBE_LIMIT:
+        if jac.n_probes <= batch_structure.PROBE_LIMIT:
             local = np.tile(jac._probes, (1, count))  # (n_probes, count m), problem-major
             self.probes = np.ascontiguousarray(local[:, self.perm])
             where = self.inverse.reshape(count, m)[:, jac.rows]  # (count, nnz_D)
@@ -753,7 +751,7 @@ class DenseBatchDerivative:
             self.LU[rows], self.nk[rows], self.order[rows] = LU, nk, order
             self.piv[rows], self.pivot_ratio[rows] = piv, ratio
 
-    # -- what refinement (:mod:`._dense_batch_refinement`) uses -----------------------------
+    # -- what refinement (:mod:`.dense_refinement`) uses -----------------------------
     def singular_members(self, start: int, stop: int) -> np.ndarray:
         """Whether the factorisation of each member ``start:stop`` is singular."""
         return ~(self.pivot_ratio[start:stop] >= SINGULAR_PIVOT_RATIO)  # NaN: singular
@@ -777,7 +775,7 @@ class DenseBatchDerivative:
               ss: Sequence, fallback: Callable[[int], Any],
               refine: bool = False) -> DenseBatchDerivative:
         """Set up (factor) the derivatives of ``members`` (batch indices), refining
-        their solutions first if ``refine`` (:mod:`._dense_batch_refinement`).
+        their solutions first if ``refine`` (:mod:`.dense_refinement`).
 
         Parameters
         ----------

@@ -61,12 +61,12 @@ Failures
     died"``; ``D_batch``/``DT_batch``: a ``RuntimeWarning`` naming it), every other
     problem its own. A pool whose worker died, even while idle, is replaced at its next
     use. Ctrl-C (``KeyboardInterrupt``) stops a batch promptly on every back end: see
-    :mod:`diffqcp_np._parallel`.
+    :mod:`diffqcp_np.batch.runner`.
 
 Same-structure batches
     When every ``A`` shares one canonical CSC pattern, every ``P`` another (or all are
     None) and every cone dict is equal (the cvxpylayers case), the cone dict is parsed
-    and the patterns analysed once (:mod:`diffqcp_np._batch_structure`): only the values
+    and the patterns analysed once (:mod:`diffqcp_np.batch.structure`): only the values
     are validated (for the whole batch at once), the forward solver is set up once
     (:class:`~diffqcp_np.solvers.BatchSolver`: its cones, settings and index arrays; the
     solutions are exactly those of single solves) and takes each problem as values (sent
@@ -75,7 +75,7 @@ Same-structure batches
     the derivative system is small (``N = n + m ≤ 200``) and the mode is ``direct`` or
     ``dense``, the derivatives are set up for the whole batch at once after the forward
     pass
-    (:mod:`diffqcp_np._dense_batch`: one cone Jacobian call per block of problems, dense
+    (:mod:`diffqcp_np.batch.dense`: one cone Jacobian call per block of problems, dense
     systems factored by LAPACK in a compiled loop, one compiled pass per
     ``D_batch``/``DT_batch`` call); a member whose system is singular falls back to its
     own (least-squares) derivative, and a product of it that does not exist warns
@@ -99,35 +99,35 @@ from typing import Any, Callable
 import numpy as np
 import scipy.sparse as sp
 
-from . import _dense_batch
-from ._batch_structure import BatchStructure
-from ._dense_batch import DenseBatchDerivative
-from ._parallel import ProgressLike, Runner, describe, make_runner, tag_exception
-from ._validation import ProblemData, check_problem
-from .backend import device_requested
-from .cone_program import (
-    _LPGD_OPTIONS,
+from .._validation import ProblemData, check_problem
+from .._warnings import warn_at_caller
+from ..backend import device_requested
+from ..cones.spec import as_cone_spec
+from ..derivative import EXACT_MODES, InaccurateDerivativeWarning, QuadraticTerm, SolutionDerivative
+from ..derivative.convexity import check_positive_semidefinite
+from ..derivative.solution_map import _check_unused_kwargs
+from ..derivative.solution_refinement import RefinementReport, ResidualMap, refine_solution
+from ..pipeline import (
     DEFAULT_MODE,
-    _check_mode,
-    _derivative_options,
-    _make_derivative,
-    _solve,
+    LPGD_OPTIONS,
+    check_mode,
+    derivative_options,
+    forward_solve,
+    make_derivative,
 )
-from .cones.spec import as_cone_spec
-from ._warnings import warn_at_caller
-from .derivative import EXACT_MODES, InaccurateDerivativeWarning, QuadraticTerm, SolutionDerivative
-from .derivative.convexity import check_positive_semidefinite
-from .derivative.solution_map import _check_unused_kwargs
-from .derivative.solution_refinement import RefinementReport, ResidualMap, refine_solution
-from .solvers import (
+from ..solvers import (
     BatchSolver,
     SolverError,
     SolverResult,
     check_warm_start,
     resolve_solve_method,
 )
-from .solvers.base import FAILED, SCS_STYLE_STATUS
-from .solvers.batched_ipm import BatchedIPM
+from ..solvers.base import FAILED, SCS_STYLE_STATUS
+from ..solvers.batched_ipm import BatchedIPM
+from . import dense as dense_batch
+from .dense import DenseBatchDerivative
+from .runner import ProgressLike, Runner, describe, make_runner, tag_exception
+from .structure import BatchStructure
 
 #: The batch functions' default forward solver: the batched interior-point method for
 #: the small same-structure batches it covers, SCS otherwise (see ``resolve_solve_method``).
@@ -256,10 +256,10 @@ class _Derivative:
         """The derivative at ``(x, y, s)`` (a refinement ``Builder``)."""
         st = self.settings
         if st.mode not in EXACT_MODES:
-            return _make_derivative(self.data, self.quadratic, x, y, s, st.mode,
+            return make_derivative(self.data, self.quadratic, x, y, s, st.mode,
                                     st.solve_method, st.solver_kwargs,
                                     st.derivative_kwargs).derivative
-        options = {k: v for k, v in st.derivative_kwargs.items() if k not in _LPGD_OPTIONS}
+        options = {k: v for k, v in st.derivative_kwargs.items() if k not in LPGD_OPTIONS}
         if previous is not None:
             options.update(reuse=previous, same_faces=same_faces)
         if st.structure is not None:
@@ -327,7 +327,7 @@ def _forward(job: _ForwardJob, problem: _Problem) -> _Solved:
         P = None if data.P is None else st.structure.upper_P(data.P.data)
         result = st.solver.solve(data.A.data, data.b, data.c, P, problem.warm_start)
     else:
-        result = _solve(data, problem.quadratic, st.solve_method, problem.warm_start, False,
+        result = forward_solve(data, problem.quadratic, st.solve_method, problem.warm_start, False,
                         st.solver_kwargs)
     solved = _solved(problem.index, result, data.n, data.m)
     if solved.ok and job.set_up_derivative:
@@ -468,7 +468,7 @@ def _split_kwargs(kwargs: dict) -> tuple[str, dict, dict]:
     """``solve_method``, ``derivative_kwargs`` and the forward solver's settings."""
     kwargs = dict(kwargs)
     solve_method = kwargs.pop("solve_method", None) or BATCH_DEFAULT_SOLVER
-    derivative_kwargs = _derivative_options(kwargs)
+    derivative_kwargs = derivative_options(kwargs)
     return solve_method, derivative_kwargs, kwargs
 
 
@@ -646,7 +646,7 @@ def _transpose_lists(results: list[tuple], count: int) -> tuple[list, ...]:
 def _dense_backward(runner: Runner, dense: DenseBatchDerivative, problems: list[_Problem],
                     method: str, args: tuple, kwargs: dict, failed_output: Callable,
                     count: int) -> tuple[list, ...]:
-    """``D_batch``/``DT_batch`` on the batched dense derivative (see :mod:`._dense_batch`).
+    """``D_batch``/``DT_batch`` on the batched dense derivative (see :mod:`.dense`).
 
     Returns the ``count`` output lists, in input order.
     """
@@ -830,13 +830,14 @@ def solve_and_derivative_batch(As: Sequence, bs: Sequence, cs: Sequence, cone_di
     """
     if device_requested(kwargs.pop("device", None), _first_entries(As=As, bs=bs, cs=cs,
                                                                    Ps=Ps)):
-        from .gpu import batch as device_batch
+        from ..gpu import batch as device_batch
 
         return device_batch.solve_and_derivative_batch(
             As, bs, cs, cone_dicts, n_jobs_forward, n_jobs_backward, mode, warm_starts, Ps,
-            backend=backend, executor=executor, raise_on_error=raise_on_error,
-            progress=progress, chunksize=chunksize, return_info=return_info, **kwargs)
-    mode = _check_mode(mode)
+            forward=solve_only_batch, backend=backend, executor=executor,
+            raise_on_error=raise_on_error, progress=progress, chunksize=chunksize,
+            return_info=return_info, **kwargs)
+    mode = check_mode(mode)
     solve_method, derivative_kwargs, solver_kwargs = _split_kwargs(kwargs)
     problems, settings = _prepare(
         As, bs, cs, cone_dicts, warm_starts, Ps,
@@ -849,8 +850,8 @@ def solve_and_derivative_batch(As: Sequence, bs: Sequence, cs: Sequence, cone_di
     backward = make_runner(backend, executor, n_jobs_backward, "n_jobs_backward", size,
                            chunksize, progress)
     in_process = forward.in_process and backward.in_process
-    options = {k: v for k, v in derivative_kwargs.items() if k not in _LPGD_OPTIONS}
-    use_dense = _dense_batch.applies(settings.structure, mode, options, size)
+    options = {k: v for k, v in derivative_kwargs.items() if k not in LPGD_OPTIONS}
+    use_dense = dense_batch.applies(settings.structure, mode, options, size)
     # Set up derivatives where they are found only when they stay in this process (the
     # batched dense derivative sets them up after the forward pass, all at once, in this
     # process whatever the back end: it costs less than sending the problems away).
