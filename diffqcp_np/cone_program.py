@@ -34,6 +34,7 @@ from .cones import pi as cone_pi
 from .derivative import EXACT_MODES, LPGD_MODES, MODES
 from .derivative.convexity import check_positive_semidefinite
 from .derivative.patterns import QuadraticTerm
+from .derivative.smoothing import SmoothedDerivative
 from .derivative.solution_refinement import warn_inaccurate
 from .pipeline import (
     DEFAULT_MODE,
@@ -81,9 +82,12 @@ def derivative(A, b, c, cone_dict, x, y, s, P=None, mode: str = DEFAULT_MODE,
         Refine the solution before differentiating (exact modes).
     return_info : bool, default False
         Also return a dict with the solution the derivative is taken at (``x``, ``y``,
-        ``s``: the refined one with ``refine=True``) and ``refinement``, the report of
+        ``s``: the refined one with ``refine=True``, the smoothed one with
+        ``smoothing``) and ``refinement``, the report of
         :class:`~diffqcp_np.derivative.solution_refinement.RefinementReport` as a dict
-        (None in the LPGD modes).
+        (None in the LPGD modes and with ``smoothing``); with ``smoothing`` also
+        ``smoothing``, the :class:`~diffqcp_np.derivative.smoothing.SmoothingReport`
+        as a dict.
     device : {None, "cpu", "cuda"}, optional
         Where to differentiate: None follows the arrays (CuPy arrays and
         ``cupyx.scipy.sparse`` matrices select the device, see
@@ -91,8 +95,11 @@ def derivative(A, b, c, cone_dict, x, y, s, P=None, mode: str = DEFAULT_MODE,
         the solution differentiated as given, without refinement or face check).
     **derivative_kwargs
         Linear-solver options (``factorization``, ``permc_spec``; ``atol``, ``btol``,
-        ``maxiter``; on the device ``refine_steps``) or the LPGD parameters ``tau`` and
-        ``rho``.
+        ``maxiter``; on the device ``refine_steps``), the LPGD parameters ``tau`` and
+        ``rho``, or ``smoothing=mu`` (exact modes; zero, nonnegative and second-order
+        cones): the derivative of the barrier-smoothed problem's solution map, defined
+        and informative also where the exact one is zero or does not exist (see
+        :mod:`~diffqcp_np.derivative.smoothing`; ``refine`` is then unused).
 
     Returns
     -------
@@ -113,14 +120,19 @@ def derivative(A, b, c, cone_dict, x, y, s, P=None, mode: str = DEFAULT_MODE,
     quadratic = QuadraticTerm(data.P, data.n)
     check_positive_semidefinite(quadratic.full, factor=False)  # no solve: the diagonal
     result = make_derivative(data, quadratic, x, y, s, mode, solve_method, {},
-                              derivative_kwargs, refine=refine)
+                             derivative_kwargs, refine=refine)
     if result.report is not None:
         warn_inaccurate(result.report)
     D, DT = result.derivative.jvp, result.derivative.vjp
     if not return_info:
         return D, DT
     report = None if result.report is None else result.report.as_dict()
-    return D, DT, {"x": result.x, "y": result.y, "s": result.s, "refinement": report}
+    info = {"x": result.x, "y": result.y, "s": result.s, "refinement": report}
+    smoothed = result.derivative
+    if isinstance(smoothed, SmoothedDerivative):
+        info.update(x=smoothed.x, y=smoothed.y, s=smoothed.s,
+                    smoothing=smoothed.smoothing.as_dict())
+    return D, DT, info
 
 
 def solve_internal(A, b, c, cone_dict, solve_method: str | None = None, warm_start=None,
@@ -165,6 +177,8 @@ def solve_and_derivative_internal(A, b, c, cone_dict, solve_method: str | None =
         return out
     refined = make_derivative(data, quadratic, result.x, result.y, result.s, mode,
                                solve_method, kwargs, derivative_kwargs, refine=refine)
+    if isinstance(refined.derivative, SmoothedDerivative):
+        out["info"]["smoothing"] = refined.derivative.smoothing.as_dict()
     if refined.report is not None:
         warn_inaccurate(refined.report)
         out["info"]["refinement"] = refined.report.as_dict()
@@ -202,7 +216,10 @@ def solve_and_derivative(A, b, c, cone_dict, warm_start=None, mode: str = DEFAUL
         face of every cone, refined or not.
     **kwargs
         Forward-solver settings (``eps``, ``verbose``, ...), ``derivative_kwargs``
-        (a dict: linear-solver options, or ``tau``/``rho`` for the LPGD modes), and
+        (a dict: linear-solver options, ``tau``/``rho`` for the LPGD modes, or
+        ``smoothing=mu`` for the smoothed derivative, see :func:`derivative`; the
+        solution returned is then the solver's, ``info["smoothing"]`` the Newton
+        steps' report), and
         ``device`` (see :func:`derivative`: CuPy inputs or ``device="cuda"``
         differentiate on the device, the forward solve staying on the host).
 

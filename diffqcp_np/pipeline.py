@@ -16,6 +16,7 @@ from ._validation import ProblemData, check_problem
 from .derivative import LPGD_MODES, MODES, LPGDDerivative, SolutionDerivative
 from .derivative.convexity import check_positive_semidefinite
 from .derivative.patterns import QuadraticTerm
+from .derivative.smoothing import SmoothedDerivative
 from .derivative.solution_refinement import Refinement, ResidualMap, refine_solution
 from .solvers import SolverError, SolverResult, solve_cone_program
 
@@ -24,6 +25,8 @@ DEFAULT_SOLVER = "SCS"
 
 # Options of the derivative (not of the forward solver), accepted in ``derivative_kwargs``.
 LPGD_OPTIONS = ("tau", "rho")
+#: The option of the smoothed derivative (:mod:`~diffqcp_np.derivative.smoothing`).
+SMOOTHING = "smoothing"
 
 
 def check_mode(mode: str | None) -> str:
@@ -96,7 +99,22 @@ def make_derivative(data: ProblemData, quadratic: QuadraticTerm, x, y, s, mode: 
                     solve_method: str | None, solver_kwargs: dict, derivative_kwargs: dict,
                     refine: bool = False) -> Refinement:
     """The derivative at ``(x, y, s)``, refined first if ``refine`` (exact modes; the LPGD
-    modes re-solve and are neither refined nor checked: their report is None)."""
+    modes re-solve and are neither refined nor checked, and ``smoothing`` in
+    ``derivative_kwargs`` gives the smoothed derivative, at the smoothed solution, not
+    refined: their report is None).
+
+    Raises
+    ------
+    ValueError
+        On ``smoothing`` with an LPGD mode, or unknown LPGD options.
+    """
+    if SMOOTHING in derivative_kwargs:
+        if mode in LPGD_MODES:
+            raise ValueError(f"smoothing is an option of the exact modes, not of {mode!r}")
+        options = dict(derivative_kwargs)
+        smoothed = SmoothedDerivative(data, x, y, s, mode, quadratic=quadratic,
+                                      smoothing=options.pop(SMOOTHING), **options)
+        return Refinement(smoothed, x, y, s, None)
     if mode in LPGD_MODES:
         options = dict(derivative_kwargs)
         unknown = sorted(set(options) - set(LPGD_OPTIONS))

@@ -119,3 +119,87 @@ def dense_eigen_parts(jac) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     null = lam < 1e-9
     Pi0 = (V[:, null]) @ V[:, null].T
     return D, D @ (np.eye(D.shape[0]) - D) + Pi0, Pi0
+
+
+def central_path_point(A, b, c, P, cone_dict: dict, mu: float, steps: int = 200):
+    """The solution of the barrier-smoothed problem by a naive primal-dual
+    interior-point method on the dense central-path equations
+
+        Px + A'y + c = 0,   Ax + s = b,   y ∘ s = μ e   (y, s in the cones' interiors)
+
+    for zero (``s = 0``, ``y`` free), nonnegative and second-order cones (``∘`` the
+    Jordan product), following μ down from 1 to ``mu`` and ending with Newton steps at
+    ``mu``. Returns ``x, y, s``.
+    """
+    A = np.asarray(A.toarray() if hasattr(A, "toarray") else A, dtype=float)
+    m, n = A.shape
+    P = np.zeros((n, n)) if P is None else np.asarray(
+        P.toarray() if hasattr(P, "toarray") else P, dtype=float)
+    z, nonneg = int(cone_dict.get("z", 0)), int(cone_dict.get("l", 0))
+    socs = [int(q) for q in cone_dict.get("q", [])]
+    assert z + nonneg + sum(socs) == m and set(cone_dict) <= {"z", "l", "q"}
+    blocks = [(z + nonneg + sum(socs[:i]), q) for i, q in enumerate(socs)]
+
+    def identity():
+        e = np.zeros(m)
+        e[z:z + nonneg] = 1.0
+        for start, _ in blocks:
+            e[start] = 1.0
+        return e
+
+    def jordan(y, s):
+        out = np.zeros(m)
+        out[z:z + nonneg] = y[z:z + nonneg] * s[z:z + nonneg]
+        for start, q in blocks:
+            u, w = y[start:start + q], s[start:start + q]
+            out[start] = u @ w
+            out[start + 1:start + q] = u[0] * w[1:] + w[0] * u[1:]
+        return out
+
+    def arrow(y):
+        """``L(y)`` with ``L(y) s = y ∘ s`` (zero rows: 0)."""
+        L = np.zeros((m, m))
+        for i in range(z, z + nonneg):
+            L[i, i] = y[i]
+        for start, q in blocks:
+            u = y[start:start + q]
+            L[start, start:start + q] = u
+            L[start + 1:start + q, start] = u[1:]
+            L[start + 1:start + q, start + 1:start + q] = u[0] * np.eye(q - 1)
+        return L
+
+    def interior_step(v, dv):
+        """Largest step in (0, 1] keeping ``v + t dv`` in the interior (99% of the way)."""
+        t = 1.0
+        for i in range(z, z + nonneg):
+            if dv[i] < 0:
+                t = min(t, -0.99 * v[i] / dv[i])
+        for start, q in blocks:
+            u, du = v[start:start + q], dv[start:start + q]
+            for _ in range(60):  # halve until strictly inside
+                w = u + t * du
+                if w[0] > np.linalg.norm(w[1:]) * (1 + 1e-12) and w[0] > 0:
+                    break
+                t *= 0.5
+        return t
+
+    e = identity()
+    x, y, s = np.zeros(n), e.copy(), e.copy()
+    zero_rows = np.arange(z)
+    schedule = list(np.geomspace(1.0, mu, 40)) if mu < 1 else [mu]
+    for target in schedule + [mu] * steps:
+        r1 = P @ x + A.T @ y + c
+        r2 = A @ x + s - b
+        r3 = jordan(y, s) - target * e
+        r3[zero_rows] = s[zero_rows]
+        J = np.zeros((n + 2 * m, n + 2 * m))
+        J[:n, :n], J[:n, n:n + m] = P, A.T
+        J[n:n + m, :n], J[n:n + m, n + m:] = A, np.eye(m)
+        J[n + m:, n:n + m], J[n + m:, n + m:] = arrow(s), arrow(y)
+        J[n + m + zero_rows, :] = 0.0
+        J[n + m + zero_rows, n + m + zero_rows] = 1.0
+        d = np.linalg.solve(J, -np.concatenate([r1, r2, r3]))
+        dx, dy, ds = d[:n], d[n:n + m], d[n + m:]
+        t = min(interior_step(y, dy), interior_step(s, ds))
+        x, y, s = x + t * dx, y + t * dy, s + t * ds
+    return x, y, s

@@ -1119,3 +1119,26 @@ def test_refine_option_without_grad(th):
         (w,) = layer(F, mu)
     (w_grad,) = layer(F.requires_grad_(), mu)
     np.testing.assert_allclose(w.numpy(), w_grad.detach().numpy(), atol=1e-9)
+
+
+@needs_interface
+def test_torch_layer_with_smoothing_has_a_gradient_at_an_lp_vertex():
+    """An LP layer's exact gradient in its costs is zero (the vertex does not move);
+    with ``derivative_kwargs={"smoothing": mu}`` it is the smoothed LP's, nonzero, and
+    points the right way: raising a cost lowers that coordinate."""
+    torch = pytest.importorskip("torch")
+    from cvxpylayers.torch import CvxpyLayer
+
+    x = cp.Variable(3)
+    c = cp.Parameter(3)
+    problem = cp.Problem(cp.Minimize(c @ x), [x >= 0, x <= 1])
+    grads = {}
+    for name, args in (("exact", {}), ("smoothed", {"derivative_kwargs": {"smoothing": 1e-3}})):
+        layer = CvxpyLayer(problem, parameters=[c], variables=[x],
+                           solver=DiffqcpSolver(solve_method="Clarabel", **args))
+        theta = torch.tensor([1.0, -0.5, 0.25], dtype=torch.float64, requires_grad=True)
+        (solution,) = layer(theta)
+        solution.sum().backward()
+        grads[name] = theta.grad.numpy()
+    np.testing.assert_allclose(grads["exact"], 0.0, atol=1e-9)
+    assert np.all(grads["smoothed"] < -1e-4)

@@ -21,6 +21,7 @@ NEEDS = {
     "cvxpylayers_torch.py": ["cvxpylayers", "torch"],
     "diffcp_style.py": ["cvxpy"],
     "jax_jit_vmap.py": ["cvxpylayers", "jax"],
+    "smoothed_lp_layer.py": ["cvxpylayers", "torch"],
 }
 
 

@@ -110,6 +110,7 @@ from ..derivative.solution_refinement import RefinementReport, ResidualMap, refi
 from ..pipeline import (
     DEFAULT_MODE,
     LPGD_OPTIONS,
+    SMOOTHING,
     check_mode,
     derivative_options,
     forward_solve,
@@ -257,8 +258,12 @@ class _Derivative:
         st = self.settings
         if st.mode not in EXACT_MODES:
             return make_derivative(self.data, self.quadratic, x, y, s, st.mode,
-                                    st.solve_method, st.solver_kwargs,
-                                    st.derivative_kwargs).derivative
+                                   st.solve_method, st.solver_kwargs,
+                                   st.derivative_kwargs).derivative
+        if SMOOTHING in st.derivative_kwargs:
+            return make_derivative(self.data, self.quadratic, x, y, s, st.mode,
+                                   st.solve_method, st.solver_kwargs,
+                                   st.derivative_kwargs).derivative
         options = {k: v for k, v in st.derivative_kwargs.items() if k not in LPGD_OPTIONS}
         if previous is not None:
             options.update(reuse=previous, same_faces=same_faces)
@@ -842,7 +847,8 @@ def solve_and_derivative_batch(As: Sequence, bs: Sequence, cs: Sequence, cone_di
     problems, settings = _prepare(
         As, bs, cs, cone_dicts, warm_starts, Ps,
         dict(solve_method=solve_method, solver_kwargs=solver_kwargs, mode=mode,
-             derivative_kwargs=derivative_kwargs, refine=refine and mode in EXACT_MODES),
+             derivative_kwargs=derivative_kwargs,
+             refine=refine and mode in EXACT_MODES and SMOOTHING not in derivative_kwargs),
     )
     size = len(problems)
     forward = make_runner(backend, executor, n_jobs_forward, "n_jobs_forward", size,

@@ -158,6 +158,11 @@ class SolutionDerivative:
         it: then K differs from ``reuse``'s only by the cones' curvature, and ``reuse``'s
         factorisation serves as an approximate solver, refined against this K
         (:class:`~diffqcp_np.derivative.borrowed_factorization.BorrowedFactorSolver`).
+    cone_jacobian : optional
+        The Jacobian ``D`` to use instead of ``DΠ_{K*}(y − s)``: a
+        :class:`~diffqcp_np.cones.smoothing.SmoothedConeJacobian`
+        (:mod:`~diffqcp_np.derivative.smoothing`), with ``factorization="lu"`` in direct
+        mode.
     **solver_options
         Options of the linear solver: ``factorization`` ("auto", the default: "lu" with
         PSD cones, else "ldl"; "ldl": LDLᵀ of the reduced symmetric system; "lu": LU of
@@ -169,7 +174,7 @@ class SolutionDerivative:
                  mode: str = "direct", *, quadratic: QuadraticTerm | None = None,
                  A_pattern: MatrixPattern | None = None, AT: sp.csc_matrix | None = None,
                  reuse: SolutionDerivative | None = None, same_faces: bool = False,
-                 **solver_options: Any) -> None:
+                 cone_jacobian: Any = None, **solver_options: Any) -> None:
         if mode not in EXACT_MODES:
             raise ValueError(f"mode must be one of {EXACT_MODES}, got {mode!r}")
         self.mode = mode
@@ -185,7 +190,8 @@ class SolutionDerivative:
             self.AT = AT
         self.A_pattern = MatrixPattern(data.A, "A") if A_pattern is None else A_pattern
         self.quadratic = QuadraticTerm(data.P, n) if quadratic is None else quadratic
-        self.cone_jacobian = ConeJacobian(self.y - self.s, data.cones, dual=True)
+        self.cone_jacobian = (ConeJacobian(self.y - self.s, data.cones, dual=True)
+                              if cone_jacobian is None else cone_jacobian)
         self._solver_options = solver_options
         self.solver: KKTSolver = self._reused_solver(reuse, same_faces) or self._factored()
 
