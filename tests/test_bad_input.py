@@ -472,3 +472,39 @@ def test_cone_dicts_with_numpy_values_and_invalid_twins():
                                             [np.ones(1)] * 2, [{"z": 1}, twin],
                                             backend="serial"), ValueError)
         assert str(err).startswith("problem 1: ")
+
+
+@pytest.mark.parametrize("n", [6, 20])
+def test_batched_psd_check_finds_the_first_matrix_the_single_check_refuses(n):
+    """One compiled pass over a same-pattern stack: eigenvalues (LAPACK) are the oracle,
+    and the single-matrix check agrees on every member."""
+    from diffqcp_np.derivative.convexity import first_not_positive_semidefinite
+
+    rng = np.random.default_rng(n)
+    full = sp.csc_matrix(np.ones((n, n)))
+    members, bad = [], [5, 9]
+    for k in range(12):
+        spectrum = rng.uniform(0.0, 2.0, n)
+        spectrum[0] = -1e-3 * PSD_TOLERANCE * spectrum.max()  # rounding noise: passes
+        if k in bad:
+            spectrum[1] = -1e-4 * spectrum.max()
+        Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+        members.append((Q * spectrum) @ Q.T)
+    values = np.stack([M.T.ravel() for M in members])  # CSC order of a dense pattern
+    for k, M in enumerate(members):
+        assert (np.linalg.eigvalsh(M).min() < -10 * PSD_TOLERANCE * abs(M).max()) == (k in bad)
+    assert first_not_positive_semidefinite(full.indptr, full.indices, values) == bad[0]
+    assert first_not_positive_semidefinite(full.indptr, full.indices, values[:bad[0]]) == -1
+    big = sp.csc_matrix(np.ones((40, 40)))
+    assert first_not_positive_semidefinite(big.indptr, big.indices, np.ones((2, 1600))) is None
+
+
+def test_same_structure_batch_names_the_problem_whose_P_is_not_psd():
+    prob = known_solution_problem({"z": 1, "l": 6}, 4, seed=3)
+    good = _symmetric(np.array([1.0, 0.5, 0.2, 2.0]), seed=4)
+    bad = _symmetric(np.array([1.0, 0.5, -0.2, 2.0]), seed=4)
+    Ps = [good, good, bad, good]  # one pattern: the same-structure path
+    assert all(np.array_equal(P.indices, good.indices) for P in Ps)
+    with pytest.raises(ValueError, match="problem 2: P is not positive semidefinite"):
+        solve_only_batch([prob.A] * 4, [prob.b] * 4, [prob.c] * 4, [prob.cone_dict] * 4,
+                         Ps=Ps)

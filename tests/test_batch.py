@@ -504,3 +504,41 @@ def test_inputs_are_not_mutated(backend):
         after = (p.A.data, p.A.indices, p.A.indptr, p.b, p.c, p.P.data)
         for a, b in zip(before, after):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("storage", ["full", "upper"])
+def test_stacked_P_values_match_the_dense_symmetric_matrix(storage):
+    """The compiled gathers of a same-structure batch's P (union pattern for the
+    derivative, upper triangle for the solvers) against dense NumPy, and a full-storage
+    member that is not symmetric is refused."""
+    rng = np.random.default_rng(0)
+    n = 7
+    mask = rng.random((n, n)) < 0.4
+    mask = mask | mask.T | np.eye(n, dtype=bool)
+    pattern = sp.csc_matrix(np.where(mask, 1.0, 0.0))
+    if storage == "upper":
+        pattern = sp.triu(pattern, format="csc")
+    qmap = batch_structure._QuadraticMap(pattern, storage)
+    dense = []
+    for _ in range(5):
+        M = np.where(mask, rng.standard_normal((n, n)), 0.0)
+        dense.append(M + M.T)
+    stored_cols = np.repeat(np.arange(n), np.diff(pattern.indptr))
+    rows = np.stack([D[pattern.indices, stored_cols] for D in dense])  # CSC order
+    union = qmap.union_values_batch(rows)
+    cols = np.repeat(np.arange(n), np.diff(qmap.indptr))
+    for k, D in enumerate(dense):
+        np.testing.assert_array_equal(union[k], qmap.union_values(rows[k]))
+        np.testing.assert_allclose(union[k], D[qmap.indices, cols], rtol=1e-15)
+    upper = qmap.upper_values(rows)
+    upper_cols = np.repeat(np.arange(n), np.diff(qmap.upper_indptr))
+    for k, D in enumerate(dense):
+        np.testing.assert_allclose(upper[k], D[qmap.upper_indices, upper_cols], rtol=1e-15)
+    np.testing.assert_array_equal(qmap.upper_values(rows[0]), upper[0])  # one row, 1-D
+    if storage == "full":
+        skewed = rows.copy()
+        i, j = 0, next(p for p in range(n) if p != 0 and mask[p, 0])
+        entry = np.flatnonzero((pattern.indices == i) & (stored_cols == j))
+        skewed[3, entry] += 1.0
+        assert qmap.union_values_batch(skewed) is None
+        assert qmap.union_values_batch(np.delete(skewed, 3, axis=0)) is not None

@@ -105,6 +105,14 @@ def test_members_it_fails_on_are_solved_again_by_the_fallback():
                        np.stack([sp.triu(p["P"], format="csc").data for p in probs]), warm)
     results = [out.result(k) for k in range(4)]
     assert [r.info["solver"] for r in results] == ["IPM", "IPM", "CLARABEL", "IPM"]
+    # the whole-array path gives the same results for the members solved by the method
+    fast = out.optimal_results()
+    assert fast[2] is None
+    for k in (0, 1, 3):
+        assert fast[k].info == results[k].info and fast[k].status == results[k].status
+        for got, want in ((fast[k].x, results[k].x), (fast[k].y, results[k].y),
+                          (fast[k].s, results[k].s)):
+            np.testing.assert_array_equal(got, want)
     assert all(r.status == "optimal" for r in results)
     assert relative_error(results[2].x, probs[2]["x"]) < 1e-6
 

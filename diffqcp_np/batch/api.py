@@ -442,7 +442,8 @@ def _validate(As, bs, cs, cone_dicts, Ps) -> tuple[list[tuple], BatchStructure |
         validated = structure.problems(As, bs, cs, Ps)  # all at once, the common case
     if validated is None:
         validated = _validate_each(As, bs, cs, cone_dicts, Ps, structure)
-    for i, (_, quadratic) in enumerate(validated):
+    start = getattr(validated, "convex_before", 0)
+    for i, (_, quadratic) in enumerate(validated[start:], start):
         try:
             check_positive_semidefinite(quadratic.full)
         except ValueError as err:
@@ -479,7 +480,8 @@ def _split_kwargs(kwargs: dict) -> tuple[str, dict, dict]:
 
 # -- the forward pass -----------------------------------------------------------------------
 def _forward_pass(runner: Runner, settings: _Settings, problems: list[_Problem],
-                  set_up_derivative: bool, raise_on_error: bool) -> list[_Solved]:
+                  set_up_derivative: bool, raise_on_error: bool,
+                  stacked: tuple | None = None) -> list[_Solved]:
     def check(solved: _Solved) -> None:
         if raise_on_error and not solved.ok:
             raise SolverError(f"{solved.info['error_message']} (problem {solved.index} of the "
@@ -487,13 +489,13 @@ def _forward_pass(runner: Runner, settings: _Settings, problems: list[_Problem],
 
     on_lost = None if raise_on_error else _lost
     if settings.batched is not None:
-        solved = _batched_forward(runner, settings, problems, check)
+        solved = _batched_forward(runner, settings, problems, check, stacked)
         if set_up_derivative:
             runner.map(_set_up, settings, [_Setup(p, r) for p, r in zip(problems, solved)
                                            if r.ok], "solve")
     elif settings.solver is not None and not runner.in_process:
         solved = runner.map(_forward_values, _ValuesJob(settings.solver),
-                            _value_items(settings.structure, problems), "solve",
+                            _value_items(settings.structure, problems, stacked), "solve",
                             on_result=check, on_lost=on_lost)
     else:
         solved = runner.map(_forward, _ForwardJob(settings, set_up_derivative), problems,
@@ -504,7 +506,8 @@ def _forward_pass(runner: Runner, settings: _Settings, problems: list[_Problem],
 
 
 def _batched_forward(runner: Runner, settings: _Settings, problems: list[_Problem],
-                     check: Callable[[_Solved], None]) -> list[_Solved]:
+                     check: Callable[[_Solved], None],
+                     stacked: tuple | None = None) -> list[_Solved]:
     """The forward pass of a same-structure batch on the batched interior-point method:
     one compiled solve of the stacked values, on this process's threads whatever the
     back end (sending small problems away costs more than solving them)."""
@@ -516,7 +519,7 @@ def _batched_forward(runner: Runner, settings: _Settings, problems: list[_Proble
             except (ValueError, TypeError) as err:
                 tag_exception(err, p.index)
                 raise
-    items = _value_items(settings.structure, problems)
+    items = _value_items(settings.structure, problems, stacked)
     local = runner.local()
     progress = local.progress_reporter(len(problems), "solve")
     try:  # its kernels call no BLAS: nothing to pin
@@ -525,24 +528,36 @@ def _batched_forward(runner: Runner, settings: _Settings, problems: list[_Proble
     finally:
         progress.close()
     solved = []
-    for k, p in enumerate(problems):
-        solved.append(_solved(p.index, out.result(k), n, m))
+    for p, fast in zip(problems, out.optimal_results()):
+        solved.append(_solved(p.index, fast or out.result(len(solved)), n, m))
         check(solved[-1])
     return solved
 
 
-def _value_items(structure: BatchStructure, problems: list[_Problem]) -> _ValuesBlock:
-    """The problems of a same-structure batch as values (light to send to processes)."""
-    datas = [p.data for p in problems]
-    P = None
-    if structure.patterns.P_indices is not None:
-        P = structure.upper_P(np.stack([d.P.data for d in datas]))
-    return _ValuesBlock(np.array([p.index for p in problems]),
-                        np.stack([d.A.data for d in datas]), np.stack([d.b for d in datas]),
-                        np.stack([d.c for d in datas]), P, [p.warm_start for p in problems])
+def _value_items(structure: BatchStructure, problems: list[_Problem],
+                 stacked: tuple | None = None) -> _ValuesBlock:
+    """The problems of a same-structure batch as values (light to send to processes).
+
+    ``stacked``: the values of every problem of the batch, in order, as validation
+    stacked them (``A``, ``b``, ``c``, ``P`` rows; see :class:`ValidatedProblems`), used
+    instead of stacking the problems' arrays again.
+    """
+    if stacked is None:
+        datas = [p.data for p in problems]
+        A, b, c = (np.stack([d.A.data for d in datas]), np.stack([d.b for d in datas]),
+                   np.stack([d.c for d in datas]))
+        P_values = (None if structure.patterns.P_indices is None
+                    else np.stack([d.P.data for d in datas]))
+    else:
+        A, b, c, P_values = stacked
+    P = None if structure.patterns.P_indices is None else structure.upper_P(P_values)
+    return _ValuesBlock(np.array([p.index for p in problems]), A, b, c, P,
+                        [p.warm_start for p in problems])
 
 
 def _prepare(As, bs, cs, cone_dicts, warm_starts, Ps, settings_kwargs: dict):
+    """The batch's problems, its settings, and its stacked values (validation's, for a
+    same-structure batch checked at once; else None)."""
     previous = isinstance(warm_starts, str)
     if previous and warm_starts != "previous":
         raise ValueError(f'warm_starts must be a list of (x, y, s) or None per problem, or '
@@ -572,7 +587,7 @@ def _prepare(As, bs, cs, cone_dicts, warm_starts, Ps, settings_kwargs: dict):
             solver = structure.cached(key, lambda: BatchSolver(
                 method, structure.cones, structure.patterns, **kwargs))
     return problems, _Settings(structure=structure, solver=solver, batched=batched,
-                               **settings_kwargs)
+                               **settings_kwargs), getattr(validated, "stacked", None)
 
 
 def _outputs(solved: list[_Solved], return_info: bool, extra: tuple = ()) -> tuple:
@@ -844,7 +859,7 @@ def solve_and_derivative_batch(As: Sequence, bs: Sequence, cs: Sequence, cone_di
             return_info=return_info, **kwargs)
     mode = check_mode(mode)
     solve_method, derivative_kwargs, solver_kwargs = _split_kwargs(kwargs)
-    problems, settings = _prepare(
+    problems, settings, stacked = _prepare(
         As, bs, cs, cone_dicts, warm_starts, Ps,
         dict(solve_method=solve_method, solver_kwargs=solver_kwargs, mode=mode,
              derivative_kwargs=derivative_kwargs,
@@ -862,7 +877,7 @@ def solve_and_derivative_batch(As: Sequence, bs: Sequence, cs: Sequence, cone_di
     # batched dense derivative sets them up after the forward pass, all at once, in this
     # process whatever the back end: it costs less than sending the problems away).
     solved = _forward_pass(forward, settings, problems, in_process and not use_dense,
-                           raise_on_error)
+                           raise_on_error, stacked)
     dense = None
     if use_dense:
         backward = backward.local()
@@ -920,9 +935,9 @@ def solve_only_batch(As: Sequence, bs: Sequence, cs: Sequence, cone_dicts: Seque
         Only with ``return_info=True``.
     """
     solve_method = kwargs.pop("solve_method", None) or BATCH_DEFAULT_SOLVER
-    problems, settings = _prepare(As, bs, cs, cone_dicts, warm_starts, Ps,
+    problems, settings, stacked = _prepare(As, bs, cs, cone_dicts, warm_starts, Ps,
                                   dict(solve_method=solve_method, solver_kwargs=kwargs))
     runner = make_runner(backend, executor, n_jobs_forward, "n_jobs_forward", len(problems),
                          chunksize, progress)
-    solved = _forward_pass(runner, settings, problems, False, raise_on_error)
+    solved = _forward_pass(runner, settings, problems, False, raise_on_error, stacked)
     return _outputs(solved, return_info)

@@ -40,6 +40,7 @@ import math
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import warnings
 from collections import deque
@@ -58,7 +59,7 @@ from dataclasses import dataclass
 from numbers import Integral
 from typing import Any, Callable, Sequence, Union
 
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from .._cancel import Stopped, stoppable
 from ..caches import on_clear
@@ -80,17 +81,27 @@ ProgressLike = Union[bool, None, Callable[[int, int], Any]]
 
 # -- BLAS pinning ---------------------------------------------------------------------------
 class _BlasPin:
-    """Reference-counted ``threadpool_limits(1)`` for the current process."""
+    """Reference-counted ``threadpool_limits(1)`` for the current process.
+
+    The thread pools are found by a :class:`~threadpoolctl.ThreadpoolController`, which
+    scans the loaded libraries; it is kept while no module has been imported since (a
+    scan costs more than pinning a batch of small problems), and made again otherwise.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._depth = 0
         self._limiter = None
+        self._controller: ThreadpoolController | None = None
+        self._modules = -1
 
     def __enter__(self) -> None:
         with self._lock:
             if self._depth == 0:
-                self._limiter = threadpool_limits(limits=1)
+                if self._controller is None or len(sys.modules) != self._modules:
+                    self._controller = ThreadpoolController()
+                    self._modules = len(sys.modules)
+                self._limiter = self._controller.limit(limits=1)
             self._depth += 1
 
     def __exit__(self, *exc) -> None:

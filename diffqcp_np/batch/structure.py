@@ -43,9 +43,11 @@ from ..caches import batch_structures
 from ..cones.projection import ConeJacobian
 from ..cones.spec import ConeSpec, as_cone_spec, vec_psd_dim
 from ..derivative import MatrixPattern, QuadraticTerm, SolutionDerivative
+from ..derivative.convexity import first_not_positive_semidefinite
 from ..derivative.patterns import storage_of
 from ..solvers import SharedPatterns
 from ..solvers.base import CSCFactory
+from ._structure_numba import gather_symmetric
 
 
 #: Largest cone block whose Jacobian is read by probing (one matvec per column of the
@@ -67,6 +69,19 @@ def _csc(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray,
     return out
 
 
+class ValidatedProblems(list):
+    """:meth:`BatchStructure.problems`'s list of ``(ProblemData, QuadraticTerm)``.
+
+    ``convex_before``: how many leading problems have a ``P`` known to be positive
+    semidefinite (checked for the whole batch at once); the rest are for the caller to
+    check. ``stacked``: the values the problems' arrays are rows of, ``(A, b, c, P)``
+    (``P`` None without it).
+    """
+
+    convex_before = 0
+    stacked: tuple | None = None
+
+
 def _stacked(arrays: Sequence, size: int) -> np.ndarray | None:
     """Finite float64 vectors of length ``size`` as the rows of a new array, or None
     (anything else: the caller checks problem by problem)."""
@@ -80,22 +95,24 @@ def _stacked(arrays: Sequence, size: int) -> np.ndarray | None:
 def _all_same_pattern(mats: Sequence, ref) -> bool:
     """Whether every matrix is CSC with exactly the stored pattern of ``ref`` (batched),
     in index arrays of an integer type the kernels take."""
-    nnz, cols = ref.indices.size, ref.indptr.size
-    others = []
+    nnz, cols, shape = ref.indices.size, ref.indptr.size, ref.shape
+    ref_indices, ref_indptr = ref.indices, ref.indptr
+    indices, indptrs = [], []
     for mat in mats:
-        if not (sp.issparse(mat) and mat.format == "csc" and mat.shape == ref.shape
-                and mat.indices.size == nnz and mat.indptr.size == cols
+        if not (sp.issparse(mat) and mat.format == "csc" and mat.shape == shape
                 and has_index_arrays(mat)):
             return False
-        if not (mat.indices is ref.indices and mat.indptr is ref.indptr):
-            others.append(mat)
-    if not others:
+        if mat.indices is ref_indices and mat.indptr is ref_indptr:
+            continue
+        if mat.indices.size != nnz or mat.indptr.size != cols:
+            return False
+        indices.append(mat.indices)
+        indptrs.append(mat.indptr)
+    if not indices:
         return True
-    count = len(others)
-    return bool(np.array_equal(np.concatenate([mat.indptr for mat in others]),
-                               np.tile(ref.indptr, count))
-                and np.array_equal(np.concatenate([mat.indices for mat in others]),
-                                   np.tile(ref.indices, count)))
+    count = len(indices)
+    return bool((np.concatenate(indptrs).reshape(count, cols) == ref_indptr).all()
+                and (np.concatenate(indices).reshape(count, nnz) == ref_indices).all())
 
 
 def _canonical_csc(matrix) -> bool:
@@ -301,14 +318,9 @@ class _QuadraticMap:
 
     def union_values_batch(self, data: np.ndarray) -> np.ndarray | None:
         """:meth:`union_values` for the rows of ``data``; None if one is not symmetric."""
-        ext = np.concatenate([data, np.zeros((data.shape[0], 1))], axis=1)
-        a, b = ext[:, self._a], ext[:, self._b]
-        if self.storage == "full" and a.shape[1] and data.shape[1]:
-            asym = np.max(np.abs(a - b), axis=1)
-            scale = np.maximum(np.max(np.abs(data), axis=1), 1.0)
-            if np.any(asym > self.sym_tol * scale):
-                return None
-        return self._weight * (a + b)
+        out, symmetric = gather_symmetric(data, self._a, self._b, self._weight,
+                                          self.storage == "full", self.sym_tol)
+        return out if symmetric.all() else None
 
     def upper_values(self, data: np.ndarray) -> np.ndarray:
         """Entries of the symmetric ``P``'s upper triangle on ``upper_indices`` /
@@ -316,8 +328,10 @@ class _QuadraticMap:
 
         The same numbers as :meth:`union_values` there (no symmetry check).
         """
-        ext = np.concatenate([data, np.zeros(data.shape[:-1] + (1,))], axis=-1)
-        return self._weight * (ext[..., self._upper_a] + ext[..., self._upper_b])
+        rows = np.ascontiguousarray(data, dtype=np.float64).reshape(-1, data.shape[-1])
+        out, _ = gather_symmetric(rows, self._upper_a, self._upper_b, self._weight, False,
+                                  0.0)
+        return out.reshape(data.shape[:-1] + (self._upper_a.size,))
 
     def quadratic(self, union_values: np.ndarray, n: int) -> _SharedQuadratic:
         full = sp.csc_matrix((union_values, self.indices.copy(), self.indptr.copy()),
@@ -494,8 +508,12 @@ class BatchStructure:
         As_out = self._A_factory.shared(A_vals)
         q = self._quadratic
         if q is None:
-            return [(ProblemData(A=As_out[k], b=b[k], c=c[k], cones=self.cones, P=None),
-                     QuadraticTerm(None, n)) for k in range(count)]
+            out = ValidatedProblems(
+                (ProblemData(A=As_out[k], b=b[k], c=c[k], cones=self.cones, P=None),
+                 QuadraticTerm(None, n)) for k in range(count))
+            out.convex_before = count
+            out.stacked = (A_vals, b, c, None)
+            return out
         P_vals = _stacked([P.data for P in Ps], q.pattern.nnz)
         if P_vals is None:
             return None
@@ -506,12 +524,16 @@ class BatchStructure:
         fulls = self._full_factory.shared(union)
         # rows whose zeros are dropped (as problem() does) get their own pattern
         zeros = ~np.all(union != 0.0, axis=1) & q.drops_zeros
-        out = []
+        out = ValidatedProblems()
         for k in range(count):
             full = q.quadratic(union[k], n).full if zeros[k] else fulls[k]
             out.append((ProblemData(A=As_out[k], b=b[k], c=c[k], cones=self.cones,
                                     P=Ps_out[k]),
                         _SharedQuadratic(n, q.storage, q.pattern, full)))
+        out.stacked = (A_vals, b, c, P_vals)
+        first = first_not_positive_semidefinite(q.indptr, q.indices, union)
+        if first is not None:  # zeros dropped or not, the same matrices
+            out.convex_before = count if first < 0 else first
         return out
 
     @cached_property

@@ -126,6 +126,31 @@ def _dense_lower(indptr, indices, data, shift):
     return out
 
 
+@numba.njit(nogil=True, cache=True)
+def _first_not_positive_semidefinite(indptr, indices, values, tolerance):
+    """The first row of ``values`` (symmetric matrices on one CSC pattern, small) that
+    :func:`check_positive_semidefinite` refuses, or −1."""
+    for k in range(values.shape[0]):
+        data = values[k]
+        largest, negative, dominant = _diagonal_test(indptr, indices, data, tolerance)
+        if negative >= 0:
+            return k
+        if not dominant and not _small_positive_definite(indptr, indices, data,
+                                                         tolerance * largest):
+            return k
+    return -1
+
+
+def first_not_positive_semidefinite(indptr: np.ndarray, indices: np.ndarray,
+                                    values: np.ndarray) -> int | None:
+    """For symmetric matrices on one canonical CSC pattern (the rows of ``values``): the
+    index of the first that :func:`check_positive_semidefinite` refuses, −1 if none,
+    or None where the order is above ``COMPILED_MAX_ORDER`` (check them one by one)."""
+    if indptr.size - 1 > COMPILED_MAX_ORDER:
+        return None
+    return int(_first_not_positive_semidefinite(indptr, indices, values, PSD_TOLERANCE))
+
+
 def _positive_definite(P: sp.csc_matrix, shift: float) -> bool:
     """Whether ``P + shift·I`` is positive definite (every pivot of its factor positive)."""
     n = P.shape[0]

@@ -8,6 +8,7 @@ returns a :class:`SolverResult` through :func:`finish`, which raises
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from numbers import Integral, Real
 from typing import Any, Optional, Sequence
 
@@ -476,10 +477,26 @@ class CSCFactory:
     def shared(self, data: np.ndarray) -> list[sp.csc_matrix]:
         """One matrix per row of ``data``, all sharing the factory's (read-only) index
         arrays: for internal copies that are never modified in place."""
-        count = data.shape[0]
-        indices = np.broadcast_to(self.indices, (count, self.indices.size))
-        indptr = np.broadcast_to(self.indptr, (count, self.indptr.size))
-        return self._make(data, indices, indptr)
+        indices, indptr = self._read_only
+        if not self.fast:
+            return self._make(data, (indices,) * data.shape[0], (indptr,) * data.shape[0])
+        new, cls = object.__new__, sp.csc_matrix
+        state = dict(self._state, indices=indices, indptr=indptr)
+        out = []
+        for row in data:
+            mat = new(cls)
+            mat.__dict__ = d = state.copy()
+            d["data"] = row
+            out.append(mat)
+        return out
+
+    @cached_property
+    def _read_only(self) -> tuple[np.ndarray, np.ndarray]:
+        """Read-only views of the factory's index arrays."""
+        views = self.indices.view(), self.indptr.view()
+        for view in views:
+            view.flags.writeable = False
+        return views
 
     def _make(self, data, indices, indptr) -> list[sp.csc_matrix]:
         if self.fast:

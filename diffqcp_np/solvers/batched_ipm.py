@@ -265,15 +265,26 @@ class BatchedResult:
         """Problem ``k``'s ``info`` dict (see the module docstring)."""
         if k in self.replaced:
             return self.replaced[k].info
-        native, status = STATUS[int(self.codes[k])]
-        pobj, dobj, r_prim, r_dual, gap, polish = self.figures[k].tolist()
-        info = scs_style_info(status, int(self.iterations[k]), pobj, dobj,
-                              float(self.solve_time[k]), 0.0)
-        info.update(r_prim=r_prim, r_dual=r_dual, gap=gap,
-                    method=METHODS[int(self.methods[k])])
-        if info["method"] == "interior_point":
-            info["polish_steps"] = int(polish) if polish == polish else 0
-        return info
+        return _info(int(self.codes[k]), int(self.iterations[k]), self.figures[k].tolist(),
+                     float(self.solve_time[k]), int(self.methods[k]))
+
+    def optimal_results(self) -> list[SolverResult | None]:
+        """:meth:`result` of every member solved to optimality (nothing to warn about or
+        raise), None for the others; built from whole-array conversions, for batches
+        whose members are mostly solved."""
+        out: list[SolverResult | None] = []
+        native = STATUS[kernels.SOLVED][0]
+        for k, (code, iterations, figures, solve_time, method) in enumerate(zip(
+                self.codes.tolist(), self.iterations.tolist(), self.figures.tolist(),
+                self.solve_time.tolist(), self.methods.tolist())):
+            if code != kernels.SOLVED or k in self.replaced:
+                out.append(None)
+                continue
+            info = _info(code, iterations, figures, solve_time, method)
+            info.update(canonical_status=OPTIMAL, solver=NAME, solver_status=native)
+            out.append(SolverResult(x=self.x[k], y=self.y[k], s=self.s[k], status=OPTIMAL,
+                                    info=info))
+        return out
 
     def result(self, k: int, raise_on_error: bool = False) -> SolverResult:
         """Problem ``k`` as a :class:`SolverResult` (views of its rows), through
@@ -287,6 +298,18 @@ class BatchedResult:
         return finish(NAME, native, status, self.x[k], self.y[k], self.s[k], info,
                       raise_on_error,
                       wording=f"Solver {NAME.lower()} returned status {native}")
+
+
+def _info(code: int, iterations: int, figures: list, solve_time: float,
+          method: int) -> dict[str, Any]:
+    """A member's ``info`` dict from its kernel status code, iterations, figures
+    ``(pobj, dobj, r_prim, r_dual, gap, polish steps)``, seconds and method code."""
+    pobj, dobj, r_prim, r_dual, gap, polish = figures
+    info = scs_style_info(STATUS[code][1], iterations, pobj, dobj, solve_time, 0.0)
+    info.update(r_prim=r_prim, r_dual=r_dual, gap=gap, method=METHODS[method])
+    if info["method"] == "interior_point":
+        info["polish_steps"] = int(polish) if polish == polish else 0
+    return info
 
 
 def _csr_view(indices: np.ndarray, indptr: np.ndarray, m: int):
