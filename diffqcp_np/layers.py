@@ -95,6 +95,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._validation import as_real_array
+from .solvers.base import CSCFactory
 
 __all__ = ["DiffqcpSolver", "LayerStructure", "install_diffcp_backend"]  # noqa: F822 (lazy)
 
@@ -213,23 +214,28 @@ class LayerStructure:
     # -- forward: values -> problems --------------------------------------------------------
     def problems(self, P: Optional[np.ndarray], q: np.ndarray, A: np.ndarray):
         """Lists ``As, bs, cs, Ps`` for batch-first value arrays (``Ps`` None without P)."""
-        batch = q.shape[0]
         self._check_values(P, q, A)
-        A_data = (self.S_A @ A.T).T  # (B, nnz_A)
-        b = (self.S_b @ A.T).T  # (B, m)
-        shape = (self.m, self.n)
-        As = [sp.csc_matrix((A_data[i], self.A_indices, self.A_indptr), shape=shape)
-              for i in range(batch)]
-        bs = [np.ascontiguousarray(b[i]) for i in range(batch)]
-        cs = [np.ascontiguousarray(q[i, :-1]) for i in range(batch)]
+        A_data = np.ascontiguousarray((self.S_A @ A.T).T)  # (B, nnz_A)
+        b = np.ascontiguousarray((self.S_b @ A.T).T)  # (B, m)
+        As = self._factory("A").shared(A_data)  # one pattern: shared read-only indices
+        bs = list(b)
+        cs = list(np.ascontiguousarray(q[:, :-1]))
         Ps = None
         if self.S_P is not None:
             if P is None:
                 raise ValueError("the layer has a quadratic objective but no P values came")
-            P_data = (self.S_P @ P.T).T
-            Ps = [sp.csc_matrix((P_data[i], self.P_indices, self.P_indptr),
-                                shape=(self.n, self.n)) for i in range(batch)]
+            Ps = self._factory("P").shared(np.ascontiguousarray((self.S_P @ P.T).T))
         return As, bs, cs, Ps
+
+    def _factory(self, name: str) -> CSCFactory:
+        """The :class:`~diffqcp_np.solvers.base.CSCFactory` of ``A``'s or ``P``'s
+        pattern (made on first use)."""
+        factories = self.__dict__.setdefault("_factories", {})
+        if name not in factories:
+            factories[name] = (
+                CSCFactory(self.A_indices, self.A_indptr, (self.m, self.n)) if name == "A"
+                else CSCFactory(self.P_indices, self.P_indptr, (self.n, self.n)))
+        return factories[name]
 
     def _check_values(self, P, q, A) -> None:
         if q.ndim != 2 or q.shape[1] != self.n + 1:
@@ -250,17 +256,30 @@ class LayerStructure:
         cols = np.repeat(np.arange(shape[1]), np.diff(indptr))
         return np.asarray(M[indices, cols], dtype=float).reshape(-1)
 
+    def _stacked_pattern_values(self, mats, indices, indptr, shape) -> np.ndarray:
+        """The values of every matrix on the pattern ``(indices, indptr)``, stacked: the
+        ``data`` arrays as they are where every matrix is CSC on exactly that pattern (as
+        ``DT`` returns them), else matrix by matrix."""
+        if all(sp.issparse(M) and M.format == "csc" and M.shape == shape
+               and M.indices.size == indices.size and M.indptr.size == indptr.size
+               for M in mats):
+            count = len(mats)
+            if ((np.concatenate([M.indptr for M in mats]).reshape(count, -1) == indptr).all()
+                    and (np.concatenate([M.indices for M in mats]).reshape(count, -1)
+                         == indices).all()):
+                return np.stack([np.asarray(M.data, dtype=float) for M in mats])
+        return np.stack([self._pattern_values(M, indices, indptr, shape) for M in mats])
+
     def value_gradients(self, dAs, dbs, dcs, dPs, has_P: bool):
         """``(dP, dq, dA)`` batch-first value gradients from diffqcp_np's ``DT`` output."""
-        batch = len(dcs)
-        dA_data = np.stack([self._pattern_values(dAs[i], self.A_indices, self.A_indptr,
-                                                 (self.m, self.n)) for i in range(batch)])
+        dA_data = self._stacked_pattern_values(dAs, self.A_indices, self.A_indptr,
+                                               (self.m, self.n))
         db = np.stack([np.asarray(d, dtype=float) for d in dbs])
         dc = np.stack([np.asarray(d, dtype=float) for d in dcs])
         dP_data = None
         if has_P and self.S_P is not None:
-            dP_data = np.stack([self._pattern_values(dPs[i], self.P_indices, self.P_indptr,
-                                                     (self.n, self.n)) for i in range(batch)])
+            dP_data = self._stacked_pattern_values(dPs, self.P_indices, self.P_indptr,
+                                                   (self.n, self.n))
         return self.stacked_gradients(dA_data, db, dc, dP_data, np, lambda matrix: matrix)
 
     def stacked_gradients(self, dA_data, db, dc, dP_data, xp, sparse):
