@@ -260,14 +260,10 @@ class LayerStructure:
         """The values of every matrix on the pattern ``(indices, indptr)``, stacked: the
         ``data`` arrays as they are where every matrix is CSC on exactly that pattern (as
         ``DT`` returns them), else matrix by matrix."""
-        if all(sp.issparse(M) and M.format == "csc" and M.shape == shape
-               and M.indices.size == indices.size and M.indptr.size == indptr.size
-               for M in mats):
-            count = len(mats)
-            if ((np.concatenate([M.indptr for M in mats]).reshape(count, -1) == indptr).all()
-                    and (np.concatenate([M.indices for M in mats]).reshape(count, -1)
-                         == indices).all()):
-                return np.stack([np.asarray(M.data, dtype=float) for M in mats])
+        from .batch.structure import all_on_pattern
+
+        if all_on_pattern(mats, indices, indptr, shape):
+            return np.stack([np.asarray(M.data, dtype=float) for M in mats])
         return np.stack([self._pattern_values(M, indices, indptr, shape) for M in mats])
 
     def value_gradients(self, dAs, dbs, dcs, dPs, has_P: bool):

@@ -168,8 +168,9 @@ def test_jvp_matches_finite_differences_of_the_smoothed_problem(name, mode):
     mu, h = 1e-3, 1e-6
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning: the smoothed map is differentiable
-        *_, D, _ = _solved(problem, mu) if mode == "direct" else (None, None, None, None, None)
-        if mode != "direct":
+        if mode == "direct":
+            *_, D, _ = _solved(problem, mu)
+        else:
             x, y, s = dq.solve_only(A, b, c, cones, P=P, solve_method="Clarabel")
             D, _ = dq.derivative(A, b, c, cones, x, y, s, P=P, mode=mode, smoothing=mu)
     dA, db, dc, dP = _perturbation(problem, seed=7)

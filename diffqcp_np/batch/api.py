@@ -528,8 +528,8 @@ def _batched_forward(runner: Runner, settings: _Settings, problems: list[_Proble
     finally:
         progress.close()
     solved = []
-    for p, fast in zip(problems, out.optimal_results()):
-        solved.append(_solved(p.index, fast or out.result(len(solved)), n, m))
+    for k, (p, fast) in enumerate(zip(problems, out.optimal_results())):
+        solved.append(_solved(p.index, out.result(k) if fast is None else fast, n, m))
         check(solved[-1])
     return solved
 

@@ -95,24 +95,32 @@ def _stacked(arrays: Sequence, size: int) -> np.ndarray | None:
 def _all_same_pattern(mats: Sequence, ref) -> bool:
     """Whether every matrix is CSC with exactly the stored pattern of ``ref`` (batched),
     in index arrays of an integer type the kernels take."""
-    nnz, cols, shape = ref.indices.size, ref.indptr.size, ref.shape
-    ref_indices, ref_indptr = ref.indices, ref.indptr
-    indices, indptrs = [], []
+    return all_on_pattern(mats, ref.indices, ref.indptr, ref.shape)
+
+
+def all_on_pattern(mats: Sequence, indices: np.ndarray, indptr: np.ndarray,
+                   shape: tuple[int, int]) -> bool:
+    """Whether every matrix is CSC of ``shape`` with exactly the stored pattern
+    ``(indices, indptr)``, in index arrays of an integer type the kernels take: one
+    comparison for the whole batch (matrices sharing the very index arrays are not
+    compared)."""
+    nnz, cols = indices.size, indptr.size
+    others_indices, others_indptr = [], []
     for mat in mats:
         if not (sp.issparse(mat) and mat.format == "csc" and mat.shape == shape
                 and has_index_arrays(mat)):
             return False
-        if mat.indices is ref_indices and mat.indptr is ref_indptr:
+        if mat.indices is indices and mat.indptr is indptr:
             continue
         if mat.indices.size != nnz or mat.indptr.size != cols:
             return False
-        indices.append(mat.indices)
-        indptrs.append(mat.indptr)
-    if not indices:
+        others_indices.append(mat.indices)
+        others_indptr.append(mat.indptr)
+    if not others_indices:
         return True
-    count = len(indices)
-    return bool((np.concatenate(indptrs).reshape(count, cols) == ref_indptr).all()
-                and (np.concatenate(indices).reshape(count, nnz) == ref_indices).all())
+    count = len(others_indices)
+    return bool((np.concatenate(others_indptr).reshape(count, cols) == indptr).all()
+                and (np.concatenate(others_indices).reshape(count, nnz) == indices).all())
 
 
 def _canonical_csc(matrix) -> bool:

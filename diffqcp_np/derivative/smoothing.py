@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .._sparse import transpose
 from .._validation import ProblemData, as_vector
 from .._warnings import warn_at_caller
 from ..cones.smoothing import SmoothedConeJacobian, check_smoothable, check_smoothing
@@ -119,7 +120,8 @@ class SmoothedDerivative(SolutionDerivative):
         jacobian = SmoothedConeJacobian(v, data.cones, mu)
         y_mu = jacobian.projection
         super().__init__(data, x, y_mu, y_mu - v, mode, quadratic=quadratic,
-                         A_pattern=point.pattern, cone_jacobian=jacobian, **solver_options)
+                         A_pattern=point.pattern, AT=point.AT, cone_jacobian=jacobian,
+                         **solver_options)
 
 
 class _SmoothedResidual:
@@ -129,6 +131,7 @@ class _SmoothedResidual:
     def __init__(self, data: ProblemData, quadratic: QuadraticTerm, mu: float) -> None:
         self.data, self.quadratic, self.mu = data, quadratic, mu
         self.pattern = MatrixPattern(data.A, "A")
+        self.AT = transpose(data.A)  # for every step's K and residual
         self.scale = 1.0 + max(_inf_norm(data.b), _inf_norm(data.c),
                                _inf_norm(data.A.data),
                                0.0 if data.P is None else _inf_norm(data.P.data))
@@ -137,7 +140,7 @@ class _SmoothedResidual:
         data, P = self.data, self.quadratic.full
         jacobian = SmoothedConeJacobian(v, data.cones, self.mu)
         y = jacobian.projection
-        top = data.A.T @ y + data.c
+        top = self.AT @ y + data.c
         if P is not None:
             top = top + P @ x
         return jacobian, np.concatenate([top, data.A @ x + y - v - data.b])
@@ -155,8 +158,8 @@ class _SmoothedResidual:
         while current > TOLERANCE and steps < MAX_STEPS:
             system = SolutionDerivative(
                 self.data, x, jacobian.projection, jacobian.projection - v, "direct",
-                quadratic=self.quadratic, A_pattern=self.pattern, cone_jacobian=jacobian,
-                factorization="lu")
+                quadratic=self.quadratic, A_pattern=self.pattern, AT=self.AT,
+                cone_jacobian=jacobian, factorization="lu")
             # K [dx; dv] = [−F₁; F₂] is the Newton step (K's second block row is −F₂')
             step = system.solver.solve(np.concatenate([-residual[:n], residual[n:]]))
             length = 1.0
