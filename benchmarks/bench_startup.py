@@ -8,6 +8,9 @@
   with an empty Numba cache (a fresh install: everything the call needs is compiled)
   and with the cache that ``python -m diffqcp_np --warm-up`` leaves, beside the same call
   repeated in the process;
+- the same first call on a larger problem of the same kind (n = 40, m = 52: K has more
+  than ``SMALL_SYSTEM_N`` rows, so its derivative takes the compiled LDLᵀ path), with an
+  empty cache;
 - ``python -m diffqcp_np --warm-up`` itself with an empty cache.
 
 Every cold run gets its own empty ``NUMBA_CACHE_DIR``. Wall time and user CPU time are
@@ -40,6 +43,10 @@ HERE = Path(__file__).resolve().parent
 
 
 # -- the children -------------------------------------------------------------------------
+#: ``demo_problem``'s sizes for the larger first call.
+LARGE = dict(n=40, k=10)
+
+
 class _Clock:
     """Wall and user CPU seconds of a block, and the Numba compilations inside it."""
 
@@ -102,10 +109,10 @@ def _child(case: str) -> dict:
     out["import"]["compiled"] = out["api"]["compiled"] = compiled_at_import
     clocks: list[_Clock] = []
     _count_compilations(clocks)
-    if case == "first":
+    if case in ("first", "first_large"):
         from diffqcp_np.__main__ import TIGHT, demo_problem
 
-        A, b, c, cone_dict, P = demo_problem()
+        A, b, c, cone_dict, P = demo_problem(**LARGE if case == "first_large" else {})
 
         def call():
             x, y, s, D, DT = diffqcp_np.solve_and_derivative(A, b, c, cone_dict, P=P, **TIGHT)
@@ -143,15 +150,17 @@ def measure(repeats: int = 5, cold_repeats: int = 3) -> dict:
             with tempfile.TemporaryDirectory() as empty:
                 warm_up.append(_run_child("warm_up", empty))
         warm = [_run_child("first", warm_cache) for _ in range(repeats)]
-    cold = []
+    cold, cold_large = [], []
     for _ in range(cold_repeats):
-        with tempfile.TemporaryDirectory() as empty:
-            cold.append(_run_child("first", empty))
+        for case, runs in (("first", cold), ("first_large", cold_large)):
+            with tempfile.TemporaryDirectory() as empty:
+                runs.append(_run_child(case, empty))
     return {
         "import": _median(warm, "import"),
         "api": _median(warm, "api"),
         "warm": {phase: _median(warm, phase) for phase in ("first", "again")},
         "cold": {phase: _median(cold, phase) for phase in ("first", "again")},
+        "cold_large": {phase: _median(cold_large, phase) for phase in ("first", "again")},
         "warm_up": {**_median(warm_up, "warm_up"),
                     "kernels": warm_up[0]["warm_up"]["kernels"],
                     "missing": warm_up[0]["warm_up"]["missing"]},
@@ -176,6 +185,8 @@ def table(result: dict) -> list[str]:
         _row("first `solve_and_derivative` + `D` + `DT`, empty cache (fresh install)",
              result["cold"]["first"]),
         _row("the same call again, same process", result["cold"]["again"]),
+        _row(f"first call on a larger QP (n = {LARGE['n']}, m = {LARGE['n'] + LARGE['k'] + 2}: "
+             "the compiled LDLᵀ path), empty cache", result["cold_large"]["first"]),
         _row("first call with the warm-up's cache", result["warm"]["first"]),
         _row("`python -m diffqcp_np --warm-up`, empty cache", warm_up),
         "",
@@ -206,7 +217,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--cold-repeats", type=int, default=3)
     parser.add_argument("--out", default=str(RESULTS / "startup.md"))
-    parser.add_argument("--child", choices=["first", "warm_up"],
+    parser.add_argument("--child", choices=["first", "first_large", "warm_up"],
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

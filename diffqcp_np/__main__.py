@@ -19,16 +19,15 @@ from . import __version__
 TIGHT = dict(eps=1e-12, max_iters=100_000)
 
 
-def demo_problem(seed: int = 0):
+def demo_problem(seed: int = 0, n: int = 8, k: int = 4):
     """A portfolio-style QP with a budget, long-only weights and a risk (SOC) limit.
 
     minimize ½ x'Px − μ'x  s.t.  1'x = 1,  x ≥ 0,  ‖F x‖ ≤ r
-    in SCS form: rows (z: 1, l: n, q: [k + 1]).
+    in SCS form: rows (z: 1, l: n, q: [k + 1]), with ``n`` assets and ``k`` risk factors.
     """
     import scipy.sparse as sp
 
     rng = np.random.default_rng(seed)
-    n, k = 8, 4
     F = rng.standard_normal((k, n)) / np.sqrt(n)
     P = sp.csc_matrix(np.diag(rng.uniform(0.5, 1.5, n)))
     mu = rng.uniform(0.0, 1.0, n)

@@ -12,6 +12,11 @@ that the derivative's oracle tests run on.
 
 Each back end takes host arrays and gives host arrays back, so that one test body
 checks all three against the same oracle.
+
+``small_system_path`` (autouse) sends every in-process derivative through the LDLᵀ of
+the reduced system whatever the size of K, as for K above ``SMALL_SYSTEM_N`` rows: most
+of the suite's problems are small enough that ``factorization="auto"`` would factor them
+dense. Modules marked ``both_small_system_paths`` run each test on both paths.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from gpu_host.host_build import HostKernels, build, compiler
 import diffqcp_np
 import diffqcp_np.gpu as gpu
 from diffqcp_np.backend import nvmath_problem
+from diffqcp_np.derivative import solution_map
 from diffqcp_np.gpu import engine as engines
 
 BACKENDS = ("cpu", "stand-in", "cuda")
@@ -125,6 +131,25 @@ def backend(request) -> Backend:
     if problem is not None:
         pytest.skip(f"no CUDA back end: {problem}")
     return Backend("cuda", engines.device_engine())
+
+
+#: The paths of ``small_system_path``: LDLᵀ of the reduced system at every size, and the
+#: default routing (K with at most ``SMALL_SYSTEM_N`` rows assembled and factored dense).
+SMALL_SYSTEM_PATHS = ("ldl", "dense")
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.definition.get_closest_marker("both_small_system_paths"):
+        metafunc.parametrize("small_system_path", SMALL_SYSTEM_PATHS, indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def small_system_path(request, monkeypatch) -> str:
+    """The derivative's path for small K (see the module docstring)."""
+    path = getattr(request, "param", "ldl")
+    if path == "ldl":
+        monkeypatch.setattr(solution_map, "SMALL_SYSTEM_N", 0)
+    return path
 
 
 @pytest.fixture

@@ -18,6 +18,8 @@ from problems import (
     relative_error,
 )
 
+pytestmark = pytest.mark.both_small_system_paths
+
 TIGHT_CLARABEL = dict(tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10, max_iter=500)
 # The finite-difference oracle: SCS at eps 1e-12 is the most accurate forward solver here.
 TIGHT_SCS = dict(eps=1e-12, max_iters=100000)

@@ -25,6 +25,8 @@ import scipy.sparse as sp
 
 import diffqcp_np
 
+pytestmark = pytest.mark.both_small_system_paths
+
 cp = pytest.importorskip("cvxpy")
 
 ROOT = Path(__file__).resolve().parents[1]

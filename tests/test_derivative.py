@@ -38,10 +38,10 @@ def family(name: str, seed: int = 0):
     return known_solution_problem(cones, n, seed=seed, quadratic=quadratic)
 
 
-pytestmark = pytest.mark.filterwarnings(
+pytestmark = [pytest.mark.filterwarnings(
     "error::diffqcp_np.NonDifferentiableWarning",
     "error::diffqcp_np.InaccurateDerivativeWarning",
-)
+), pytest.mark.both_small_system_paths]
 
 
 @pytest.mark.parametrize("name", list(CONE_FAMILIES))

@@ -23,7 +23,8 @@ from diffqcp_np import NonDifferentiableWarning
 cp = pytest.importorskip("cvxpy")
 from cvxpy.reductions.solvers.conic_solvers.scs_conif import dims_to_solver_dict  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("error::diffqcp_np.NonDifferentiableWarning")
+pytestmark = [pytest.mark.filterwarnings("error::diffqcp_np.NonDifferentiableWarning"),
+              pytest.mark.both_small_system_paths]
 
 TIGHT = dict(solve_method="Clarabel", tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12,
              max_iter=500)

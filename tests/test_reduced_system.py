@@ -17,7 +17,7 @@ from diffqcp_np import solve_and_derivative
 from diffqcp_np._validation import check_problem
 from diffqcp_np.cones import ConeJacobian, as_cone_spec, pi
 from diffqcp_np.cones.reduced import LIFT_SOC_ABOVE, reduced_parts
-from diffqcp_np.derivative import _ldl
+from diffqcp_np.derivative import _ldl, solution_map
 from diffqcp_np.derivative.linear_solvers import (
     DirectSolver,
     NonDifferentiableWarning,
@@ -146,7 +146,7 @@ def test_singular_system_falls_back_to_lu_and_warns_on_inconsistent_solves():
     data = check_problem(A, A @ x + s, -(A.T @ y), {"l": 4}, None)
     with warnings.catch_warnings():
         warnings.simplefilter("error", NonDifferentiableWarning)
-        sd = SolutionDerivative(data, x, y, s, mode="direct")
+        sd = SolutionDerivative(data, x, y, s, mode="direct", factorization="ldl")
         assert sd.solver.uses_fallback and sd.solver.singular
         K = _dense_K(sd)
         consistent = K @ np.arange(1.0, 7.0)  # in K's range: solved silently
@@ -203,13 +203,25 @@ def test_zero_pivot_at_every_regularization_hands_over_to_lu(monkeypatch):
     assert relative_error(sd.solver.solve_transpose(r), np.linalg.solve(K.T, r)) < 1e-10
 
 
-@pytest.mark.parametrize("cone_dict, expected", [({"l": 2, "s": [3]}, DirectSolver),
-                                                 ({"l": 2, "q": [4]}, ReducedDirectSolver)])
-def test_auto_factorization_uses_lu_with_psd_cones_only(cone_dict, expected):
-    prob = known_solution_problem(cone_dict, seed=1)
+@pytest.mark.parametrize("small_system_path", ["dense"], indirect=True)  # the default routing
+@pytest.mark.parametrize("cone_dict, n, expected, dense", [
+    ({"l": 2, "s": [3]}, None, DirectSolver, True),  # small: dense LU
+    ({"l": 2, "q": [4]}, None, DirectSolver, True),
+    ({"l": 40, "s": [3]}, None, DirectSolver, False),  # PSD: sparse LU
+    ({"l": 40, "q": [4]}, None, ReducedDirectSolver, False),  # LDLᵀ of the reduced system
+])
+def test_auto_factorization_is_lu_for_psd_cones_and_small_systems(cone_dict, n, expected,
+                                                                  dense):
+    prob = known_solution_problem(cone_dict, n=n, seed=1)
     data = check_problem(prob.A, prob.b, prob.c, prob.cone_dict, prob.P)
     sd = SolutionDerivative(data, prob.x, prob.y, prob.s)
     assert type(sd.solver) is expected
+    assert (data.m + data.n <= solution_map.SMALL_SYSTEM_N) == dense == sd._dense_system()
+    if expected is DirectSolver:
+        assert (sd.solver._dense_lu is not None) == dense
+    K = _dense_K(sd)
+    r = np.random.default_rng(2).standard_normal(K.shape[0])
+    assert relative_error(sd.solver.solve(r), np.linalg.solve(K, r)) < 1e-12
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
@@ -375,10 +387,10 @@ def test_psd_heavy_system_is_assembled_and_factored_dense():
     """PSD blocks that fill most of K: K is assembled dense (equal to the sparse
     assembly) and factored by LAPACK; its solves match dense solves of the sparse K, and
     the same problem with the sparse path gives the same derivatives."""
-    from diffqcp_np.derivative import solution_map
 
-    prob = known_solution_problem({"l": 2, "s": [7]}, seed=4, quadratic=True)
+    prob = known_solution_problem({"l": 2, "s": [9]}, n=30, seed=0, quadratic=True)
     data = check_problem(prob.A, prob.b, prob.c, prob.cone_dict, prob.P)
+    assert data.m + data.n > solution_map.SMALL_SYSTEM_N  # dense for its PSD block alone
     sd = SolutionDerivative(data, prob.x, prob.y, prob.s, mode="direct")
     assert sd._dense_system() and sd.solver._dense_lu is not None
     K = sd._assemble().toarray()

@@ -32,6 +32,8 @@ from diffqcp_np.derivative import solution_refinement as refinement
 from diffqcp_np.derivative.borrowed_factorization import BorrowedFactorSolver
 from problems import known_solution_problem, random_perturbation, relative_error
 
+pytestmark = pytest.mark.both_small_system_paths
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 TIGHT_CLARABEL = dict(tol_gap_abs=1e-12, tol_gap_rel=1e-12, tol_feas=1e-12, max_iter=500)

@@ -72,6 +72,36 @@ def test_warm_up_reaches_every_kernel(tmp_path):
     assert json.loads(result.stdout) == []
 
 
+#: Modules whose kernels the demo's problem does not need: the ordering and LDLᵀ of the
+#: reduced system (its K is small enough to be factored dense), the exponential and power
+#: cones (it has none).
+NOT_NEEDED_BY_THE_DEMO = tuple(f"diffqcp_np.{name}." for name in (
+    "derivative._amd", "derivative._ldl", "derivative._block_solve",
+    "derivative._reduced_kernels", "cones._exp_numba", "cones._power_numba"))
+
+
+def test_first_small_call_compiles_only_the_kernels_it_needs(tmp_path):
+    """A fresh install (empty cache): the demo's solve_and_derivative, D and DT compile
+    what the problem needs and none of :data:`NOT_NEEDED_BY_THE_DEMO`."""
+    code = textwrap.dedent("""
+        import json
+        from diffqcp_np import solve_and_derivative
+        from diffqcp_np.__main__ import TIGHT, demo_problem
+        from diffqcp_np._warm_up import compilations
+        A, b, c, cone_dict, P = demo_problem()
+        with compilations() as compiled:
+            x, y, s, D, DT = solve_and_derivative(A, b, c, cone_dict, P=P, **TIGHT)
+            D(None, b, c)
+            DT(x, None, None)
+        print(json.dumps(compiled))
+    """)
+    result = _python(code, tmp_path)
+    assert result.returncode == 0, result.stderr
+    compiled = json.loads(result.stdout)
+    assert any(name.startswith("diffqcp_np.cones._soc_numba.") for name in compiled)
+    assert [name for name in compiled if name.startswith(NOT_NEEDED_BY_THE_DEMO)] == []
+
+
 def test_unreached_kernels_are_reported():
     @numba.njit(cache=False)
     def never_called(x):

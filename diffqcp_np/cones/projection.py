@@ -37,7 +37,10 @@ def _soc_offsets(spec: ConeSpec) -> np.ndarray:
 
 
 def _moreau_project(project, v: np.ndarray, args: tuple, use_dual: bool) -> np.ndarray:
-    """Project with a primal kernel, or onto the dual cone: ``Π_{K*}(v) = v + Π_K(−v)``."""
+    """Project with a primal kernel, or onto the dual cone: ``Π_{K*}(v) = v + Π_K(−v)``
+    (no kernel is called, nor compiled, for an empty ``v``)."""
+    if v.size == 0:
+        return v.copy()
     if use_dual:
         return v + project(np.ascontiguousarray(-v), *args)
     return project(np.ascontiguousarray(v), *args)
@@ -86,8 +89,11 @@ def pi(x: np.ndarray, cones: ConeLike, dual: bool = False) -> np.ndarray:
     out = np.empty_like(x)
     sl = spec.slices()
     out[sl["z"]] = x[sl["z"]] if dual else 0.0
-    out[sl["l"]] = soc.project_nonneg(x[sl["l"]])
-    out[sl["q"]] = soc.project_soc(x[sl["q"]], _soc_offsets(spec))
+    # A kernel runs (and is compiled on first use) only for the cones present.
+    if spec.nonneg:
+        out[sl["l"]] = soc.project_nonneg(x[sl["l"]])
+    if spec.soc:
+        out[sl["q"]] = soc.project_soc(x[sl["q"]], _soc_offsets(spec))
     out[sl["s"]] = project_psd(x[sl["s"]], spec.psd)
     out[sl["ep"]] = _moreau_project(project_exp, x[sl["ep"]], (), dual)
     out[sl["ed"]] = _moreau_project(project_exp, x[sl["ed"]], (), not dual)

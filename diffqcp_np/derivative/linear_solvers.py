@@ -434,7 +434,7 @@ def _check_options(options: dict[str, Any]) -> None:
 def make_solver(mode: str, assemble: Callable[[], sp.spmatrix],
                 operator: Callable[[], spla.LinearOperator],
                 reduced: Callable[[], Any] | None = None,
-                factorization: str = "auto", has_psd: bool = False,
+                factorization: str = "auto", prefer_lu: bool = False,
                 on_defect: DefectHandler = warn_defect, **options: Any) -> KKTSolver:
     """Build the solver of the derivative system for ``mode``.
 
@@ -449,11 +449,12 @@ def make_solver(mode: str, assemble: Callable[[], sp.spmatrix],
         Returns the reduced symmetric system (direct mode with ``factorization="ldl"``).
     factorization : {"auto", "ldl", "lu"}, default "auto"
         Direct mode: LDLᵀ of the reduced symmetric system (refined, with LU of K as a
-        fallback), or LU of K from the start. ``"auto"`` is ``"lu"`` when the cones
-        include PSD blocks (their dense blocks in the reduced system cost three dense
-        products each, more than the LU saves) and ``"ldl"`` otherwise.
-    has_psd : bool, default False
-        Whether the cones include PSD blocks (for ``"auto"``).
+        fallback), or LU of K from the start. ``"auto"`` is ``"lu"`` when
+        ``prefer_lu`` and ``"ldl"`` otherwise.
+    prefer_lu : bool, default False
+        Whether ``"auto"`` means ``"lu"``: the caller's choice where the cones include
+        PSD blocks (their dense blocks in the reduced system cost three dense products
+        each, more than the LU saves) or where K is small and assembled dense.
     on_defect : callable, default :func:`warn_defect`
         See :class:`KKTSolver`.
     **options
@@ -469,7 +470,7 @@ def make_solver(mode: str, assemble: Callable[[], sp.spmatrix],
     _check_options(options)
     if mode == "direct":
         if factorization == "auto":
-            factorization = "lu" if has_psd else "ldl"
+            factorization = "lu" if prefer_lu else "ldl"
         if factorization == "lu":
             return DirectSolver(assemble(), operator, on_defect, **options)
         if factorization != "ldl":

@@ -45,8 +45,12 @@ _IGNORED_DIFFCP_KWARGS = ("tau", "rho", "atol", "btol", "maxiter", "iter_lim", "
 #: K is assembled and factored dense (LAPACK) where PSD blocks alone fill this fraction of
 #: it: a sparse LU of a K that dense spends most of its time on sparse bookkeeping ...
 DENSE_SYSTEM_FILL = 0.2
-#: ... up to this many rows (K and its LU factors take 2 · 8 N² bytes).
+#: ... up to this many rows (K and its LU factors take 2 · 8 N² bytes) ...
 DENSE_SYSTEM_MAX_N = 6000
+#: ... and wherever K has at most this many rows: a dense LU of so small a K is as fast as
+#: the sparse LDLᵀ of its reduced system, and needs no compiled kernel (the first call of
+#: a fresh install compiles none of the ordering and factorisation kernels).
+SMALL_SYSTEM_N = 64
 
 
 #: Entries within this fraction of the largest are named in NonDifferentiableWarning.
@@ -165,8 +169,9 @@ class SolutionDerivative:
         mode.
     **solver_options
         Options of the linear solver: ``factorization`` ("auto", the default: "lu" with
-        PSD cones, else "ldl"; "ldl": LDLᵀ of the reduced symmetric system; "lu": LU of
-        K) and ``permc_spec`` (LU column ordering) in direct mode; ``atol``, ``btol``,
+        PSD cones or where K is small enough to be dense (``SMALL_SYSTEM_N`` rows), else
+        "ldl"; "ldl": LDLᵀ of the reduced symmetric system; "lu": LU of K) and
+        ``permc_spec`` (LU column ordering) in direct mode; ``atol``, ``btol``,
         ``maxiter`` (lsqr, lsmr).
     """
 
@@ -221,11 +226,14 @@ class SolutionDerivative:
                                     on_defect=self._warn_defect)
 
     def _factored(self) -> KKTSolver:
-        """The solver of this point's K in this mode (factored in direct and dense mode)."""
-        assemble = self._assemble_dense if self._dense_system() else self._assemble
-        return make_solver(self.mode, assemble, self._operator, reduced=self._reduced,
-                           has_psd=bool(self.data.cones.psd), on_defect=self._warn_defect,
-                           **self._solver_options)
+        """The solver of this point's K in this mode (factored in direct and dense mode):
+        where K is assembled dense (:meth:`_dense_system`), ``factorization="auto"`` is
+        its LU."""
+        dense = self._dense_system()
+        return make_solver(self.mode, self._assemble_dense if dense else self._assemble,
+                           self._operator, reduced=self._reduced,
+                           prefer_lu=dense or bool(self.data.cones.psd),
+                           on_defect=self._warn_defect, **self._solver_options)
 
     @cached_property
     def AT(self) -> sp.csc_matrix:
@@ -243,10 +251,13 @@ class SolutionDerivative:
         )
 
     def _dense_system(self) -> bool:
-        """Whether K is assembled and factored dense: where its PSD blocks alone fill at
-        least ``DENSE_SYSTEM_FILL`` of it (their Jacobians are dense, and so is A'D in
-        their rows), at most ``DENSE_SYSTEM_MAX_N`` rows."""
+        """Whether K is assembled and factored dense: where it has at most
+        ``SMALL_SYSTEM_N`` rows, or where its PSD blocks alone fill at least
+        ``DENSE_SYSTEM_FILL`` of it (their Jacobians are dense, and so is A'D in their
+        rows), at most ``DENSE_SYSTEM_MAX_N`` rows."""
         size = self.data.m + self.data.n
+        if size <= SMALL_SYSTEM_N:
+            return True
         psd_entries = sum((k * (k + 1) // 2) ** 2 for k in self.data.cones.psd)
         return size <= DENSE_SYSTEM_MAX_N and psd_entries >= DENSE_SYSTEM_FILL * size * size
 
