@@ -404,3 +404,20 @@ def test_fast_reductions_agree_with_numpy():
         in_null = d < NULL_EIGENVALUE
         np.testing.assert_array_equal(_e_weights(d), np.where(in_null, 1.0, d * (1 - d)))
         np.testing.assert_array_equal(_null_weights(d), in_null.astype(float))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_upper_storage_expands_to_the_full_matrix(seed):
+    """P stored as its upper triangle (explicit zeros included) becomes the dense
+    ``U + triu(U, 1)'`` in canonical CSC, its zeros left out."""
+    from diffqcp_np.derivative import QuadraticTerm
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 25))
+    U = sp.triu(sp.random(n, n, density=rng.uniform(0.05, 1.0), random_state=rng)).tocsc()
+    U.data[rng.random(U.nnz) < 0.2] = 0.0
+    U.data[np.flatnonzero(U.indices == np.repeat(np.arange(n), np.diff(U.indptr)))] += 1.0
+    full = QuadraticTerm(U, n).full
+    dense = U.toarray()
+    np.testing.assert_array_equal(full.toarray(), dense + np.triu(dense, 1).T)
+    assert full.has_sorted_indices and full.nnz == np.count_nonzero(full.toarray())

@@ -66,6 +66,40 @@ def _triangles_stored(indptr, indices):
     return lower, upper
 
 
+@numba.njit(nogil=True, cache=True)
+def _full_from_upper(indptr, indices, data):
+    """The CSC arrays of ``U + triu(U, 1)'`` from a canonical upper triangle ``U``,
+    without its zero values (as SciPy's sum drops them): column ``j`` holds its own
+    entries (rows ≤ j, in order) followed by row ``j`` of the strict upper part (rows
+    > j, in column order, so sorted)."""
+    n = indptr.shape[0] - 1
+    counts = np.zeros(n + 1, dtype=np.int64)
+    for j in range(n):
+        for k in range(indptr[j], indptr[j + 1]):
+            if data[k] != 0.0:
+                counts[j + 1] += 1
+                if indices[k] < j:
+                    counts[indices[k] + 1] += 1
+    out_indptr = np.cumsum(counts)
+    out_indices = np.empty(out_indptr[n], dtype=np.int64)
+    out_data = np.empty(out_indptr[n])
+    cursor = out_indptr[:n].copy()
+    for j in range(n):  # the upper part first: every column's own entries lead
+        for k in range(indptr[j], indptr[j + 1]):
+            if data[k] != 0.0:
+                out_indices[cursor[j]] = indices[k]
+                out_data[cursor[j]] = data[k]
+                cursor[j] += 1
+    for j in range(n):  # then the mirrored entries, column by column (rows ascending)
+        for k in range(indptr[j], indptr[j + 1]):
+            i = indices[k]
+            if i < j and data[k] != 0.0:
+                out_indices[cursor[i]] = j
+                out_data[cursor[i]] = data[k]
+                cursor[i] += 1
+    return out_indptr, out_indices, out_data
+
+
 def storage_of(P: sp.csc_matrix) -> str | None:
     """P's storage convention from its pattern: ``"full"`` when it stores entries on both
     sides of the diagonal, ``"upper"`` when none below it, None when only below it."""
@@ -303,8 +337,14 @@ class QuadraticTerm:
 
     @staticmethod
     def _expand_upper(U: sp.csc_matrix) -> sp.csc_matrix:
-        strict = sp.triu(U, k=1)
-        return (U + strict.T).tocsc()
+        """``U + triu(U, 1)'`` of a canonical upper triangle, canonical, zeros dropped."""
+        indptr, indices, data = _full_from_upper(U.indptr, U.indices, U.data)
+        index = (np.int32 if U.indices.dtype == np.int32
+                 and indptr[-1] <= np.iinfo(np.int32).max else np.int64)
+        full = sp.csc_matrix((data, indices.astype(index), indptr.astype(index)),
+                             shape=U.shape)
+        full.has_canonical_format = True
+        return full
 
     def expand(self, dP) -> sp.csc_matrix:
         """The symmetric perturbation of the objective that ``dP`` stands for.
