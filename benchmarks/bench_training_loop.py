@@ -9,9 +9,9 @@ backend trains the same model from the same start on the same batches, the backe
 taking turns within each repeat (medians of the per-step times over the steps of all
 repeats; the first step of each, which compiles, is excluded):
 
-* ``diffqcp_np``: ``diffqcp_np.layers.DiffqcpSolver(solve_method="auto")`` (the batched
-  forward solver of small QPs, ``Q`` kept as the QP's ``P``), and ``diffqcp_np,
-  Clarabel``: the layer's default, ``DiffqcpSolver()``, one Clarabel solve per problem;
+* ``diffqcp_np``: the layer's default, ``diffqcp_np.layers.DiffqcpSolver()`` (here the
+  batched forward solver of small QPs, ``Q`` kept as the QP's ``P``), and ``diffqcp_np,
+  Clarabel``: ``DiffqcpSolver(solve_method="Clarabel")``, one Clarabel solve per problem;
 * ``DIFFCP``: cvxpylayers' own backend, diffcp 1.1.9 with SCS (``Q`` becomes a
   second-order cone there);
 * ``MOREAU``: cvxpylayers' Moreau backend (Moreau 0.4.1, CPU), where it is installed.
@@ -64,8 +64,8 @@ def _backends() -> dict[str, object]:
     """Name -> the ``solver`` argument of ``CvxpyLayer``, for the installed backends."""
     from diffqcp_np.layers import DiffqcpSolver
 
-    out = {"diffqcp_np": DiffqcpSolver(solve_method="auto"),
-           "diffqcp_np, Clarabel": DiffqcpSolver(), "DIFFCP": "DIFFCP"}
+    out = {"diffqcp_np": DiffqcpSolver(),
+           "diffqcp_np, Clarabel": DiffqcpSolver(solve_method="Clarabel"), "DIFFCP": "DIFFCP"}
     try:
         import moreau.torch  # noqa: F401
     except ImportError:

@@ -33,7 +33,7 @@ Three ways to use it:
    :meth:`DiffqcpSolver.setup` fills that slot with a small adapter, so the stock JAX
    layer works unchanged.
 
-   Options: ``DiffqcpSolver(solve_method="Clarabel", mode="direct", warm_start=False,
+   Options: ``DiffqcpSolver(solve_method=None, mode="direct", warm_start=False,
    **solver_args)``; ``solver_args`` (``eps``, ``tol_gap_abs``, ``max_iters``,
    ``n_jobs_forward``, ``n_jobs_backward``, ``backend``, ``derivative_kwargs``, ...) go to
    :func:`diffqcp_np.solve_and_derivative_batch`. The layer's per-call
@@ -44,10 +44,13 @@ Three ways to use it:
    ``"auto"``). ``DiffqcpSolver.last_info`` holds the last call's per-problem solver
    ``info`` (iterations, status). (cvxpylayers hands the ``solver_args`` given to
    ``CvxpyLayer(...)`` only to CVXPY's canonicalisation, not to a custom solver: give
-   defaults to ``DiffqcpSolver`` instead.) The default forward solver is Clarabel, an
-   interior-point method whose accurate solutions make accurate gradients; CVXPY
-   canonicalises for SCS's data layout, which is diffqcp_np's, whatever the forward
-   solver.
+   defaults to ``DiffqcpSolver`` instead.) The default forward solver
+   (``solve_method=None``) is the batched interior-point method of
+   :mod:`diffqcp_np.solvers.batched_ipm` (``"auto"``: one compiled solve of the whole
+   batch) where it applies, small problems with zero and orthant cones only (LPs, QPs)
+   on the CPU, and Clarabel otherwise: both interior-point methods, whose accurate
+   solutions make accurate gradients. CVXPY canonicalises for SCS's data layout, which
+   is diffqcp_np's, whatever the forward solver.
 
 2. **The cvxpylayers 1.x DIFFCP backend on diffqcp_np.** Call
    :func:`diffqcp_np.install_as_diffcp` *before the first DIFFCP layer is constructed*
@@ -99,8 +102,12 @@ from .solvers.base import CSCFactory
 
 __all__ = ["DiffqcpSolver", "LayerStructure", "install_diffcp_backend"]  # noqa: F822 (lazy)
 
-#: Forward solver used by :class:`DiffqcpSolver` unless told otherwise.
-DEFAULT_SOLVE_METHOD = "Clarabel"
+#: Forward solver used by :class:`DiffqcpSolver` unless told otherwise: None stands for
+#: the batched interior-point method (``"auto"``) where it applies to the layer's problem
+#: on the CPU, and :data:`DEFAULT_FALLBACK` otherwise (see :func:`default_solve_method`).
+DEFAULT_SOLVE_METHOD = None
+#: The default's forward solver where the batched interior-point method does not apply.
+DEFAULT_FALLBACK = "Clarabel"
 #: CVXPY solver whose canonicalisation (cone order, PSD vectorisation, exponential cone
 #: coordinate order) matches diffqcp_np's SCS-form data.
 CANON_SOLVER = "SCS"
@@ -307,6 +314,31 @@ class _BatchState:
     engine: Any = None
 
 
+def default_solve_method(structure: LayerStructure, options: dict, on_device: bool) -> str:
+    """The forward solver of a call that names none: ``"auto"`` (the batched
+    interior-point method, with Clarabel for members it fails on) where
+    :func:`~diffqcp_np.solvers.batched_ipm.applies` to the layer's problem and the call's
+    solver settings and the call runs on the CPU, else :data:`DEFAULT_FALLBACK`.
+
+    ``options`` are the call's options (the layer's ``warm_start`` and those of
+    :func:`~diffqcp_np.batch.solve_and_derivative_batch`): those that are not the batch
+    function's own parameters are the forward solver's settings.
+    """
+    import inspect
+
+    from .batch import solve_and_derivative_batch
+    from .cones import as_cone_spec
+    from .solvers import batched_ipm
+
+    own = set(inspect.signature(solve_and_derivative_batch).parameters)
+    settings = {k: v for k, v in options.items()
+                if k not in own and k not in ("derivative_kwargs", "solve_method", "warm_start")}
+    spec = as_cone_spec(structure.cone_dict)
+    if not on_device and batched_ipm.applies(spec, (structure.m, structure.n), settings):
+        return "auto"
+    return DEFAULT_FALLBACK
+
+
 def _unwrap_state(state: Any) -> _BatchState:
     while isinstance(state, (list, tuple)) and len(state) == 1:
         state = state[0]
@@ -325,7 +357,7 @@ class _DiffqcpSolverImpl:
     supports_quad_obj = True
     is_parametric = False
 
-    def __init__(self, solve_method: str = DEFAULT_SOLVE_METHOD, mode: str = "direct",
+    def __init__(self, solve_method: str | None = DEFAULT_SOLVE_METHOD, mode: str = "direct",
                  warm_start: bool = False, **solver_args: Any) -> None:
         self.solver_args = dict(solve_method=solve_method, mode=mode, **solver_args)
         self.warm_start = _check_flag(warm_start, "warm_start")
@@ -434,6 +466,9 @@ class _DiffqcpSolverImpl:
             from .gpu.interop import device_for
 
             device = device_for(device, like)
+        if options.get("solve_method") is None:
+            options["solve_method"] = default_solve_method(structure, options,
+                                                           device is not None)
         cones = [structure.cone_dict] * len(cs)
         options["warm_starts"] = self._warm_starts(structure, options, len(cs), device)
         options["return_info"] = True
@@ -699,8 +734,11 @@ def _build_solver_class():
 
             Parameters
             ----------
-            solve_method : {"Clarabel", "SCS", "ECOS"}, default "Clarabel"
-                Forward solver.
+            solve_method : {None, "auto", "IPM", "Clarabel", "SCS", "ECOS"}, default None
+                Forward solver. None: ``"auto"`` where the batched interior-point method
+                applies to the layer's problem on the CPU (zero and orthant cones,
+                small), else Clarabel (see :func:`default_solve_method`); ``"auto"`` by
+                name falls back to SCS instead, as the batch functions do.
             mode : str, default "direct"
                 Derivative mode of :func:`diffqcp_np.solve_and_derivative_batch`.
             warm_start : bool, default False

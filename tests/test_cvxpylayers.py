@@ -1142,3 +1142,34 @@ def test_torch_layer_with_smoothing_has_a_gradient_at_an_lp_vertex():
         grads[name] = theta.grad.numpy()
     np.testing.assert_allclose(grads["exact"], 0.0, atol=1e-9)
     assert np.all(grads["smoothed"] < -1e-4)
+
+
+@needs_interface
+def test_default_forward_solver_is_the_batched_ipm_where_it_applies(th):
+    """DiffqcpSolver(): the batched interior-point method ("auto") for a small QP layer with
+    zero and orthant cones only (its gradients those of a tight Clarabel solve), Clarabel
+    for second-order and exponential cones and for Clarabel's own settings."""
+    tt, CvxpyLayer = th
+    w, mu = cp.Variable(N_ASSETS), cp.Parameter(N_ASSETS)
+    problem = cp.Problem(cp.Minimize(0.5 * cp.sum_squares(w) - mu @ w),
+                         [cp.sum(w) == 1, w >= 0])
+    rng = np.random.default_rng(RNG_SEED + 61)
+    values = [0.3 * rng.standard_normal((3, N_ASSETS))]
+    weights = [rng.standard_normal((3, N_ASSETS))]
+    grads = {}
+    for name, solver in (("default", DiffqcpSolver()), ("tight", tight_solver())):
+        layer = CvxpyLayer(problem, parameters=[mu], variables=[w], solver=solver)
+        _, grads[name] = torch_loss_and_grads(tt, layer, lambda m: (m,), values, weights)
+        used = {info["solver"] for info in layer.ctx.solver.last_info}
+        assert used == ({"IPM"} if name == "default" else {"CLARABEL"}), (name, used)
+    assert_grad_close(grads["default"][0], grads["tight"][0], "dmu")
+
+    layer = CvxpyLayer(problem, parameters=[mu], variables=[w],
+                       solver=DiffqcpSolver(**TIGHT))  # Clarabel's settings: Clarabel
+    layer(tt.tensor(values[0]))
+    assert {info["solver"] for info in layer.ctx.solver.last_info} == {"CLARABEL"}
+    problem, params, variables = soc_exp_problem()
+    layer = CvxpyLayer(problem, parameters=params, variables=variables,
+                       solver=DiffqcpSolver())
+    layer(tt.tensor(rng.standard_normal(3)), tt.tensor(0.8))
+    assert {info["solver"] for info in layer.ctx.solver.last_info} == {"CLARABEL"}
