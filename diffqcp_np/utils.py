@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 from scipy import sparse
 
+from ._validation import as_real_array
 from .derivative.lpgd import embed_problem, regularize_P
 
 __all__ = [
@@ -110,16 +111,32 @@ def get_random_like(A, randomness: Callable[[int], np.ndarray]) -> sparse.csc_ma
     scipy.sparse.csc_matrix
         ``randomness(A.nnz)`` placed on A's stored entries, in the order of
         ``A.nonzero()`` (which is diffcp's order when A has no explicit zeros).
+
+    Raises
+    ------
+    TypeError
+        If ``A`` is not a matrix of real numbers, or ``randomness`` is not callable.
+    ValueError
+        If ``A`` is not 2-D, or ``randomness(A.nnz)`` does not give ``A.nnz`` values.
     """
+    if not callable(randomness):
+        raise TypeError(f"randomness must be a callable randomness(k), got "
+                        f"{type(randomness).__name__}")
     if not sparse.issparse(A):
-        A = sparse.csc_matrix(np.asarray(A))
+        dense = as_real_array(A, "A", "a matrix of real numbers")
+        if dense.ndim != 2:
+            raise ValueError(f"A must be a 2-D matrix, got shape {dense.shape}")
+        A = sparse.csc_matrix(dense)
     if A.format not in ("csc", "csr", "coo", "bsr"):
         A = A.tocsc()
     # A's stored pattern, explicit zeros included, in the order of A.nonzero()
     marker = A.copy()
     marker.data = np.ones_like(marker.data, dtype=np.float64)
     rows, cols = marker.nonzero()
-    values = np.asarray(randomness(A.nnz))
+    values = as_real_array(randomness(A.nnz), "randomness(k)", "an array of real numbers")
+    if values.shape != (A.nnz,):
+        raise ValueError(f"randomness(k) must return k = {A.nnz} values, got shape "
+                         f"{values.shape}")
     return sparse.csc_matrix((values, (rows, cols)), shape=A.shape)
 
 

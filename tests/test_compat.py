@@ -246,6 +246,18 @@ def test_get_random_like_keeps_explicit_zeros(real_diffcp):
         real_diffcp.utils.get_random_like(A, lambda k: np.arange(1.0, k + 1))
 
 
+@pytest.mark.parametrize("A, randomness, error, message", [
+    ("abc", np.random.randn, TypeError, "^A must be a matrix of real numbers"),
+    (np.ones(3), np.random.randn, ValueError, "^A must be a 2-D matrix"),
+    (np.eye(3), 5, TypeError, "^randomness must be a callable"),
+    (np.eye(3), lambda k: np.ones(k + 1), ValueError, r"^randomness\(k\) must return k = 3"),
+    (np.eye(3), lambda k: ["x"] * k, TypeError, r"^randomness\(k\) must be"),
+])
+def test_get_random_like_names_bad_arguments(A, randomness, error, message):
+    with pytest.raises(error, match=message):
+        diffqcp_np.utils.get_random_like(A, randomness)
+
+
 def test_regularize_and_embed_identical_to_diffcp(real_diffcp):
     rng = np.random.default_rng(0)
     A = sp.random(6, 4, density=0.6, random_state=2, format="csc")

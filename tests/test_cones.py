@@ -77,6 +77,21 @@ def test_vector_length_must_match():
         dpi(np.zeros(6), {"l": 5})
 
 
+@pytest.mark.parametrize("x, message", [
+    ("abc", "^x must hold real numbers"), (["a", "b", "c"], "^x must hold real numbers"),
+    (np.array([1j, 2, 3]), "^x has complex values"),
+    ([[1.0, 2.0], [3.0]], "^x must be a vector of real numbers"),
+])
+@pytest.mark.parametrize("function", [pi, dpi])
+def test_non_numeric_point_is_a_type_error_naming_x(function, x, message):
+    with pytest.raises(TypeError, match=message):
+        function(x, {"l": 3})
+
+
+def test_integer_and_list_points_are_projected_as_floats():
+    np.testing.assert_array_equal(pi([1, -2, 3], {"l": 3}), [1.0, 0.0, 3.0])
+
+
 # -- orthant and SOC kernels against CVXPY ------------------------------------------------------
 
 def cvxpy_projection(v, kind):

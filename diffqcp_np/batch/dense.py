@@ -43,7 +43,6 @@ import scipy.sparse as sp
 
 from . import structure as batch_structure
 from .._fast_checks import all_finite
-from .._input_arrays import has_index_arrays
 from .structure import BatchStructure, _JacobianPattern
 from ..solvers.base import CSCFactory
 from .runner import BLAS_PIN, Runner, tag_exception
@@ -594,21 +593,14 @@ def _stack_patterns(values: Sequence, members: np.ndarray, pattern: MatrixPatter
         As the general path does, tagged with the problem's index.
     """
     picked = [values[i] for i in members]
-    nnz, shape = pattern.nnz, pattern.shape
-    if picked and all(sp.issparse(d) and d.format == "csc" and d.shape == shape
-                      and d.dtype == np.float64 and d.indices.size == nnz
-                      and d.data.size == nnz and has_index_arrays(d) for d in picked):
-        # The common case, checked in bulk: every perturbation stored on the pattern.
-        count = len(picked)
-        same = (np.array_equal(np.concatenate([d.indptr for d in picked]),
-                               np.tile(pattern.indptr, count))
-                and np.array_equal(np.concatenate([d.indices for d in picked]),
-                                   np.tile(pattern.indices, count)))
-        if same:
-            data = np.concatenate([d.data for d in picked]).reshape(count, nnz)
-            finite = np.isfinite(data)
-            if finite.all():
-                return data
+    nnz = pattern.nnz
+    # The common case, checked in bulk: every perturbation float64 on the pattern.
+    if (picked and batch_structure.all_on_pattern(picked, pattern.indices, pattern.indptr,
+                                                  pattern.shape)
+            and all(d.dtype == np.float64 and d.data.size == nnz for d in picked)):
+        data = np.concatenate([d.data for d in picked]).reshape(len(picked), nnz)
+        if np.isfinite(data).all():
+            return data
     out = np.zeros((members.size, nnz))
     for k, i in enumerate(members):
         if values[i] is None:

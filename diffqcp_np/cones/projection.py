@@ -13,6 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator
 
+from .._input_arrays import real_values
 from . import _soc_numba as soc
 from ._exp_numba import jacobian_exp, project_exp
 from ._power_numba import jacobian_power, project_power
@@ -21,7 +22,20 @@ from .spec import ConeLike, ConeSpec, as_cone_spec
 
 
 def _as_vector(x: np.ndarray, spec: ConeSpec, name: str) -> np.ndarray:
-    x = np.ascontiguousarray(x, dtype=np.float64)
+    """``x`` as a contiguous float64 vector of the cones' dimension.
+
+    Raises
+    ------
+    TypeError
+        Naming ``name``, for strings, complex values or anything not made of real numbers.
+    ValueError
+        If ``x`` does not have the cones' dimension.
+    """
+    try:
+        arr = np.asarray(x)
+    except (ValueError, TypeError) as err:  # ragged nested lists
+        raise TypeError(f"{name} must be a vector of real numbers: {err}") from err
+    x = np.ascontiguousarray(real_values(arr, name))
     spec.check_vector(x, name)
     return x
 

@@ -20,7 +20,7 @@ from ..backend import array_module
 _ZERO_TOL = float(8.0 * np.finfo(np.float64).eps)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=64)
 def vec_maps(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Host maps of side ``k``: for each vec entry its flat position ``i·k + j`` in the
     matrix (``i >= j``) and its scale (√2 off the diagonal), and for each of the ``k²``
