@@ -104,6 +104,27 @@ def real_values(values, name: str) -> np.ndarray:
     raise TypeError(f"{name} must hold real numbers, got values of type {dtype}")
 
 
+def as_real_array(value, name: str, what: str = "an array of real numbers") -> np.ndarray:
+    """``value`` as a float64 ndarray (not copied when it is one).
+
+    Raises
+    ------
+    TypeError
+        Naming ``name``, for complex values, strings, None, or anything else that is
+        not an array of real numbers (``what`` describes what was expected).
+    """
+    if type(value) is np.ndarray and value.dtype == np.float64:
+        return value
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as err:  # ragged nested lists, unconvertible objects
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}: {err}") from err
+    if arr.dtype.kind not in "biufc":
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}"
+                        + (f" of {arr.dtype}" if isinstance(value, np.ndarray) else ""))
+    return real_values(arr, name)
+
+
 def _axes(fmt: str) -> tuple[str, str]:
     """Names of the axes a compressed format's ``indptr`` and indices run over."""
     return ("column", "row") if fmt == "csc" else ("row", "column")

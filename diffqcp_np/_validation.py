@@ -13,7 +13,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._fast_checks import all_finite
-from ._input_arrays import NOT_FINITE, compressed_arrays, coordinate_arrays, real_values
+from ._input_arrays import (
+    NOT_FINITE,
+    as_real_array,
+    compressed_arrays,
+    coordinate_arrays,
+    real_values,
+)
 from .cones.spec import ConeLike, ConeSpec, as_cone_spec
 
 
@@ -67,27 +73,6 @@ def _sparse_as_csc(matrix, name: str) -> sp.csc_matrix:
     out.sum_duplicates()
     out.sort_indices()
     return out
-
-
-def as_real_array(value, name: str, what: str = "an array of real numbers") -> np.ndarray:
-    """``value`` as a float64 ndarray (not copied when it is one).
-
-    Raises
-    ------
-    TypeError
-        Naming ``name``, for complex values, strings, None, or anything else that is
-        not an array of real numbers (``what`` describes what was expected).
-    """
-    if type(value) is np.ndarray and value.dtype == np.float64:
-        return value
-    try:
-        arr = np.asarray(value)
-    except (ValueError, TypeError) as err:  # ragged nested lists, unconvertible objects
-        raise TypeError(f"{name} must be {what}, got {type(value).__name__}: {err}") from err
-    if arr.dtype.kind not in "biufc":
-        raise TypeError(f"{name} must be {what}, got {type(value).__name__}"
-                        + (f" of {arr.dtype}" if isinstance(value, np.ndarray) else ""))
-    return real_values(arr, name)
 
 
 def as_csc(matrix, name: str, shape: tuple[int, int] | None = None) -> sp.csc_matrix:

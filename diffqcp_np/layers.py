@@ -91,6 +91,7 @@ value arrays (``dq[:, -1] = 0``).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -314,6 +315,19 @@ class _BatchState:
     engine: Any = None
 
 
+@functools.lru_cache(maxsize=1)
+def _not_solver_settings() -> frozenset[str]:
+    """The call options that are not the forward solver's settings: the parameters of
+    :func:`~diffqcp_np.batch.solve_and_derivative_batch`, the options it pops from its
+    keywords, and the layer's ``warm_start``."""
+    import inspect
+
+    from .batch import solve_and_derivative_batch
+
+    return (frozenset(inspect.signature(solve_and_derivative_batch).parameters)
+            | {"derivative_kwargs", "solve_method", "warm_start"})
+
+
 def default_solve_method(structure: LayerStructure, options: dict, on_device: bool) -> str:
     """The forward solver of a call that names none: ``"auto"`` (the batched
     interior-point method, with Clarabel for members it fails on) where
@@ -324,15 +338,10 @@ def default_solve_method(structure: LayerStructure, options: dict, on_device: bo
     :func:`~diffqcp_np.batch.solve_and_derivative_batch`): those that are not the batch
     function's own parameters are the forward solver's settings.
     """
-    import inspect
-
-    from .batch import solve_and_derivative_batch
     from .cones import as_cone_spec
     from .solvers import batched_ipm
 
-    own = set(inspect.signature(solve_and_derivative_batch).parameters)
-    settings = {k: v for k, v in options.items()
-                if k not in own and k not in ("derivative_kwargs", "solve_method", "warm_start")}
+    settings = {k: v for k, v in options.items() if k not in _not_solver_settings()}
     spec = as_cone_spec(structure.cone_dict)
     if not on_device and batched_ipm.applies(spec, (structure.m, structure.n), settings):
         return "auto"

@@ -78,7 +78,8 @@ def test_vector_length_must_match():
 
 
 @pytest.mark.parametrize("x, message", [
-    ("abc", "^x must hold real numbers"), (["a", "b", "c"], "^x must hold real numbers"),
+    ("abc", "^x must be a vector of real numbers"),
+    (["a", "b", "c"], "^x must be a vector of real numbers"),
     (np.array([1j, 2, 3]), "^x has complex values"),
     ([[1.0, 2.0], [3.0]], "^x must be a vector of real numbers"),
 ])

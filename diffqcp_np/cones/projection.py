@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator
 
-from .._input_arrays import real_values
+from .._input_arrays import as_real_array
 from . import _soc_numba as soc
 from ._exp_numba import jacobian_exp, project_exp
 from ._power_numba import jacobian_power, project_power
@@ -31,11 +31,7 @@ def _as_vector(x: np.ndarray, spec: ConeSpec, name: str) -> np.ndarray:
     ValueError
         If ``x`` does not have the cones' dimension.
     """
-    try:
-        arr = np.asarray(x)
-    except (ValueError, TypeError) as err:  # ragged nested lists
-        raise TypeError(f"{name} must be a vector of real numbers: {err}") from err
-    x = np.ascontiguousarray(real_values(arr, name))
+    x = np.ascontiguousarray(as_real_array(x, name, "a vector of real numbers"))
     spec.check_vector(x, name)
     return x
 
