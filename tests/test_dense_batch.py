@@ -121,6 +121,7 @@ def test_agrees_with_single_solves(cones, storage):
 def test_dense_mode_threads_blocks_and_sparse_jacobian_reading(monkeypatch):
     """Several blocks of different sizes on two threads; D read from to_sparse."""
     monkeypatch.setattr(dense_batch, "BLOCK_BYTES", 1)  # MIN_BLOCK problems per block
+    monkeypatch.setattr(dense_batch, "MIN_PER_THREAD", 1)  # blocks on both threads
     monkeypatch.setattr(batch_structure, "PROBE_LIMIT", 0)
     probs = same_structure(CONES[1], count=dense_batch.MIN_BLOCK + 3, storage="upper",
                            seed=4)
@@ -128,6 +129,27 @@ def test_dense_mode_threads_blocks_and_sparse_jacobian_reading(monkeypatch):
                                      n_jobs_backward=2, mode="dense", **SCS)
     assert out[4].dense_batch is not None
     check_against_single_solves(probs, out, mode="dense", **SCS)
+
+
+@pytest.mark.parametrize("count,min_per_thread", [(20, 1), (20, 64), (131, 64)])
+def test_threads_change_no_result(count, min_per_thread, monkeypatch):
+    """The setup and refinement on two threads (spans split at any member) or serially
+    (a batch below ``2 * MIN_PER_THREAD``) give bit-identical solutions and gradients."""
+    monkeypatch.setattr(dense_batch, "MIN_PER_THREAD", min_per_thread)
+    probs = same_structure(CONES[0], count=count, storage="upper", seed=7)
+    rng = np.random.default_rng(3)
+    cots = [rng.standard_normal(p.n) for p in probs]
+    outs = []
+    for jobs in (1, 2):
+        xs, ys, ss, D_batch, DT_batch = solve_and_derivative_batch(
+            **batch_args(probs), backend="threads", n_jobs_forward=jobs,
+            n_jobs_backward=jobs, solve_method="SCS", eps=1e-6)
+        assert DT_batch.dense_batch is not None
+        dAs, dbs, dcs, dPs = DT_batch(cots, [None] * count, [None] * count, return_dP=True)
+        outs.append([xs, ys, ss, [d.data for d in dAs], dbs, dcs, [d.data for d in dPs]])
+    for serial, threaded in zip(*outs):
+        for a, b in zip(serial, threaded):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_without_numba_lapack_binding(monkeypatch):
@@ -164,7 +186,8 @@ def degenerate_batch():
 
 
 @pytest.mark.parametrize("backend", ["serial", "threads"])
-def test_singular_member_warns_and_others_stay_exact(backend):
+def test_singular_member_warns_and_others_stay_exact(backend, monkeypatch):
+    monkeypatch.setattr(dense_batch, "MIN_PER_THREAD", 1)  # threads: one member each
     probs = degenerate_batch()
     args = dict(As=[p["A"] for p in probs], bs=[p["b"] for p in probs],
                 cs=[p["c"] for p in probs], cone_dicts=[p["cone_dict"] for p in probs],

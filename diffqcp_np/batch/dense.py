@@ -67,6 +67,9 @@ DENSE_MAX_BYTES = 1 << 30
 BLOCK_BYTES = 1 << 21
 #: Bounds on the number of problems per block.
 MIN_BLOCK, MAX_BLOCK = 4, 256
+#: Fewest members per thread for the setup to run on threads: below it handing blocks to
+#: a pool costs more than it saves (``benchmarks/bench_training_loop.py`` at B = 32).
+MIN_PER_THREAD = 64
 
 
 # -- compiled kernels -------------------------------------------------------------------------
@@ -789,10 +792,12 @@ class DenseBatchDerivative:
         members = np.asarray(members, dtype=np.int64)
         out = cls(layout, size, members, datas, xs, ys, ss, refine)
         block = layout.block_size()
-        per_worker = -(-members.size // runner.n_jobs)
-        if runner.kind != "serial":  # at least one block per worker
+        workers = max(1, min(runner.n_jobs, members.size // MIN_PER_THREAD))
+        kind = runner.kind if workers > 1 else "serial"
+        per_worker = -(-members.size // workers)
+        if kind != "serial":  # at least one block per worker
             block = max(1, min(block, per_worker))
-        quiet = Runner(runner.kind, runner.n_jobs, runner.executor, 1, False)
+        quiet = Runner(kind, workers, runner.executor if workers > 1 else None, 1, False)
         with BLAS_PIN:
             quiet.map(_set_up, out, _spans(members, block), "setup")
             if refine:  # a span per worker: refinement's steps are vector operations
