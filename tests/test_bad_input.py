@@ -497,6 +497,10 @@ def test_batched_psd_check_finds_the_first_matrix_the_single_check_refuses(n):
     assert first_not_positive_semidefinite(full.indptr, full.indices, values[:bad[0]]) == -1
     big = sp.csc_matrix(np.ones((40, 40)))
     assert first_not_positive_semidefinite(big.indptr, big.indices, np.ones((2, 1600))) is None
+    for k in (0, bad[0]):  # one matrix repeated (a fixed P): checked once, same answer
+        repeated = np.repeat(values[k:k + 1], 7, axis=0)
+        want = 0 if k in bad else -1
+        assert first_not_positive_semidefinite(full.indptr, full.indices, repeated) == want
 
 
 def test_same_structure_batch_names_the_problem_whose_P_is_not_psd():
@@ -508,3 +512,6 @@ def test_same_structure_batch_names_the_problem_whose_P_is_not_psd():
     with pytest.raises(ValueError, match="problem 2: P is not positive semidefinite"):
         solve_only_batch([prob.A] * 4, [prob.b] * 4, [prob.c] * 4, [prob.cone_dict] * 4,
                          Ps=Ps)
+    with pytest.raises(ValueError, match="problem 0: P is not positive semidefinite"):
+        solve_only_batch([prob.A] * 4, [prob.b] * 4, [prob.c] * 4, [prob.cone_dict] * 4,
+                         Ps=[bad] * 4)  # one repeated P

@@ -143,19 +143,20 @@ def _common_cones(cone_dicts: Sequence) -> ConeSpec | None:
     dicts a single call accepts, NumPy values included); one that does not parse gives
     None, and the general path reports it with its problem's index.
     """
-    specs: dict[int, ConeSpec] = {}
     first = None
+    seen: set[int] = set()  # the dicts already found equal to the first
     for cones in cone_dicts:
-        spec = specs.get(id(cones))
-        if spec is None:
-            try:
-                spec = specs[id(cones)] = as_cone_spec(cones)
-            except (ValueError, TypeError):
-                return None
+        if id(cones) in seen:
+            continue
+        try:
+            spec = as_cone_spec(cones)
+        except (ValueError, TypeError):
+            return None
         if first is None:
             first = spec
         elif spec != first:
             return None
+        seen.add(id(cones))
     return first
 
 

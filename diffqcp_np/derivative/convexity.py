@@ -145,9 +145,14 @@ def first_not_positive_semidefinite(indptr: np.ndarray, indices: np.ndarray,
                                     values: np.ndarray) -> int | None:
     """For symmetric matrices on one canonical CSC pattern (the rows of ``values``): the
     index of the first that :func:`check_positive_semidefinite` refuses, −1 if none,
-    or None where the order is above ``COMPILED_MAX_ORDER`` (check them one by one)."""
+    or None where the order is above ``COMPILED_MAX_ORDER`` (check them one by one).
+
+    A stack of one repeated matrix (a batch with a fixed ``P``) is checked once."""
     if indptr.size - 1 > COMPILED_MAX_ORDER:
         return None
+    if values.shape[0] > 1 and (values == values[0]).all():
+        return int(_first_not_positive_semidefinite(indptr, indices, values[:1],
+                                                    PSD_TOLERANCE))
     return int(_first_not_positive_semidefinite(indptr, indices, values, PSD_TOLERANCE))
 
 
