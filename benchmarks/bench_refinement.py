@@ -225,7 +225,6 @@ def batch_cost_rows(count: int, repeats: int) -> list[str]:
 
     As, bs, cs, _, cones, Ps = small_qps(count)
     validated, structure = _validate(As, bs, cs, cones, Ps)
-    datas = [v[0] for v in validated]
     runner = make_runner("serial", None, 1, "n_jobs", count, None, False)
     gx, none = [np.ones(20)] * count, [None] * count
     rows = []
@@ -235,7 +234,8 @@ def batch_cost_rows(count: int, repeats: int) -> list[str]:
 
         def build(refine, xs=xs, ys=ys, ss=ss):
             return DenseBatchDerivative.build(structure, runner, count, list(range(count)),
-                                              datas, xs, ys, ss, None, refine=refine)
+                                              validated.stacked, xs, ys, ss, None,
+                                              refine=refine)
 
         built = build(False)
         build(True)

@@ -123,7 +123,7 @@ from ..solvers import (
     check_warm_start,
     resolve_solve_method,
 )
-from ..solvers.base import FAILED, SCS_STYLE_STATUS
+from ..solvers.base import FAILED, OPTIMAL, SCS_STYLE_STATUS
 from ..solvers.batched_ipm import BatchedIPM
 from . import dense as dense_batch
 from .dense import DenseBatchDerivative
@@ -160,6 +160,37 @@ class _Problem:
     data: ProblemData
     quadratic: QuadraticTerm
     warm_start: Any = None
+
+
+class _Problems(Sequence):
+    """The batch's forward work items (:class:`_Problem`), each built when first read
+    (the batched paths read the stacked values and leave most of them unbuilt).
+
+    Parameters
+    ----------
+    validated : sequence
+        ``(ProblemData, QuadraticTerm)`` per problem.
+    warm_starts : list
+        Per problem: its warm start or None (checked ones, once the batch's forward
+        solver has checked them).
+    """
+
+    def __init__(self, validated: Sequence, warm_starts: list) -> None:
+        self._validated, self.warm_starts = validated, warm_starts
+        self._built: dict[int, _Problem] = {}
+
+    def __len__(self) -> int:
+        return len(self._validated)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        i = range(len(self))[i]  # an int in range (IndexError otherwise)
+        problem = self._built.get(i)
+        if problem is None:
+            data, quadratic = self._validated[i]
+            problem = self._built[i] = _Problem(i, data, quadratic, self.warm_starts[i])
+        return problem
 
 
 @dataclass
@@ -207,19 +238,51 @@ class _ValuesBlock(Sequence):
                        self.warm_starts[k])
 
 
-@dataclass
 class _Solved:
-    """The outcome of one forward solve."""
+    """The outcome of one forward solve.
 
-    index: int
-    x: np.ndarray
-    y: np.ndarray
-    s: np.ndarray
-    info: dict
-    status: str
-    ok: bool
-    derivative: _Derivative | None = None
-    report: RefinementReport | None = None  # also info["refinement"], as a dict
+    ``info`` is built on first read when a ``make_info`` callable is given instead (the
+    batched forward solver's optimal members); ``report`` is the refinement's report,
+    also ``info["refinement"]`` as a dict (:meth:`take_report`).
+    """
+
+    __slots__ = ("index", "x", "y", "s", "status", "ok", "derivative", "report", "_info",
+                 "_make_info")
+
+    def __init__(self, index: int, x: np.ndarray, y: np.ndarray, s: np.ndarray,
+                 info: dict | None, status: str, ok: bool,
+                 make_info: Callable[[], dict] | None = None) -> None:
+        self.index, self.x, self.y, self.s = index, x, y, s
+        self.status, self.ok = status, ok
+        self.derivative: _Derivative | None = None
+        self.report: RefinementReport | None = None
+        self._info, self._make_info = info, make_info
+
+    @property
+    def info(self) -> dict:
+        if self._info is None:
+            self._info = self._make_info()
+            if self.report is not None:
+                self._info["refinement"] = self.report.as_dict()
+        return self._info
+
+    def take_report(self, report: RefinementReport | None) -> None:
+        """Record the refinement's report (in ``info`` too, once that is built)."""
+        if report is not None:
+            self.report = report
+            if self._info is not None:
+                self._info["refinement"] = report.as_dict()
+
+    def __getstate__(self) -> dict:
+        """Pickled with its ``info`` built (not with what builds it)."""
+        state = {name: getattr(self, name) for name in self.__slots__[:-2]}
+        state["_info"] = self.info
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+        self._make_info = None
 
 
 class _Derivative:
@@ -345,13 +408,7 @@ def _forward(job: _ForwardJob, problem: _Problem) -> _Solved:
 def _take_refined(solved: _Solved, derivative: _Derivative) -> None:
     """Give ``solved`` the solution ``derivative`` is taken at, and its report."""
     solved.x, solved.y, solved.s = derivative.x, derivative.y, derivative.s
-    _take_report(solved, derivative.report)
-
-
-def _take_report(solved: _Solved, report: RefinementReport | None) -> None:
-    if report is not None:
-        solved.report = report
-        solved.info["refinement"] = report.as_dict()
+    solved.take_report(derivative.report)
 
 
 @dataclass
@@ -512,12 +569,13 @@ def _batched_forward(runner: Runner, settings: _Settings, problems: list[_Proble
     one compiled solve of the stacked values, on this process's threads whatever the
     back end (sending small problems away costs more than solving them)."""
     m, n = settings.structure.shape
-    for p in problems:
-        if p.warm_start is not None:
+    warm_starts = problems.warm_starts
+    for i, warm in enumerate(warm_starts):
+        if warm is not None:
             try:
-                p.warm_start = check_warm_start(p.warm_start, n, m)
+                warm_starts[i] = check_warm_start(warm, n, m)
             except (ValueError, TypeError) as err:
-                tag_exception(err, p.index)
+                tag_exception(err, i)
                 raise
     items = _value_items(settings.structure, problems, stacked)
     local = runner.local()
@@ -528,31 +586,35 @@ def _batched_forward(runner: Runner, settings: _Settings, problems: list[_Proble
     finally:
         progress.close()
     solved = []
-    for k, (p, fast) in enumerate(zip(problems, out.optimal_results())):
-        solved.append(_solved(p.index, out.result(k) if fast is None else fast, n, m))
-        check(solved[-1])
+    for k, optimal in enumerate(out.optimal().tolist()):
+        if optimal:
+            solved.append(_Solved(k, out.x[k], out.y[k], out.s[k], None, OPTIMAL, True,
+                                  functools.partial(out.optimal_info, k)))
+        else:
+            solved.append(_solved(k, out.result(k), n, m))
+            check(solved[-1])
     return solved
 
 
-def _value_items(structure: BatchStructure, problems: list[_Problem],
-                 stacked: tuple | None = None) -> _ValuesBlock:
-    """The problems of a same-structure batch as values (light to send to processes).
+def _stacked_values(problems: _Problems, stacked: tuple | None) -> tuple:
+    """``(A, b, c, P)`` values of a same-structure batch, one row per problem (``P``
+    as stored; None without it): ``stacked``, validation's, when it stacked them (see
+    :class:`~.structure.ValidatedProblems`), else stacked from the problems' arrays."""
+    if stacked is not None:
+        return stacked
+    datas = [p.data for p in problems]
+    P = None if datas[0].P is None else np.stack([d.P.data for d in datas])
+    return (np.stack([d.A.data for d in datas]), np.stack([d.b for d in datas]),
+            np.stack([d.c for d in datas]), P)
 
-    ``stacked``: the values of every problem of the batch, in order, as validation
-    stacked them (``A``, ``b``, ``c``, ``P`` rows; see :class:`ValidatedProblems`), used
-    instead of stacking the problems' arrays again.
-    """
-    if stacked is None:
-        datas = [p.data for p in problems]
-        A, b, c = (np.stack([d.A.data for d in datas]), np.stack([d.b for d in datas]),
-                   np.stack([d.c for d in datas]))
-        P_values = (None if structure.patterns.P_indices is None
-                    else np.stack([d.P.data for d in datas]))
-    else:
-        A, b, c, P_values = stacked
+
+def _value_items(structure: BatchStructure, problems: _Problems,
+                 stacked: tuple | None = None) -> _ValuesBlock:
+    """The problems of a same-structure batch as values (light to send to processes);
+    ``stacked`` as for :func:`_stacked_values`."""
+    A, b, c, P_values = _stacked_values(problems, stacked)
     P = None if structure.patterns.P_indices is None else structure.upper_P(P_values)
-    return _ValuesBlock(np.array([p.index for p in problems]), A, b, c, P,
-                        [p.warm_start for p in problems])
+    return _ValuesBlock(np.arange(len(problems)), A, b, c, P, problems.warm_starts)
 
 
 def _prepare(As, bs, cs, cone_dicts, warm_starts, Ps, settings_kwargs: dict):
@@ -568,8 +630,7 @@ def _prepare(As, bs, cs, cone_dicts, warm_starts, Ps, settings_kwargs: dict):
     validated, structure = _validate(As, bs, cs, cone_dicts, Ps)
     if previous and structure is not None:
         warm_starts = structure.previous(len(validated)) or warm_starts
-    problems = [_Problem(i, data, quadratic, warm)
-                for i, ((data, quadratic), warm) in enumerate(zip(validated, warm_starts))]
+    problems = _Problems(validated, list(warm_starts))
     solver = batched = None
     if structure is not None:
         requested, kwargs = settings_kwargs["solve_method"], settings_kwargs["solver_kwargs"]
@@ -892,7 +953,8 @@ def solve_and_derivative_batch(As: Sequence, bs: Sequence, cs: Sequence, cone_di
                 return built
 
             dense = DenseBatchDerivative.build(
-                settings.structure, backward, size, members, [p.data for p in problems],
+                settings.structure, backward, size, members,
+                _stacked_values(problems, stacked),
                 [r.x for r in solved], [r.y for r in solved], [r.s for r in solved],
                 fallback, refine=settings.refine)
             if settings.refine:  # the refined solutions, in arrays of their own
@@ -901,7 +963,7 @@ def solve_and_derivative_batch(As: Sequence, bs: Sequence, cs: Sequence, cone_di
                     if dense.reports[k] is not None:
                         r = solved[i]
                         r.x, r.y, r.s = X[k], Y[k], S[k]
-                        _take_report(r, dense.reports[k])
+                        r.take_report(dense.reports[k])
     else:
         derivatives = [
             None if not r.ok

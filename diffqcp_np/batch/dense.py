@@ -697,7 +697,7 @@ class DenseBatchDerivative:
         per-problem derivatives refine them).
     """
 
-    def __init__(self, layout: DenseLayout, size: int, members: np.ndarray, datas: Sequence,
+    def __init__(self, layout: DenseLayout, size: int, members: np.ndarray, values: tuple,
                  xs: Sequence, ys: Sequence, ss: Sequence, refine: bool = False) -> None:
         self.layout = L = layout
         self.size = size
@@ -707,13 +707,11 @@ class DenseBatchDerivative:
         self.X = _stack_rows([xs[i] for i in members], L.n)
         self.Y = _stack_rows([ys[i] for i in members], L.m)
         self.S = _stack_rows([ss[i] for i in members], L.m)
-        nnz_A = L.A_rows.size
-        self.A_vals = _stack_rows([datas[i].A.data for i in members], nnz_A)
-        self.P_vals = (np.zeros((count, 0)) if L.quadratic is None
-                       else _stack_rows([datas[i].P.data for i in members], L.P_rows.size))
+        A_vals, b, c, P_vals = values
+        self.A_vals = A_vals[members]
+        self.P_vals = np.zeros((count, 0)) if L.quadratic is None else P_vals[members]
         if refine:  # the residual map needs b and c
-            self.B = _stack_rows([datas[i].b for i in members], L.m)
-            self.C = _stack_rows([datas[i].c for i in members], L.n)
+            self.B, self.C = b[members], c[members]
         self.reports: list = [None] * count
         self.LU = np.empty((count, L.N, L.N))
         self.nk = np.zeros(count, dtype=np.int64)
@@ -766,7 +764,7 @@ class DenseBatchDerivative:
 
     @classmethod
     def build(cls, structure: BatchStructure, runner: Runner, size: int,
-              members: Sequence[int], datas: Sequence, xs: Sequence, ys: Sequence,
+              members: Sequence[int], values: tuple, xs: Sequence, ys: Sequence,
               ss: Sequence, fallback: Callable[[int], Any],
               refine: bool = False) -> DenseBatchDerivative:
         """Set up (factor) the derivatives of ``members`` (batch indices), refining
@@ -780,8 +778,11 @@ class DenseBatchDerivative:
         size : int
             The batch size.
         members : sequence of int
-        datas, xs, ys, ss : sequence
-            Per batch index: validated data and solution.
+        values : tuple
+            ``(A, b, c, P)``: per batch index (row), the validated values of ``A``
+            (on its pattern), ``b``, ``c`` and ``P`` (as stored; None without it).
+        xs, ys, ss : sequence
+            Per batch index: the solution.
         fallback : callable
             ``fallback(i)`` returns problem ``i``'s per-problem derivative (used for
             singular members); warnings it raises are re-issued naming the problem.
@@ -790,7 +791,7 @@ class DenseBatchDerivative:
         """
         layout = layout_of(structure)
         members = np.asarray(members, dtype=np.int64)
-        out = cls(layout, size, members, datas, xs, ys, ss, refine)
+        out = cls(layout, size, members, values, xs, ys, ss, refine)
         block = layout.block_size()
         workers = max(1, min(runner.n_jobs, members.size // MIN_PER_THREAD))
         kind = runner.kind if workers > 1 else "serial"

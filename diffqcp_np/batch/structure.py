@@ -69,17 +69,37 @@ def _csc(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray,
     return out
 
 
-class ValidatedProblems(list):
-    """:meth:`BatchStructure.problems`'s list of ``(ProblemData, QuadraticTerm)``.
+class ValidatedProblems(Sequence):
+    """:meth:`BatchStructure.problems`'s sequence of ``(ProblemData, QuadraticTerm)``.
 
-    ``convex_before``: how many leading problems have a ``P`` known to be positive
-    semidefinite (checked for the whole batch at once); the rest are for the caller to
-    check. ``stacked``: the values the problems' arrays are rows of, ``(A, b, c, P)``
-    (``P`` None without it).
+    The validated values are held stacked; entry ``k`` is built when it is read (the
+    batched paths read the stacked values and never build most entries).
+
+    Attributes
+    ----------
+    stacked : tuple
+        ``(A, b, c, P)``: the values the problems' arrays are rows of (``P`` None
+        without it).
+    convex_before : int
+        How many leading problems have a ``P`` known to be positive semidefinite
+        (checked for the whole batch at once); the rest are for the caller to check.
     """
 
-    convex_before = 0
-    stacked: tuple | None = None
+    def __init__(self, structure: BatchStructure, stacked: tuple,
+                 union: np.ndarray | None = None, zeros: np.ndarray | None = None,
+                 convex_before: int = 0) -> None:
+        self._structure, self.stacked = structure, stacked
+        self._union, self._zeros = union, zeros
+        self.convex_before = convex_before
+
+    def __len__(self) -> int:
+        return self.stacked[1].shape[0]
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        k = range(len(self))[k]  # an int in range (IndexError otherwise)
+        return self._structure.member(self.stacked, k, self._union, self._zeros)
 
 
 def _stacked(arrays: Sequence, size: int) -> np.ndarray | None:
@@ -514,36 +534,48 @@ class BatchStructure:
         c = _stacked(cs, n)
         if A_vals is None or b is None or c is None:
             return None
-        As_out = self._A_factory.shared(A_vals)
         q = self._quadratic
         if q is None:
-            out = ValidatedProblems(
-                (ProblemData(A=As_out[k], b=b[k], c=c[k], cones=self.cones, P=None),
-                 QuadraticTerm(None, n)) for k in range(count))
-            out.convex_before = count
-            out.stacked = (A_vals, b, c, None)
-            return out
+            return ValidatedProblems(self, (A_vals, b, c, None), convex_before=count)
         P_vals = _stacked([P.data for P in Ps], q.pattern.nnz)
         if P_vals is None:
             return None
         union = q.union_values_batch(P_vals)
         if union is None:
             return None
-        Ps_out = self._P_factory.shared(P_vals)
-        fulls = self._full_factory.shared(union)
         # rows whose zeros are dropped (as problem() does) get their own pattern
         zeros = ~np.all(union != 0.0, axis=1) & q.drops_zeros
-        out = ValidatedProblems()
-        for k in range(count):
-            full = q.quadratic(union[k], n).full if zeros[k] else fulls[k]
-            out.append((ProblemData(A=As_out[k], b=b[k], c=c[k], cones=self.cones,
-                                    P=Ps_out[k]),
-                        _SharedQuadratic(n, q.storage, q.pattern, full)))
-        out.stacked = (A_vals, b, c, P_vals)
         first = first_not_positive_semidefinite(q.indptr, q.indices, union)
-        if first is not None:  # zeros dropped or not, the same matrices
-            out.convex_before = count if first < 0 else first
-        return out
+        convex_before = 0 if first is None else count if first < 0 else first
+        return ValidatedProblems(self, (A_vals, b, c, P_vals), union, zeros, convex_before)
+
+    def member(self, stacked: tuple, k: int, union: np.ndarray | None,
+               zeros: np.ndarray | None) -> tuple[ProblemData, QuadraticTerm]:
+        """Problem ``k`` of :meth:`problems`'s stacked values, as :meth:`problem` gives
+        it (its arrays are views of the stacked rows).
+
+        Parameters
+        ----------
+        stacked : tuple
+            ``(A, b, c, P)`` values, one row per problem.
+        k : int
+        union : ndarray or None
+            Rows of the symmetric ``P``'s values on the union pattern.
+        zeros : ndarray of bool or None
+            Per row of ``union``: whether it has zeros the quadratic term drops.
+        """
+        A_vals, b, c, P_vals = stacked
+        n = self.shape[1]
+        A = self._A_factory.shared(A_vals[k:k + 1])[0]
+        q = self._quadratic
+        if q is None:
+            return ProblemData(A=A, b=b[k], c=c[k], cones=self.cones, P=None), \
+                QuadraticTerm(None, n)
+        full = (q.quadratic(union[k], n).full if zeros[k]
+                else self._full_factory.shared(union[k:k + 1])[0])
+        return (ProblemData(A=A, b=b[k], c=c[k], cones=self.cones,
+                            P=self._P_factory.shared(P_vals[k:k + 1])[0]),
+                _SharedQuadratic(n, q.storage, q.pattern, full))
 
     @cached_property
     def patterns(self) -> SharedPatterns:

@@ -268,23 +268,22 @@ class BatchedResult:
         return _info(int(self.codes[k]), int(self.iterations[k]), self.figures[k].tolist(),
                      float(self.solve_time[k]), int(self.methods[k]))
 
-    def optimal_results(self) -> list[SolverResult | None]:
-        """:meth:`result` of every member solved to optimality (nothing to warn about or
-        raise), None for the others; built from whole-array conversions, for batches
-        whose members are mostly solved."""
-        out: list[SolverResult | None] = []
-        native = STATUS[kernels.SOLVED][0]
-        for k, (code, iterations, figures, solve_time, method) in enumerate(zip(
-                self.codes.tolist(), self.iterations.tolist(), self.figures.tolist(),
-                self.solve_time.tolist(), self.methods.tolist())):
-            if code != kernels.SOLVED or k in self.replaced:
-                out.append(None)
-                continue
-            info = _info(code, iterations, figures, solve_time, method)
-            info.update(canonical_status=OPTIMAL, solver=NAME, solver_status=native)
-            out.append(SolverResult(x=self.x[k], y=self.y[k], s=self.s[k], status=OPTIMAL,
-                                    info=info))
+    def optimal(self) -> np.ndarray:
+        """Per member: solved to optimality by the method (nothing to warn about or
+        raise, not replaced), so that its :class:`SolverResult` is its rows of ``x``,
+        ``y``, ``s``, status ``"optimal"`` and :meth:`optimal_info`."""
+        out = self.codes == kernels.SOLVED
+        if self.replaced:
+            out[list(self.replaced)] = False
         return out
+
+    def optimal_info(self, k: int) -> dict[str, Any]:
+        """The ``info`` dict of member ``k`` of :meth:`optimal`, as :meth:`result` gives
+        it."""
+        info = self.info(k)
+        info.update(canonical_status=OPTIMAL, solver=NAME,
+                    solver_status=STATUS[kernels.SOLVED][0])
+        return info
 
     def result(self, k: int, raise_on_error: bool = False) -> SolverResult:
         """Problem ``k`` as a :class:`SolverResult` (views of its rows), through
