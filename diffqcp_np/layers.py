@@ -451,9 +451,13 @@ class _DiffqcpSolverImpl:
         return entry[1]
 
     def _remember(self, structure: LayerStructure, xs, ys, ss, infos) -> None:
-        """Keep a CPU call's solutions (for ``warm_start``) and infos (``last_info``)."""
-        solutions = [(x, y, s) if np.all(np.isfinite(x)) and np.all(np.isfinite(y))
-                     and np.all(np.isfinite(s)) else None for x, y, s in zip(xs, ys, ss)]
+        """Keep a CPU call's solutions (for ``warm_start``: None where one is not
+        finite) and infos (``last_info``)."""
+        finite = np.ones(len(xs), dtype=bool)
+        for vectors in (xs, ys, ss):
+            finite &= np.isfinite(np.stack(vectors)).all(axis=1)
+        solutions = [(x, y, s) if ok else None
+                     for x, y, s, ok in zip(xs, ys, ss, finite.tolist())]
         self._last_solutions[id(structure)] = (structure, solutions)
         self.last_info = list(infos)
 
