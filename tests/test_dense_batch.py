@@ -329,3 +329,22 @@ def test_batched_validation_names_the_bad_problem(bad, match):
         args["bs"][2][0] = np.inf
     with pytest.raises(ValueError, match=match):
         solve_and_derivative_batch(**args, backend="serial")
+
+
+def test_refinement_reports_hold_plain_python_values():
+    """info["refinement"] of the batched dense path: Python numbers and strings (JSON),
+    the same fields as a single solve's report."""
+    import json
+
+    from diffqcp_np.derivative.solution_refinement import RefinementReport
+
+    probs = same_structure(CONES[0], count=5, storage="upper", seed=11)
+    *_, DT_batch, infos = solve_and_derivative_batch(**batch_args(probs), solve_method="SCS",
+                                                     return_info=True)
+    assert DT_batch.dense_batch is not None
+    fields = RefinementReport(0.0, 0.0).as_dict().keys()  # a single solve's report's
+    json.dumps(infos)
+    for info in infos:
+        report = info["refinement"]
+        assert report.keys() == fields and report["steps"] >= 1
+        assert all(type(v) in (int, float, str) for v in report.values())

@@ -220,9 +220,10 @@ def refine_block(batch: DenseBatchDerivative, start: int, stop: int) -> None:
     unresolved_rows = np.count_nonzero(unsettled & is_row, axis=1)
     unresolved_cones = np.count_nonzero(unsettled & ~is_row, axis=1)
     after = np.where(refined, points["merit"], before)
-    for k in np.flatnonzero(~singular):
-        status = ("converged" if after[k] <= TARGET_RESIDUAL else "stalled" if stalled[k]
-                  else "max_steps")
-        batch.reports[start + k] = RefinementReport(
-            float(before[k]), float(after[k]), int(steps[k]), int(rejected[k]),
-            int(factored[k]), int(unresolved_rows[k]), int(unresolved_cones[k]), status)
+    status = np.where(after <= TARGET_RESIDUAL, "converged",
+                      np.where(stalled, "stalled", "max_steps"))
+    kept = np.flatnonzero(~singular)
+    columns = [a[kept].tolist() for a in (before, after, steps, rejected, factored,
+                                          unresolved_rows, unresolved_cones, status)]
+    for k, *fields in zip(kept.tolist(), *columns):
+        batch.reports[start + k] = RefinementReport(*fields)
