@@ -15,6 +15,7 @@ import scipy.sparse as sp
 
 import diffqcp_np.batch.structure as batch_structure
 import diffqcp_np.batch.dense as dense_batch
+from diffqcp_np.batch.runner import Runner
 from diffqcp_np import NonDifferentiableWarning, solve_and_derivative, solve_and_derivative_batch
 from problems import (
     Problem,
@@ -136,6 +137,13 @@ def test_threads_change_no_result(count, min_per_thread, monkeypatch):
     """The setup and refinement on two threads (spans split at any member) or serially
     (a batch below ``2 * MIN_PER_THREAD``) give bit-identical solutions and gradients."""
     monkeypatch.setattr(dense_batch, "MIN_PER_THREAD", min_per_thread)
+    kinds = []  # how each set-up ran
+
+    def spy(kind, *args):
+        kinds.append(kind)
+        return Runner(kind, *args)
+
+    monkeypatch.setattr(dense_batch, "Runner", spy)
     probs = same_structure(CONES[0], count=count, storage="upper", seed=7)
     rng = np.random.default_rng(3)
     cots = [rng.standard_normal(p.n) for p in probs]
@@ -147,6 +155,7 @@ def test_threads_change_no_result(count, min_per_thread, monkeypatch):
         assert DT_batch.dense_batch is not None
         dAs, dbs, dcs, dPs = DT_batch(cots, [None] * count, [None] * count, return_dP=True)
         outs.append([xs, ys, ss, [d.data for d in dAs], dbs, dcs, [d.data for d in dPs]])
+    assert kinds == ["serial", "threads" if count >= 2 * min_per_thread else "serial"]
     for serial, threaded in zip(*outs):
         for a, b in zip(serial, threaded):
             np.testing.assert_array_equal(a, b)

@@ -275,7 +275,8 @@ class _Solved:
 
     def __getstate__(self) -> dict:
         """Pickled with its ``info`` built (not with what builds it)."""
-        state = {name: getattr(self, name) for name in self.__slots__[:-2]}
+        state = {name: getattr(self, name) for name in self.__slots__
+                 if not name.startswith("_")}
         state["_info"] = self.info
         return state
 
@@ -536,9 +537,9 @@ def _split_kwargs(kwargs: dict) -> tuple[str, dict, dict]:
 
 
 # -- the forward pass -----------------------------------------------------------------------
-def _forward_pass(runner: Runner, settings: _Settings, problems: list[_Problem],
+def _forward_pass(runner: Runner, settings: _Settings, problems: _Problems,
                   set_up_derivative: bool, raise_on_error: bool,
-                  stacked: tuple | None = None) -> list[_Solved]:
+                  stacked: tuple | None) -> list[_Solved]:
     def check(solved: _Solved) -> None:
         if raise_on_error and not solved.ok:
             raise SolverError(f"{solved.info['error_message']} (problem {solved.index} of the "
@@ -562,9 +563,8 @@ def _forward_pass(runner: Runner, settings: _Settings, problems: list[_Problem],
     return solved
 
 
-def _batched_forward(runner: Runner, settings: _Settings, problems: list[_Problem],
-                     check: Callable[[_Solved], None],
-                     stacked: tuple | None = None) -> list[_Solved]:
+def _batched_forward(runner: Runner, settings: _Settings, problems: _Problems,
+                     check: Callable[[_Solved], None], stacked: tuple) -> list[_Solved]:
     """The forward pass of a same-structure batch on the batched interior-point method:
     one compiled solve of the stacked values, on this process's threads whatever the
     back end (sending small problems away costs more than solving them)."""
@@ -596,30 +596,31 @@ def _batched_forward(runner: Runner, settings: _Settings, problems: list[_Proble
     return solved
 
 
-def _stacked_values(problems: _Problems, stacked: tuple | None) -> tuple:
+def _value_items(structure: BatchStructure, problems: _Problems,
+                 stacked: tuple) -> _ValuesBlock:
+    """The problems of a same-structure batch as values (light to send to processes),
+    from their ``stacked`` values (:func:`_stacked_values`)."""
+    A, b, c, P_values = stacked
+    P = None if structure.patterns.P_indices is None else structure.upper_P(P_values)
+    return _ValuesBlock(np.arange(len(problems)), A, b, c, P, problems.warm_starts)
+
+
+def _stacked_values(validated) -> tuple:
     """``(A, b, c, P)`` values of a same-structure batch, one row per problem (``P``
-    as stored; None without it): ``stacked``, validation's, when it stacked them (see
+    as stored; None without it): validation's when it stacked them (see
     :class:`~.structure.ValidatedProblems`), else stacked from the problems' arrays."""
+    stacked = getattr(validated, "stacked", None)
     if stacked is not None:
         return stacked
-    datas = [p.data for p in problems]
+    datas = [data for data, _ in validated]
     P = None if datas[0].P is None else np.stack([d.P.data for d in datas])
     return (np.stack([d.A.data for d in datas]), np.stack([d.b for d in datas]),
             np.stack([d.c for d in datas]), P)
 
 
-def _value_items(structure: BatchStructure, problems: _Problems,
-                 stacked: tuple | None = None) -> _ValuesBlock:
-    """The problems of a same-structure batch as values (light to send to processes);
-    ``stacked`` as for :func:`_stacked_values`."""
-    A, b, c, P_values = _stacked_values(problems, stacked)
-    P = None if structure.patterns.P_indices is None else structure.upper_P(P_values)
-    return _ValuesBlock(np.arange(len(problems)), A, b, c, P, problems.warm_starts)
-
-
 def _prepare(As, bs, cs, cone_dicts, warm_starts, Ps, settings_kwargs: dict):
-    """The batch's problems, its settings, and its stacked values (validation's, for a
-    same-structure batch checked at once; else None)."""
+    """The batch's problems, its settings, and, for a same-structure batch, its stacked
+    values (:func:`_stacked_values`; else None)."""
     previous = isinstance(warm_starts, str)
     if previous and warm_starts != "previous":
         raise ValueError(f'warm_starts must be a list of (x, y, s) or None per problem, or '
@@ -648,7 +649,8 @@ def _prepare(As, bs, cs, cone_dicts, warm_starts, Ps, settings_kwargs: dict):
             solver = structure.cached(key, lambda: BatchSolver(
                 method, structure.cones, structure.patterns, **kwargs))
     return problems, _Settings(structure=structure, solver=solver, batched=batched,
-                               **settings_kwargs), getattr(validated, "stacked", None)
+                               **settings_kwargs), (
+        None if structure is None else _stacked_values(validated))
 
 
 def _outputs(solved: list[_Solved], return_info: bool, extra: tuple = ()) -> tuple:
@@ -954,7 +956,7 @@ def solve_and_derivative_batch(As: Sequence, bs: Sequence, cs: Sequence, cone_di
 
             dense = DenseBatchDerivative.build(
                 settings.structure, backward, size, members,
-                _stacked_values(problems, stacked),
+                stacked,
                 [r.x for r in solved], [r.y for r in solved], [r.s for r in solved],
                 fallback, refine=settings.refine)
             if settings.refine:  # the refined solutions, in arrays of their own

@@ -150,7 +150,8 @@ def first_not_positive_semidefinite(indptr: np.ndarray, indices: np.ndarray,
     A stack of one repeated matrix (a batch with a fixed ``P``) is checked once."""
     if indptr.size - 1 > COMPILED_MAX_ORDER:
         return None
-    if values.shape[0] > 1 and (values == values[0]).all():
+    if (values.shape[0] > 1 and np.array_equal(values[-1], values[0])
+            and (values == values[0]).all()):
         return int(_first_not_positive_semidefinite(indptr, indices, values[:1],
                                                     PSD_TOLERANCE))
     return int(_first_not_positive_semidefinite(indptr, indices, values, PSD_TOLERANCE))
