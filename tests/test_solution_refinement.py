@@ -422,6 +422,68 @@ def test_1000_small_qps_refined_in_the_batched_dense_path(small_qps_1000, solver
         assert off[262]
 
 
+def _lp_batch(count: int, seed: int) -> dict:
+    """A same-structure batch of LPs (zero and orthant cones, no P) with known solutions:
+    one problem's A perturbed, b and c kept consistent with its solution."""
+    base = known_solution_problem({"z": 2, "l": 14}, seed=seed, quadratic=False)
+    rng = np.random.default_rng(seed)
+    As, bs, cs = [], [], []
+    for _ in range(count):
+        A = base.A.copy()
+        A.data = A.data * (1 + 0.01 * rng.standard_normal(A.nnz))
+        As.append(A)
+        bs.append(A @ base.x + base.s)
+        cs.append(-(A.T @ base.y))
+    return dict(As=As, bs=bs, cs=cs, cone_dicts=[base.cone_dict] * count)
+
+
+@pytest.mark.parametrize("family", ["QP", "LP"])
+@pytest.mark.parametrize("solver", ["SCS", "Clarabel"])
+def test_compiled_orthant_refinement_takes_the_general_steps(small_qps_1000, family, solver,
+                                                             monkeypatch):
+    """Zero and orthant cones: the compiled per-member refinement (refactoring in the
+    kernel) and the general path (each step over the block, through the combined cone
+    product) take the same steps and reach the same refined solutions and gradients, to
+    rounding (the compiled residual sums in another order)."""
+    import diffqcp_np.batch.dense_refinement as dense_refinement
+    from diffqcp_np.batch.dense import DenseBatchDerivative
+
+    args = small_qps_1000[0] if family == "QP" else _lp_batch(300, seed=3)
+    compiled_calls = []
+    original = dense_refinement._refine_orthant
+    monkeypatch.setattr(dense_refinement, "_refine_orthant",
+                        lambda *a: compiled_calls.append(a[1:]) or original(*a))
+    rng = np.random.default_rng(2)
+    count, n = len(args["As"]), args["As"][0].shape[1]
+    cots = [rng.standard_normal(n) for _ in range(count)]
+    runs, calls_so_far = [], 0
+    for compiled in (True, False):
+        monkeypatch.setattr(DenseBatchDerivative, "refactors_compiled", compiled)
+        xs, ys, ss, _, DT_batch, infos = diffqcp_np.solve_and_derivative_batch(
+            **args, solve_method=solver, return_info=True, backend="serial")
+        assert DT_batch.dense_batch is not None
+        dAs, dbs, dcs = DT_batch(cots, [None] * count, [None] * count)
+        runs.append((xs, ys, ss, [np.concatenate([a.data, b, c]) for a, b, c in
+                                  zip(dAs, dbs, dcs)], [i["refinement"] for i in infos]))
+        ran = len(compiled_calls)
+        assert ran > 0 if compiled else ran == calls_so_far  # which path refined
+        calls_so_far = ran
+    counts = ("steps", "rejected", "factorizations", "unresolved_rows", "unresolved_cones",
+              "status")
+    (*fast, fast_reports), (*general, general_reports) = runs
+    for k in range(count):
+        for key in counts:
+            assert fast_reports[k][key] == general_reports[k][key], (k, key)
+        assert fast_reports[k]["residual_after"] <= refinement.TARGET_RESIDUAL
+        assert fast_reports[k]["residual_before"] == pytest.approx(
+            general_reports[k]["residual_before"], rel=1e-8)
+        for got, want in zip(fast, general):
+            assert relative_error(got[k], want[k]) < 1e-12, k
+    assert sum(r["steps"] for r in fast_reports) >= count // 2
+    if family == "QP":  # some face changed: the kernel refactored
+        assert sum(r["factorizations"] for r in fast_reports) >= 1
+
+
 def test_same_structure_sparse_path_refines_like_single_solves():
     """A same-structure batch too large for the batched dense derivative (N > 200): each
     problem's structured derivative refines as a single solve does."""

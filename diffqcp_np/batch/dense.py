@@ -17,9 +17,9 @@ Python and SciPy overhead than in arithmetic. This module sets the batch up at o
 * a compiled kernel writes each problem's dense system from the values of ``A``, ``P``
   and ``D`` through precomputed index maps (``D'A`` on A's row pattern), leaving out the
   rows and columns of the cone rows where ``D`` vanishes (e.g. inactive inequalities:
-  their unknowns follow from the others, see the storage notes below), and another
-  factors it in place with LAPACK ``getrf`` (SciPy's LAPACK, called from a compiled loop)
-  and records the pivot ratio;
+  their unknowns follow from the others, see the storage notes in :mod:`._dense_numba`),
+  and another factors it in place with LAPACK ``getrf`` (SciPy's LAPACK, called from a
+  compiled loop) and records the pivot ratio;
 * every ``D_batch``/``DT_batch`` call reuses the factors: one compiled pass over the batch
   builds the right-hand sides, runs the triangular solves and computes the outputs
   (``dA``'s and ``dP``'s values as ``(B, nnz)`` arrays, wrapped into CSC matrices on
@@ -37,7 +37,6 @@ import warnings
 from functools import cached_property
 from typing import Any, Callable, Sequence
 
-import numba
 import numpy as np
 import scipy.sparse as sp
 
@@ -50,6 +49,15 @@ from .._validation import as_vector
 from .._warnings import warn_at_caller
 from ..cones.projection import ConeJacobian
 from ..cones.spec import ConeSpec
+from ._dense_numba import (
+    _GETRF,
+    _assemble_kernel,
+    _getrf_kernel,
+    _jvp_kernel,
+    _pivot_ratios,
+    _solve_kernel,
+    _vjp_kernel,
+)
 from .dense_refinement import refine_block
 from ..derivative.linear_solvers import PERMC_SPECS, SINGULAR_PIVOT_RATIO
 from ..derivative.patterns import MatrixPattern
@@ -72,72 +80,9 @@ MIN_BLOCK, MAX_BLOCK = 4, 256
 MIN_PER_THREAD = 64
 
 
-# -- compiled kernels -------------------------------------------------------------------------
-#
-# Storage: problem b's system lives in the first ``nk[b]²`` entries of ``LU[b]`` (an
-# ``N × N`` slot), as the C-order ``K_red'`` (which LAPACK reads column-major as
-# ``K_red``, ``lda = nk[b]``). ``K_red`` is ``K`` without the rows and columns ``n + i``
-# of the cone rows ``i`` where ``D`` is zero (row and column): there column ``n + i`` of
-# ``K`` is the unit vector ``e_{n+i}`` and row ``n + i`` is ``[−A_i, e_i']``, so
-#
-#     K z = r:   solve K_red on the kept unknowns, then  v_i = r_{n+i} + A_i x;
-#     K' w = g:  w_{n+i} = g_{n+i}, and K_red' w_kept = g_kept + [Σ_i A_i' g_{n+i}; 0].
-#
-# (For the orthant that drops every inactive constraint: at the benchmark's QPs the
-# 60 × 60 systems shrink to about 30 × 30.) ``order[b]`` lists the kept indices of
-# ``0..N−1`` first (ascending), then the dropped ones.
-
-def _lapack_getrf():
-    """Numba's binding of LAPACK ``dgetrf`` (SciPy's LAPACK), or None if unavailable."""
-    try:
-        from numba import types
-        from numba.np.linalg import _LAPACK
-
-        return _LAPACK().numba_xxgetrf(types.float64)
-    except Exception:  # noqa: BLE001 - numba's internal API changed: use SciPy's wrapper
-        return None
-
-
-_GETRF = _lapack_getrf()
-_KIND_D = ord("d")
-
-
-@numba.njit(nogil=True, cache=True)
-def _pivot_ratios(LU, nk, ratio):  # pragma: no cover - compiled
-    """``min |U_ii| / max |U_ii|`` per factorisation (NaN if a pivot is not finite)."""
-    for b in range(LU.shape[0]):
-        flat = LU[b].reshape(-1)
-        k = nk[b]
-        lo, hi, finite = np.inf, 0.0, True
-        for i in range(k):
-            v = abs(flat[i * k + i])
-            if not np.isfinite(v):
-                finite = False
-            lo = min(lo, v)
-            hi = max(hi, v)
-        if not finite:
-            ratio[b] = np.nan
-        elif k == 0:
-            ratio[b] = 1.0
-        else:
-            ratio[b] = lo / hi if hi > 0.0 else 0.0
-
-
-if _GETRF is not None:
-    @numba.njit(nogil=True, cache=True)
-    def _getrf_kernel(LU, nk, piv):  # pragma: no cover - compiled
-        """LU of each ``K_red`` in place (0-based pivots)."""
-        for b in range(LU.shape[0]):
-            k = nk[b]
-            if k == 0:
-                continue
-            _GETRF(_KIND_D, k, k, LU[b].ctypes, k, piv[b].ctypes)
-            for i in range(k):
-                piv[b, i] -= 1
-
-
+# -- factorisation ----------------------------------------------------------------------------
 def _factor(LU: np.ndarray, nk: np.ndarray, piv: np.ndarray, ratio: np.ndarray) -> None:
-    """Factor each problem's ``K_red`` in place; see the storage notes above."""
+    """Factor each problem's ``K_red`` in place (storage: :mod:`._dense_numba`)."""
     if _GETRF is not None:
         _getrf_kernel(LU, nk, piv)
     else:
@@ -149,230 +94,6 @@ def _factor(LU: np.ndarray, nk: np.ndarray, piv: np.ndarray, ratio: np.ndarray) 
                 F = LU[b].reshape(-1)[:k * k].reshape(k, k)
                 _, piv[b, :k], _ = lapack.dgetrf(F.T, overwrite_a=1)
     _pivot_ratios(LU, nk, ratio)
-
-
-@numba.njit(nogil=True, cache=True)
-def _assemble_kernel(LU, nk, order, A_vals, P_vals, D_vals, A_rows, A_cols, U_rows, U_cols,
-                     U_a, U_b, U_weight, D_rows, D_cols, Ar_ptr, Ar_cols, Ar_pos,
-                     n):  # pragma: no cover - compiled
-    """Write each problem's ``K_red'`` (C order) from its values, and ``nk``, ``order``.
-
-    ``K' = [[P, −A'], [D'A, I − D']]``. The symmetric P's entries ``(U_rows, U_cols)``
-    are ``U_weight (p[U_a] + p[U_b])`` with ``p`` P's stored values (index ``nnz``:
-    zero); ``(D_rows[e], D_cols[e])`` is the superset pattern of ``D``; ``Ar_*`` is A's
-    pattern by rows (``Ar_pos``: the position of each entry in A's CSC values).
-    """
-    count, N = LU.shape[0], LU.shape[1]
-    m = N - n
-    nnz_P = P_vals.shape[1]
-    active = np.empty(m, dtype=np.bool_)
-    pos = np.empty(N, dtype=np.int64)
-    for b in range(count):
-        active[:] = False
-        for e in range(D_rows.size):
-            if D_vals[b, e] != 0.0:
-                active[D_rows[e]] = True
-                active[D_cols[e]] = True
-        k = n
-        for j in range(n):
-            pos[j] = j
-            order[b, j] = j
-        for i in range(m):
-            if active[i]:
-                pos[n + i] = k
-                order[b, k] = n + i
-                k += 1
-            else:
-                pos[n + i] = -1
-        t = k
-        for i in range(m):
-            if not active[i]:
-                order[b, t] = n + i
-                t += 1
-        nk[b] = k
-        F = LU[b].reshape(-1)
-        F[:k * k] = 0.0
-        for q in range(A_rows.size):
-            col = pos[n + A_rows[q]]
-            if col >= 0:
-                F[A_cols[q] * k + col] = -A_vals[b, q]
-        for q in range(U_rows.size):
-            a, c = U_a[q], U_b[q]
-            pa = P_vals[b, a] if a < nnz_P else 0.0
-            pc = P_vals[b, c] if c < nnz_P else 0.0
-            F[U_rows[q] * k + U_cols[q]] = U_weight * (pa + pc)
-        for j in range(n, k):
-            F[j * k + j] = 1.0
-        for e in range(D_rows.size):
-            d = D_vals[b, e]
-            if d != 0.0:
-                r, c = D_rows[e], D_cols[e]
-                pc = pos[n + c]
-                F[pc * k + pos[n + r]] -= d
-                for q in range(Ar_ptr[r], Ar_ptr[r + 1]):
-                    F[pc * k + Ar_cols[q]] += d * A_vals[b, Ar_pos[q]]
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
-def _lu_solve(F, k, piv, r, transpose):  # pragma: no cover - compiled
-    """Solve ``K_red z = r`` (or ``K_red' z = r``) in place in ``r[:k]``.
-
-    ``F[j k + i]`` is entry ``(i, j)`` of the LAPACK factors of ``K_red = P L U``;
-    ``piv`` is 0-based (row ``i`` was interchanged with row ``piv[i]``).
-    """
-    if not transpose:
-        for i in range(k):
-            p = piv[i]
-            if p != i:
-                t = r[i]
-                r[i] = r[p]
-                r[p] = t
-        for j in range(k):  # L y = r, column by column (L(i, j) = F[j k + i])
-            rj = r[j]
-            if rj != 0.0:
-                base = j * k
-                for i in range(j + 1, k):
-                    r[i] -= F[base + i] * rj
-        for j in range(k - 1, -1, -1):  # U z = y
-            base = j * k
-            r[j] /= F[base + j]
-            rj = r[j]
-            if rj != 0.0:
-                for i in range(j):
-                    r[i] -= F[base + i] * rj
-    else:
-        for i in range(k):  # U' t = r, row by row (U(j, i) = F[i k + j])
-            base = i * k
-            acc = r[i]
-            for j in range(i):
-                acc -= F[base + j] * r[j]
-            r[i] = acc / F[base + i]
-        for i in range(k - 1, -1, -1):  # L' u = t
-            base = i * k
-            acc = r[i]
-            for j in range(i + 1, k):
-                acc -= F[base + j] * r[j]
-            r[i] = acc
-        for i in range(k - 1, -1, -1):
-            p = piv[i]
-            if p != i:
-                t = r[i]
-                r[i] = r[p]
-                r[p] = t
-
-
-@numba.njit(nogil=True, cache=True)
-def _vjp_kernel(LU, nk, order, piv, skip, A_vals, D_vals, D_rows, D_cols, X, Y, GX, GY, GS,
-                A_rows, A_cols, Ar_ptr, Ar_cols, Ar_pos, P_rows, P_cols, P_scale, W, dA,
-                dP):  # pragma: no cover - compiled
-    """``K' w = −[gx; D(gy + gs) − gs]``, then dA (and dP if it has rows) per problem."""
-    count, N = W.shape[0], W.shape[1]
-    n = X.shape[1]
-    red = np.empty(N)
-    for b in range(count):
-        g = W[b]
-        if skip[b]:
-            g[:] = np.nan
-            continue
-        for j in range(n):
-            g[j] = -GX[b, j]
-        for i in range(N - n):
-            g[n + i] = GS[b, i]
-        for e in range(D_rows.size):
-            c = D_cols[e]
-            g[n + D_rows[e]] -= D_vals[b, e] * (GY[b, c] + GS[b, c])
-        k = nk[b]
-        for t in range(k, N):  # dropped rows: w_{n+i} = g_{n+i}, moved to the right
-            i = order[b, t] - n
-            wi = g[n + i]
-            if wi != 0.0:
-                for q in range(Ar_ptr[i], Ar_ptr[i + 1]):
-                    g[Ar_cols[q]] += A_vals[b, Ar_pos[q]] * wi
-        for t in range(k):
-            red[t] = g[order[b, t]]
-        _lu_solve(LU[b].reshape(-1), k, piv[b], red, True)
-        for t in range(k):
-            g[order[b, t]] = red[t]
-        for q in range(A_rows.size):
-            i, j = A_rows[q], A_cols[q]
-            dA[b, q] = Y[b, i] * g[j] - g[n + i] * X[b, j]
-        if dP.shape[0]:
-            for q in range(P_rows.size):
-                i, j = P_rows[q], P_cols[q]
-                dP[b, q] = 0.5 * (g[i] * X[b, j] + X[b, i] * g[j]) * P_scale[q]
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
-def _solve_member(F, k, order, piv, A_vals, Ar_ptr, Ar_cols, Ar_pos, n,
-                  z, red):  # pragma: no cover - compiled
-    """Solve ``K z = r`` in place (``z`` holds ``r``) with one problem's factors of
-    ``K_red`` (see the storage notes above; ``red``: workspace of length N)."""
-    N = z.shape[0]
-    for t in range(k):
-        red[t] = z[order[t]]
-    _lu_solve(F, k, piv, red, False)
-    for t in range(k):
-        z[order[t]] = red[t]
-    for t in range(k, N):  # dropped rows: v_i = r_{n+i} + A_i x
-        i = order[t] - n
-        acc = z[n + i]
-        for q in range(Ar_ptr[i], Ar_ptr[i + 1]):
-            acc += A_vals[Ar_pos[q]] * z[Ar_cols[q]]
-        z[n + i] = acc
-
-
-@numba.njit(nogil=True, cache=True)
-def _solve_kernel(LU, nk, order, piv, rows, A_vals, Ar_ptr, Ar_cols, Ar_pos, n,
-                  Z):  # pragma: no cover - compiled
-    """``K z = r`` for problem ``rows[k]``, in place in row ``k`` of ``Z``."""
-    red = np.empty(Z.shape[1])
-    for k in range(rows.size):
-        b = rows[k]
-        _solve_member(LU[b].reshape(-1), nk[b], order[b], piv[b], A_vals[b], Ar_ptr,
-                      Ar_cols, Ar_pos, n, Z[k], red)
-
-
-@numba.njit(nogil=True, cache=True)
-def _jvp_kernel(LU, nk, order, piv, skip, A_vals, D_vals, D_rows, D_cols, X, Y, DC, DB, DAv,
-                A_rows, A_cols, Ar_ptr, Ar_cols, Ar_pos, DPv, U_rows, U_cols, U_a, U_b,
-                U_weight, Z, DY):  # pragma: no cover - compiled
-    """``K [dx; dv] = −[dP x + dA'y + dc; −dA x + db]``; ``dy = D dv`` (in ``DY``).
-
-    ``dP`` is read from its stored values ``DPv`` as in :func:`_assemble_kernel`.
-    """
-    count, N = Z.shape[0], Z.shape[1]
-    n = X.shape[1]
-    nnz_P = DPv.shape[1]
-    red = np.empty(N)
-    for b in range(count):
-        z = Z[b]
-        if skip[b]:
-            z[:] = np.nan
-            DY[b, :] = np.nan
-            continue
-        for j in range(n):
-            z[j] = DC[b, j]
-        for i in range(N - n):
-            z[n + i] = DB[b, i]
-        if DAv.shape[0]:
-            for q in range(A_rows.size):
-                i, j = A_rows[q], A_cols[q]
-                z[j] += DAv[b, q] * Y[b, i]
-                z[n + i] -= DAv[b, q] * X[b, j]
-        if DPv.shape[0]:
-            for q in range(U_rows.size):
-                a, c = U_a[q], U_b[q]
-                pa = DPv[b, a] if a < nnz_P else 0.0
-                pc = DPv[b, c] if c < nnz_P else 0.0
-                z[U_rows[q]] += U_weight * (pa + pc) * X[b, U_cols[q]]
-        for j in range(N):
-            z[j] = -z[j]
-        _solve_member(LU[b].reshape(-1), nk[b], order[b], piv[b], A_vals[b], Ar_ptr, Ar_cols,
-                      Ar_pos, n, z, red)
-        dy = DY[b]
-        dy[:] = 0.0
-        for e in range(D_rows.size):
-            dy[D_rows[e]] += D_vals[b, e] * z[n + D_cols[e]]
 
 
 # -- layouts ----------------------------------------------------------------------------------
@@ -495,6 +216,7 @@ class DenseLayout:
         self.A_factory = CSCFactory(pat.indices, pat.indptr, pat.shape)
         jac = self.jacobian = _JacobianPattern(self.spec)
         self.D_rows, self.D_cols = jac.rows.astype(np.int64), jac.cols.astype(np.int64)
+        self.diagonal_D = bool(np.array_equal(self.D_rows, self.D_cols))
         self.entry_of = np.full(m * m, -1, dtype=np.int64)
         self.entry_of[self.D_cols * m + self.D_rows] = np.arange(self.D_rows.size)
         q = self.quadratic = structure._quadratic
@@ -745,6 +467,12 @@ class DenseBatchDerivative:
             self.piv[rows], self.pivot_ratio[rows] = piv, ratio
 
     # -- what refinement (:mod:`.dense_refinement`) uses -----------------------------
+    @property
+    def refactors_compiled(self) -> bool:
+        """Whether compiled kernels can factor a member again (Numba's LAPACK binding is
+        available)."""
+        return _GETRF is not None
+
     def singular_members(self, start: int, stop: int) -> np.ndarray:
         """Whether the factorisation of each member ``start:stop`` is singular."""
         return ~(self.pivot_ratio[start:stop] >= SINGULAR_PIVOT_RATIO)  # NaN: singular

@@ -8,15 +8,20 @@ the steps as one compiled pass of solves with the problems' dense factors, the l
 search as vector operations over the problems still searching. A problem's factors are
 kept while a step leaves its ``D`` unchanged (an orthant problem on the same faces: K
 is the same matrix) and refactored, with the other changed problems, otherwise.
+
+Where the cones are the zero cone and the orthant (LPs, QPs), the same steps run in one
+compiled pass, member by member, refactoring in the kernel
+(:func:`~diffqcp_np.batch._dense_numba._refine_orthant_kernel`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numba
 import numpy as np
 
+from ._dense_numba import _refine_orthant_kernel, _residuals
+from ..derivative.linear_solvers import SINGULAR_PIVOT_RATIO
 from ..derivative.solution_refinement import (
     MAX_BACKTRACKS,
     MAX_STEPS,
@@ -25,61 +30,13 @@ from ..derivative.solution_refinement import (
     RefinementReport,
     block_maxima,
     face_codes,
+    polyhedral,
     project_dual,
     unsettled_blocks,
 )
 
 if TYPE_CHECKING:
     from .dense import DenseBatchDerivative
-
-
-@numba.njit(nogil=True, cache=True)
-def _residuals(rows, A_rows, A_cols, A_vals, P_vals, U_rows, U_cols, U_a, U_b, U_weight, B,
-               C, X, Y, S, DUAL, PRIMAL, stats):  # pragma: no cover - compiled
-    """``dual = Px + A'y + c`` and ``primal = Ax + s − b`` for problem ``rows[k]`` at row
-    ``k`` of ``X, Y, S``: ``A`` on the shared pattern (``A_rows``, ``A_cols``), the
-    symmetric ``P`` from its stored values through the union-pattern maps ``U_*`` (as in
-    :func:`~diffqcp_np.batch.dense._assemble_kernel`).
-
-    ``stats[k]``: the largest magnitudes of ``c``, ``Px``, ``A'y``, ``b``, ``Ax``, ``s``,
-    ``dual`` and ``primal``, and the sums of squares of ``dual`` and ``primal`` (the
-    numbers of :func:`~diffqcp_np.derivative._residual_kernel.residual_parts`).
-    """
-    n, m = X.shape[1], Y.shape[1]
-    nnz_P = P_vals.shape[1]
-    Px, ATy, Ax = np.empty(n), np.empty(n), np.empty(m)
-    for k in range(rows.size):
-        b = rows[k]
-        Px[:] = 0.0
-        ATy[:] = 0.0
-        Ax[:] = 0.0
-        for q in range(U_rows.size):
-            a, c = U_a[q], U_b[q]
-            pa = P_vals[b, a] if a < nnz_P else 0.0
-            pc = P_vals[b, c] if c < nnz_P else 0.0
-            Px[U_rows[q]] += U_weight * (pa + pc) * X[k, U_cols[q]]
-        for q in range(A_rows.size):
-            i, j = A_rows[q], A_cols[q]
-            ATy[j] += A_vals[b, q] * Y[k, i]
-            Ax[i] += A_vals[b, q] * X[k, j]
-        for t in range(10):
-            stats[k, t] = 0.0
-        for j in range(n):
-            d = Px[j] + ATy[j] + C[b, j]
-            DUAL[k, j] = d
-            stats[k, 0] = max(stats[k, 0], abs(C[b, j]))
-            stats[k, 1] = max(stats[k, 1], abs(Px[j]))
-            stats[k, 2] = max(stats[k, 2], abs(ATy[j]))
-            stats[k, 6] = max(stats[k, 6], abs(d))
-            stats[k, 8] += d * d
-        for i in range(m):
-            r = Ax[i] + S[k, i] - B[b, i]
-            PRIMAL[k, i] = r
-            stats[k, 3] = max(stats[k, 3], abs(B[b, i]))
-            stats[k, 4] = max(stats[k, 4], abs(Ax[i]))
-            stats[k, 5] = max(stats[k, 5], abs(S[k, i]))
-            stats[k, 7] = max(stats[k, 7], abs(r))
-            stats[k, 9] += r * r
 
 
 _FIELDS = ("X", "V", "Y", "S", "dual", "primal", "merit", "absolute")
@@ -162,13 +119,57 @@ def _line_search(points: _Points, rows: np.ndarray, dx: np.ndarray, dv: np.ndarr
     return ~searching
 
 
+#: ``status`` codes of the refinement outcomes, as the report names them.
+_STATUS_NAMES = np.array(["converged", "stalled", "max_steps"])
+
+
 def refine_block(batch: DenseBatchDerivative, start: int, stop: int) -> None:
     """Refine the solutions of members ``start:stop`` of ``batch`` (factored already) in
     place: ``X``, ``Y``, ``S``, the cone Jacobians' values and the factors of the
     members whose ``D`` changed; ``reports[k]`` for every member refined here (members
     whose factorisation is or becomes singular are left to their per-problem
-    derivative, which refines them). Each step works on the members still refining.
+    derivative, which refines them).
+
+    Where the cones are the zero cone and the orthant, one compiled pass refines each
+    member on its own (:func:`~._dense_numba._refine_orthant_kernel`); otherwise
+    each step works on the members still refining, through the combined cone product.
     """
+    L = batch.layout
+    if polyhedral(L.spec) and L.diagonal_D and batch.refactors_compiled:
+        outcome = _refine_orthant(batch, start, stop)
+    else:
+        outcome = _refine_cones(batch, start, stop)
+    singular, *fields, status = outcome
+    kept = np.flatnonzero(~singular)
+    columns = [a[kept].tolist() for a in fields] + [_STATUS_NAMES[status[kept]].tolist()]
+    for k, *values in zip(kept.tolist(), *columns):
+        batch.reports[start + k] = RefinementReport(*values)
+
+
+def _refine_orthant(batch: DenseBatchDerivative, start: int, stop: int) -> tuple:
+    """:func:`refine_block` for zero and orthant cones, compiled; returns what
+    :func:`_refine_cones` returns."""
+    L = batch.layout
+    count = stop - start
+    singular = np.zeros(count, dtype=bool)
+    before, after = np.zeros(count), np.zeros(count)
+    steps, rejected, factored, rows, status = (np.zeros(count, np.int64) for _ in range(5))
+    _refine_orthant_kernel(start, stop, L.spec.zero, batch.LU, batch.nk, batch.order,
+                           batch.piv, batch.pivot_ratio, batch.A_vals, batch.P_vals,
+                           batch.D_vals, batch.B, batch.C, batch.X, batch.Y, batch.S,
+                           L.A_rows, L.A_cols, L.U_rows, L.U_cols, L.U_a, L.U_b,
+                           L.U_weight, L.D_rows, L.D_cols, L.Ar_ptr, L.Ar_cols, L.Ar_pos,
+                           L.n, SINGULAR_PIVOT_RATIO, singular, before, after, steps,
+                           rejected, factored, rows, status)
+    return (singular, before, after, steps, rejected, factored, rows,
+            np.zeros(count, np.int64), status)
+
+
+def _refine_cones(batch: DenseBatchDerivative, start: int, stop: int) -> tuple:
+    """:func:`refine_block` for any cones, a step for all the members still refining at a
+    time. Returns, per member: whether it is singular (then unrefined and unreported),
+    the report's ``before``, ``after``, ``steps``, ``rejected``, ``factored``, unresolved
+    rows and cones, and the status code (:data:`_STATUS_NAMES`)."""
     L = batch.layout
     count, n = stop - start, L.n
     points = _Points(batch, start, stop)
@@ -220,10 +221,6 @@ def refine_block(batch: DenseBatchDerivative, start: int, stop: int) -> None:
     unresolved_rows = np.count_nonzero(unsettled & is_row, axis=1)
     unresolved_cones = np.count_nonzero(unsettled & ~is_row, axis=1)
     after = np.where(refined, points["merit"], before)
-    status = np.where(after <= TARGET_RESIDUAL, "converged",
-                      np.where(stalled, "stalled", "max_steps"))
-    kept = np.flatnonzero(~singular)
-    columns = [a[kept].tolist() for a in (before, after, steps, rejected, factored,
-                                          unresolved_rows, unresolved_cones, status)]
-    for k, *fields in zip(kept.tolist(), *columns):
-        batch.reports[start + k] = RefinementReport(*fields)
+    status = np.where(after <= TARGET_RESIDUAL, 0, np.where(stalled, 1, 2))
+    return (singular, before, after, steps, rejected, factored, unresolved_rows,
+            unresolved_cones, status)
