@@ -10,7 +10,7 @@ import pytest
 import qdldl
 import scipy.sparse as sp
 
-from diffqcp_np.derivative._amd import _amd_order, _index_array, amd_order
+from diffqcp_np.derivative._amd_numba import _amd_order, _index_array, amd_order
 from diffqcp_np.derivative._ldl import LDLSymbolic
 
 # ---------------------------------------------------------------------------------------

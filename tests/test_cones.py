@@ -263,7 +263,7 @@ def _symmetric_stack(rng, count):
 
 
 def test_jacobi_eigh_3x3_against_lapack():
-    from diffqcp_np.cones._sym3_eigen import eigh_3x3
+    from diffqcp_np.cones._sym3_eigen_numba import eigh_3x3
 
     rng = np.random.default_rng(3)
     blocks = _symmetric_stack(rng, 500)

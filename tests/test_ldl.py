@@ -18,7 +18,7 @@ from diffqcp_np.derivative._ldl import (
     ZeroPivotError,
     factorize,
 )
-from diffqcp_np.derivative._reduced_kernels import symmetric_residual, symmetric_upper_matvec
+from diffqcp_np.derivative._reduced_numba import symmetric_residual, symmetric_upper_matvec
 
 
 def _quasi_definite(n: int, k: int, seed: int, density: float = 0.15) -> sp.csc_matrix:
@@ -249,7 +249,7 @@ def test_dense_trailing_block_is_found_and_factored_like_a_dense_solve(seed):
 def test_dense_ldl_reproduces_a_quasi_definite_matrix(size):
     """Blocked dense LDLᵀ without pivoting (panels of ``BLOCK`` columns, BLAS updates):
     ``L D Lᵀ`` gives back the matrix, across panel boundaries and ragged last panels."""
-    from diffqcp_np.derivative._dense_block import dense_ldl
+    from diffqcp_np.derivative._dense_block_numba import dense_ldl
 
     upper = _quasi_definite(size - size // 3, size // 3, size, density=1.0)
     S = _dense(upper)
@@ -262,7 +262,7 @@ def test_dense_ldl_reproduces_a_quasi_definite_matrix(size):
 
 
 def test_dense_ldl_reports_a_zero_pivot():
-    from diffqcp_np.derivative._dense_block import dense_ldl
+    from diffqcp_np.derivative._dense_block_numba import dense_ldl
 
     S = np.array([[1.0, 1.0, 0.0], [1.0, 1.0, 2.0], [0.0, 2.0, 3.0]])
     assert not dense_ldl(S.copy())[1]
@@ -272,7 +272,7 @@ def test_factor_of_a_scaled_matrix_unscaled_solves_the_matrix():
     """Factors of ``S A S`` turned into factors of A (``L ← S⁻¹LS``, ``D ← S⁻¹DS⁻¹``):
     solves with A match a dense solve, for a matrix whose rows differ in scale by 10^8;
     the equilibrating scale matches a naive computation."""
-    from diffqcp_np.derivative._reduced_kernels import equilibrating_scale, scaled_values
+    from diffqcp_np.derivative._reduced_numba import equilibrating_scale, scaled_values
 
     upper = _quasi_definite(40, 25, 12)
     row_scale = np.logspace(-4, 4, 65)

@@ -76,8 +76,8 @@ def test_warm_up_reaches_every_kernel(tmp_path):
 #: reduced system (its K is small enough to be factored dense), the exponential and power
 #: cones (it has none).
 NOT_NEEDED_BY_THE_DEMO = tuple(f"diffqcp_np.{name}." for name in (
-    "derivative._amd", "derivative._ldl", "derivative._block_solve",
-    "derivative._reduced_kernels", "cones._exp_numba", "cones._power_numba"))
+    "derivative._amd_numba", "derivative._ldl", "derivative._block_solve_numba",
+    "derivative._reduced_numba", "cones._exp_numba", "cones._power_numba"))
 
 
 def test_first_small_call_compiles_only_the_kernels_it_needs(tmp_path):
@@ -148,7 +148,7 @@ def test_help_prints_usage(tmp_path):
 
 
 def test_sort_segment_matches_numpy():
-    from diffqcp_np.derivative._reduced_kernels import _sort_segment
+    from diffqcp_np.derivative._reduced_numba import _sort_segment
 
     rng = np.random.default_rng(0)
     for size in (0, 1, 2, 3, 7, 100, 1000):

@@ -334,7 +334,7 @@ def _member_residual(A_rows, A_cols, A_vals, P_vals, U_rows, U_cols, U_a, U_b, U
 
     ``stats``: the largest magnitudes of ``c``, ``Px``, ``A'y``, ``b``, ``Ax``, ``s``,
     ``dual`` and ``primal``, and the sums of squares of ``dual`` and ``primal`` (the
-    numbers of :func:`~diffqcp_np.derivative._residual_kernel.residual_parts`).
+    numbers of :func:`~diffqcp_np.derivative._residual_numba.residual_parts`).
     ``Px``, ``ATy``, ``Ax``: workspaces.
     """
     n, m = x.size, y.size

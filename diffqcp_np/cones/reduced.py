@@ -20,7 +20,7 @@ import scipy.sparse as sp
 
 from .._sparse import CSCArrays
 from ._soc_numba import SOC_BOUNDARY, soc_reduced_triplets
-from ._sym3_eigen import eigh_3x3
+from ._sym3_eigen_numba import eigh_3x3
 from .projection import ConeJacobian, block_coordinates
 
 #: Boundary SOC blocks of larger dimension than this are lifted instead of densified.
@@ -164,7 +164,7 @@ def _null_weights(lam) -> np.ndarray:
 @numba.njit(nogil=True, cache=True)
 def _small_block_parts(blocks):
     """``E`` and ``Π₀`` of each symmetric 3×3 block ``D`` of a ``(k, 3, 3)`` stack, from
-    its compiled eigen-decomposition (:func:`~._sym3_eigen.eigh_3x3`).
+    its compiled eigen-decomposition (:func:`~._sym3_eigen_numba.eigh_3x3`).
 
     Returns
     -------

@@ -1,13 +1,13 @@
 """Sparse LDLᵀ of quasi-definite matrices (QDLDL's algorithm) with reusable symbolic
 analysis.
 
-The symbolic analysis (our own AMD ordering, :mod:`._amd`; elimination tree, column
+The symbolic analysis (our own AMD ordering, :mod:`._amd_numba`; elimination tree, column
 counts and the map from the matrix's entries to the permuted upper triangle) is an
 object of its own, :class:`LDLSymbolic`, computed once per pattern and shared by every
 matrix with that pattern; the numeric factorisation and the solves are Numba kernels
 that release the GIL. A trailing block of L that fills almost completely (the Schur
 complement of large cone blocks, a dense P, many equality rows) is stored in full,
-factored by dense blocked LDLᵀ with BLAS-3 updates (:mod:`._dense_block`) and solved by
+factored by dense blocked LDLᵀ with BLAS-3 updates (:mod:`._dense_block_numba`) and solved by
 contiguous, vectorised loops. With unsigned indices in their inner loops the kernels run
 1.2–2.3 times (solves) and 2.5–8 times (factorisations with a cached analysis) faster
 than QDLDL through its Python binding, which also orders again on every factorisation,
@@ -24,9 +24,9 @@ import numpy as np
 from .._sparse import UNSIGNED_INDEX as _U
 from .._sparse import CSCLike, equal_patterns, unit_transpose_solve
 from ..caches import BoundedCache, array_bytes, ldl_analyses
-from ._amd import amd_order
-from ._dense_block import dense_ldl
-from ._reduced_kernels import symmetric_residual
+from ._amd_numba import amd_order
+from ._dense_block_numba import dense_ldl
+from ._reduced_numba import symmetric_residual
 
 
 @numba.njit(nogil=True, cache=True)
@@ -89,7 +89,7 @@ def _factor(n, Cp, Ci, Cx, parent, counts, dense_from):
     Columns before ``dense_from`` are factored in full. For the rows from ``dense_from``
     on only their entries in those columns are computed; what remains of the trailing
     block is its Schur complement ``S``, returned dense (lower triangle) for
-    :func:`~._dense_block.dense_ldl` (``S`` is empty when ``dense_from == n``).
+    :func:`~._dense_block_numba.dense_ldl` (``S`` is empty when ``dense_from == n``).
     Returns ``Lp, Li, Lx, Dinv, S`` and whether every pivot so far was nonzero.
     """
     Lp = np.zeros(n + 1, dtype=np.int64)
@@ -337,7 +337,7 @@ class LDLSymbolic:
         ``DENSE_BLOCK_MIN`` and ``DENSE_BLOCK_DENSITY``): every
         column ``j ≥ dense_from`` stores all rows ``j+1, ..., n−1`` in increasing order,
         explicit zeros included. The block is factored by dense blocked LDLᵀ
-        (:mod:`._dense_block`) and solved by contiguous loops.
+        (:mod:`._dense_block_numba`) and solved by contiguous loops.
     """
 
     perm: np.ndarray

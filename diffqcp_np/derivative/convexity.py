@@ -24,7 +24,7 @@ import scipy.sparse as sp
 from scipy.linalg import lapack
 
 from .._sparse import CSCArrays
-from ._dense_block import cholesky_in_place
+from ._dense_block_numba import cholesky_in_place
 from ._ldl import ZeroPivotError, factorize
 
 #: Eigenvalues of ``P`` down to ``−PSD_TOLERANCE · max|P|`` count as zero.

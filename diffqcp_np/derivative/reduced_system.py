@@ -35,10 +35,10 @@ from .._fast_checks import largest_magnitude, nonzero_positions
 from .._sparse import CSCArrays
 from ..cones.projection import ConeJacobian
 from ..cones.reduced import LiftedSOC, ReducedParts, reduced_parts
-from ._block_solve import block_refined_solve, kkt_product
-from ._diagonal_solve import diagonal_refined_solve
+from ._block_solve_numba import block_refined_solve, kkt_product
+from ._diagonal_solve_numba import diagonal_refined_solve
 from ._ldl import LDLFactor, ZeroPivotError, factorize
-from ._reduced_kernels import (
+from ._reduced_numba import (
     assemble_upper,
     assemble_upper_diagonal,
     equilibrating_scale,
@@ -198,7 +198,7 @@ class ReducedSystem:
 
     def equilibrate(self) -> bool:
         """Factor M again with a symmetric diagonal scaling ``S M S`` (one pass of Ruiz's
-        equilibration, :func:`~._reduced_kernels.equilibrating_scale`), regularised by
+        equilibration, :func:`~._reduced_numba.equilibrating_scale`), regularised by
         ``±δ`` relative to the scaled matrix; keep that factor (turned into one of M, see
         :meth:`LDLFactor.unscale`) if the scaled M does not look singular
         (:meth:`nearly_singular`).
@@ -259,8 +259,8 @@ class ReducedSystem:
         Returns ``z`` and the relative residual of the M system, which is K's where the
         reduction is :attr:`exact`.
 
-        One compiled call without lifted SOC blocks (:func:`~._diagonal_solve.
-        diagonal_refined_solve` for a diagonal D, :func:`~._block_solve.
+        One compiled call without lifted SOC blocks (:func:`~._diagonal_solve_numba.
+        diagonal_refined_solve` for a diagonal D, :func:`~._block_solve_numba.
         block_refined_solve` otherwise); else :meth:`reduce`,
         :meth:`refined_solve_symmetric` and :meth:`recover`.
         """
@@ -308,7 +308,7 @@ class ReducedSystem:
     @property
     def fused(self) -> bool:
         """Whether :meth:`refined_solve` and :meth:`product` are single compiled calls
-        (:mod:`._block_solve`): where D's sparse parts hold all of D (no lifted SOC
+        (:mod:`._block_solve_numba`): where D's sparse parts hold all of D (no lifted SOC
         blocks) and are cheap to apply (no PSD blocks, whose dense D block of
         ``k²(k+1)²/4`` entries costs far more than their structured product)."""
         return self._woodbury is None and not self.jacobian.spec.psd

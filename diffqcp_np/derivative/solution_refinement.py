@@ -48,7 +48,7 @@ from ..cones.projection import ConeJacobian, pi
 from ..cones._soc_numba import jacobian_nonneg
 from ..cones.psd import _unvec_stack
 from ..cones.spec import ConeSpec, vec_psd_dim
-from ._residual_kernel import orthant_point, orthant_step, residual_parts
+from ._residual_numba import orthant_point, orthant_step, residual_parts
 from .borrowed_factorization import approximate_solve, factorizations, lender_of
 from .linear_solvers import InaccurateDerivativeWarning, KKTSolver
 
@@ -178,7 +178,7 @@ class ResidualMap:
 
     def _residual(self, x: np.ndarray, v: np.ndarray, y: np.ndarray, s: np.ndarray,
                   dual: np.ndarray, primal: np.ndarray, parts: tuple) -> Residual:
-        """The :class:`Residual` from :func:`~._residual_kernel.residual_parts`'s numbers
+        """The :class:`Residual` from :func:`~._residual_numba.residual_parts`'s numbers
         (the first call fixes the scales)."""
         (c_max, px_max, aty_max, b_max, ax_max, s_max, dual_max, primal_max, dual_squares,
          primal_squares) = parts

@@ -16,7 +16,7 @@ Device side: the ``gather_values`` kernel, or :func:`gather` on any array namesp
 (the same terms summed in the same order: bit for bit the kernel's results), and the
 static regularisation ``±δ`` of M's diagonal (``shift_diagonal``, :func:`regularize`).
 The terms of ``(A'D)_rc`` are summed in increasing row of D, as the CPU assembly
-(:func:`~diffqcp_np.derivative._reduced_kernels.assemble_upper`) sums them.
+(:func:`~diffqcp_np.derivative._reduced_numba.assemble_upper`) sums them.
 """
 
 from __future__ import annotations

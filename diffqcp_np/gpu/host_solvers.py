@@ -18,7 +18,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from .._sparse import CSCArrays
-from ..derivative._amd import amd_order
+from ..derivative._amd_numba import amd_order
 from ..derivative._ldl import LDLFactor, LDLSymbolic, ZeroPivotError
 
 

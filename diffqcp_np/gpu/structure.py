@@ -33,7 +33,7 @@ import numpy as np
 
 from .._sparse import equal_patterns
 from ..cones.spec import ConeSpec
-from ..derivative._reduced_kernels import probe_vector
+from ..derivative._reduced_numba import probe_vector
 from .assembly import GatherMap, MatrixMap, ReducedMatrixMap, kkt_matrix_map, reduced_matrix_map
 from .layout import BlockLayout
 from .products import DeviceMap, product_map, symmetric_magnitude_map, terms_map

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ..derivative._dense_block import cholesky_in_place
+from ..derivative._dense_block_numba import cholesky_in_place
 
 #: Relative size below which a pivot of ``P``'s Cholesky factor counts as zero.
 _PD_TOLERANCE = 1e-10

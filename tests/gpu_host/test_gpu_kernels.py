@@ -16,7 +16,7 @@ from cone_samples import GEOMETRIES, exp_sample, power_sample, soc_sample, sym3_
 from diffqcp_np.cones import _soc_numba as soc
 from diffqcp_np.cones._exp_numba import jacobian_exp, project_exp
 from diffqcp_np.cones._power_numba import jacobian_power, project_power
-from diffqcp_np.cones._sym3_eigen import eigh_3x3
+from diffqcp_np.cones._sym3_eigen_numba import eigh_3x3
 from diffqcp_np.cones.reduced import (
     LIFT_SOC_ABOVE,
     NULL_EIGENVALUE,
@@ -24,7 +24,7 @@ from diffqcp_np.cones.reduced import (
     _null_weights,
     _small_block_parts,
 )
-from diffqcp_np.derivative._reduced_kernels import shifted_diagonal
+from diffqcp_np.derivative._reduced_numba import shifted_diagonal
 
 #: Written by no kernel: an output entry still holding it was never written.
 _CODE_POISON = 127

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from diffqcp_np.cones import _exp_numba, _power_numba, _soc_numba, _sym3_eigen, reduced
+from diffqcp_np.cones import _exp_numba, _power_numba, _soc_numba, _sym3_eigen_numba, reduced
 from diffqcp_np.gpu._modules import kernel_source
 from diffqcp_np.gpu._signatures import (
     KERNELS,
@@ -85,7 +85,7 @@ def test_constants_match_the_numba_kernels():
         "DQ_EXP_POLAR_FACE": _exp_numba._POLAR_FACE, "DQ_EXP_ROOT": _exp_numba._ROOT,
         "DQ_POW_NEWTON_TOL": _power_numba._NEWTON_TOL,
         "DQ_POW_MAX_ITERS": _power_numba._MAX_ITERS, "DQ_POW_TINY": _power_numba._TINY,
-        "DQ_SYM3_MAX_SWEEPS": _sym3_eigen._MAX_SWEEPS,
+        "DQ_SYM3_MAX_SWEEPS": _sym3_eigen_numba._MAX_SWEEPS,
     }
     kernel_only = {"DQ_POW_IN_CONE", "DQ_POW_IN_POLAR", "DQ_POW_ON_PLANE", "DQ_POW_BOUNDARY"}
     assert set(c) == set(expected) | kernel_only

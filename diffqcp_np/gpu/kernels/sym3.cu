@@ -1,7 +1,7 @@
 // Symmetric 3x3 blocks (Jacobians of exponential and power cones): cyclic Jacobi
 // eigen-decompositions, and E = D(I - D) + Pi_0 and Pi_0 from them; the eigenvalue
 // weights of E and Pi_0 for any list of eigenvalues. The GPU twin of
-// diffqcp_np/cones/_sym3_eigen.py and of _small_block_parts / _e_weights / _null_weights
+// diffqcp_np/cones/_sym3_eigen_numba.py and of _small_block_parts / _e_weights / _null_weights
 // in diffqcp_np/cones/reduced.py, operation for operation.
 
 #define DQ_SYM3_MAX_SWEEPS 30

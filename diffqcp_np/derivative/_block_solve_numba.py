@@ -2,7 +2,7 @@
 for a block-diagonal D given in CSC form (no lifted SOC blocks).
 
 This is :meth:`ReducedSystem.reduce`, the refined M solve and
-:meth:`ReducedSystem.recover` fused, as :mod:`._diagonal_solve` does for a diagonal D,
+:meth:`ReducedSystem.recover` fused, as :mod:`._diagonal_solve_numba` does for a diagonal D,
 with the null-space projector ``Π₀`` as a second block-diagonal matrix. Exponential,
 power and small second-order cone blocks take this path; at moderate sizes the Python
 plumbing of the stepwise path (and SciPy's products with K) cost as much as the

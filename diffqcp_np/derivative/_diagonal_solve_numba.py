@@ -22,7 +22,7 @@ def diagonal_refined_solve(Lp, Li, Lx, Dinv, perm, dense_from, Mp, Mi, Mx, Ap, A
                            kept, r, transpose, max_steps, tol):
     """Solve ``K z = r`` (or ``K' z = r`` if ``transpose``) for ``D = diag(d)``.
 
-    Parameters and returns as for :func:`~._block_solve.block_refined_solve`, with the
+    Parameters and returns as for :func:`~._block_solve_numba.block_refined_solve`, with the
     diagonal ``d`` (length m) in place of D's and Π₀'s CSC arrays (``Π₀ = diag(d == 0)``)
     and ``kept`` the rows where ``d ≠ 0``.
     """
