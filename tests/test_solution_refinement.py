@@ -484,6 +484,52 @@ def test_compiled_orthant_refinement_takes_the_general_steps(small_qps_1000, fam
         assert sum(r["factorizations"] for r in fast_reports) >= 1
 
 
+def test_a_member_singular_after_a_refactorisation_is_left_to_its_fallback(small_qps_1000,
+                                                                          monkeypatch):
+    """A refinement step that changes D and leaves the new factorisation below the
+    singularity threshold: both refinement paths stop that member, keep its solution as
+    given and leave it (unreported) to its per-problem fallback; the other members are
+    refined alike."""
+    import diffqcp_np.batch.dense as dense_batch
+    import diffqcp_np.batch.dense_refinement as dense_refinement
+    from diffqcp_np.batch.api import _validate
+    from diffqcp_np.batch.dense import DenseBatchDerivative
+    from diffqcp_np.batch.runner import make_runner
+
+    args = small_qps_1000[0]
+    count = len(args["As"])
+    validated, structure = _validate(args["As"], args["bs"], args["cs"], args["cone_dicts"],
+                                     args["Ps"])
+    runner = make_runner("serial", None, 1, "n_jobs", count, None, False)
+    xs, ys, ss = diffqcp_np.solve_only_batch(**args, solve_method="SCS", backend="serial")
+
+    def build(refine):
+        return DenseBatchDerivative.build(structure, runner, count, list(range(count)),
+                                          validated.stacked, xs, ys, ss, lambda i: None,
+                                          refine=refine)
+
+    given, refined = build(False), build(True)
+    lowered = [k for k, r in enumerate(refined.reports) if r.factorizations
+               and refined.pivot_ratio[k] < given.pivot_ratio[k]]
+    assert lowered  # SCS's solutions of this batch: some refactorisation lowers the ratio
+    k = lowered[0]
+    threshold = 0.5 * (given.pivot_ratio[k] + refined.pivot_ratio[k])
+    monkeypatch.setattr(dense_batch, "SINGULAR_PIVOT_RATIO", threshold)
+    monkeypatch.setattr(dense_refinement, "SINGULAR_PIVOT_RATIO", threshold)
+    outs = []
+    for compiled in (True, False):
+        monkeypatch.setattr(DenseBatchDerivative, "refactors_compiled", compiled)
+        outs.append(build(True))
+    fast, general = outs
+    np.testing.assert_array_equal(fast.singular, general.singular)
+    assert fast.singular[k] and fast.reports[k] is None and general.reports[k] is None
+    np.testing.assert_array_equal(fast.X[k], xs[k])
+    assert k in fast.fallbacks
+    for j in np.flatnonzero(~fast.singular):
+        assert fast.reports[j].steps == general.reports[j].steps, j
+        assert relative_error(fast.X[j], general.X[j]) < 1e-12, j
+
+
 def test_same_structure_sparse_path_refines_like_single_solves():
     """A same-structure batch too large for the batched dense derivative (N > 200): each
     problem's structured derivative refines as a single solve does."""
