@@ -79,7 +79,12 @@ def has_index_arrays(matrix) -> bool:
     """Whether a compressed matrix's ``indptr`` and ``indices`` are 1-D arrays of a type
     the kernels are compiled for (int32 or int64): what a pattern comparison needs
     before it may call two patterns equal (``0.0 == 0``)."""
-    indptr, indices = matrix.indptr, matrix.indices
+    return are_index_arrays(matrix.indptr, matrix.indices)
+
+
+def are_index_arrays(indptr: object, indices: object) -> bool:
+    """Whether ``indptr`` and ``indices`` are 1-D NumPy arrays of int32 or int64 (see
+    :func:`has_index_arrays`)."""
     return (type(indptr) is np.ndarray and type(indices) is np.ndarray
             and indptr.ndim == 1 and indices.ndim == 1
             and indptr.dtype in INDEX_TYPES and indices.dtype in INDEX_TYPES)

@@ -173,6 +173,36 @@ def test_structure_is_detected_only_when_shared():
     assert detect(same["As"], same["Ps"][:2] + [None], same["cone_dicts"]) is None
 
 
+def test_pattern_check_of_matrices_sharing_the_index_arrays():
+    """all_on_pattern against a dense oracle (the matrices' own patterns compared one by
+    one): matrices that share the reference's index arrays pass without a comparison only
+    where their type, shape and index types are right."""
+    from diffqcp_np.solvers.base import CSCFactory
+
+    ref = sp.random(6, 4, density=0.5, format="csc", random_state=1)
+    shared = CSCFactory(ref.indices, ref.indptr, ref.shape).shared(np.ones((3, ref.nnz)))
+
+    class Subclass(sp.csc_matrix):
+        pass
+
+    def oracle(mats, shape):
+        return all(sp.issparse(M) and M.format == "csc" and M.shape == shape
+                   and np.array_equal(M.indptr, ref.indptr)
+                   and np.array_equal(M.indices, ref.indices) for M in mats)
+
+    wide = sp.csc_matrix((np.ones(ref.nnz), ref.indices, ref.indptr), shape=(7, 4))
+    cases = [shared, shared + [Subclass(shared[0])], shared + [wide], shared + [ref.tocsr()],
+             shared + [ref.copy()], shared + [sp.eye(6, 4, format="csc")]]
+    for mats in cases:
+        got = batch_structure.all_on_pattern(mats, ref.indices, ref.indptr, ref.shape)
+        assert got == oracle(mats, ref.shape)
+    assert batch_structure.all_on_pattern(shared, ref.indices, ref.indptr, (6, 5)) is False
+    replaced = CSCFactory(ref.indices, ref.indptr, ref.shape).shared(np.ones((1, ref.nnz)))
+    replaced[0].indices = ref.indices.astype(np.uint8)  # not an index type the kernels take
+    assert not batch_structure.all_on_pattern(shared + replaced, ref.indices, ref.indptr,
+                                              ref.shape)
+
+
 def test_lpgd_mode_on_processes_agrees_with_single_solves():
     probs = same_structure_batch(3, seed=32)
     options = dict(SCS, derivative_kwargs=dict(tau=1e-4))

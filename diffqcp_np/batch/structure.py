@@ -37,7 +37,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._fast_checks import all_finite
-from .._input_arrays import NOT_CANONICAL, compressed_arrays, has_index_arrays, real_values
+from .._input_arrays import (
+    NOT_CANONICAL,
+    are_index_arrays,
+    compressed_arrays,
+    has_index_arrays,
+    real_values,
+)
 from .._validation import ProblemData, as_vector
 from ..caches import batch_structures
 from ..cones.projection import ConeJacobian
@@ -118,6 +124,10 @@ def _all_same_pattern(mats: Sequence, ref) -> bool:
     return all_on_pattern(mats, ref.indices, ref.indptr, ref.shape)
 
 
+#: SciPy's CSC classes themselves (a subclass takes the full per-matrix checks).
+_CSC_TYPES = (sp.csc_matrix, sp.csc_array)
+
+
 def all_on_pattern(mats: Sequence, indices: np.ndarray, indptr: np.ndarray,
                    shape: tuple[int, int]) -> bool:
     """Whether every matrix is CSC of ``shape`` with exactly the stored pattern
@@ -126,7 +136,11 @@ def all_on_pattern(mats: Sequence, indices: np.ndarray, indptr: np.ndarray,
     compared)."""
     nnz, cols = indices.size, indptr.size
     others_indices, others_indptr = [], []
+    shared_ok = are_index_arrays(indptr, indices)
     for mat in mats:
+        if (shared_ok and type(mat) in _CSC_TYPES and mat.indices is indices
+                and mat.indptr is indptr and mat.shape == shape):
+            continue  # the very (checked) index arrays: nothing to compare
         if not (sp.issparse(mat) and mat.format == "csc" and mat.shape == shape
                 and has_index_arrays(mat)):
             return False
