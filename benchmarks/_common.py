@@ -1,13 +1,19 @@
-"""Helpers shared by the benchmark scripts: timing and result files."""
+"""Helpers shared by the benchmark scripts: timing, result files, the tests' oracles."""
 
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 RESULTS = Path(__file__).parent / "results"
+#: The tests' folder: its ``naive`` module holds the dense oracles that the benchmarks
+#: share with the tests (on the import path once this module is imported).
+TESTS = Path(__file__).resolve().parent.parent / "tests"
+if str(TESTS) not in sys.path:
+    sys.path.append(str(TESTS))
 
 
 def median_time(fn: Callable[[], object], repeats: int) -> float:

@@ -29,6 +29,8 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 import diffqcp_np
+import _common  # noqa: F401 - puts tests/, the oracles' module, on the path
+from naive import dense_cone_jacobian, sparse_cone_jacobian
 from suite_problems import Problem
 
 #: Clarabel settings of every forward solve in the suite.
@@ -38,9 +40,6 @@ TIGHT = {"tol_gap_abs": 1e-9, "tol_gap_rel": 1e-9, "tol_feas": 1e-9, "max_iter":
 FD_SOLVER = {**TIGHT, "tol_gap_abs": 1e-11, "tol_gap_rel": 1e-11, "tol_feas": 1e-11}
 #: Relative size of the data step of the finite-difference reference.
 FD_STEP = 1e-5
-#: Step of the fourth-order difference of the 3-d cone projections.
-CONE_STEP = 1e-4
-_SCS_ORDER = ("z", "l", "q", "s", "ep", "ed", "p")
 
 
 @dataclass
@@ -82,103 +81,6 @@ def vjp_error(got: tuple, ref: tuple) -> float:
 
     diff = [sp.csc_matrix(got[0]) - ref[0], got[1] - ref[1], got[2] - ref[2]]
     return float(norm(*diff) / max(norm(*ref), np.finfo(float).tiny))
-
-
-# -- cone Jacobians, naively ---------------------------------------------------------------
-def _unvec(v: np.ndarray, k: int) -> np.ndarray:
-    """Symmetric matrix of an SCS vectorisation (lower triangle, columns, √2 off-diagonal)."""
-    X = np.zeros((k, k))
-    X[np.triu_indices(k)[::-1]] = v
-    X = (X + X.T) / np.sqrt(2)
-    X[np.diag_indices(k)] /= np.sqrt(2)
-    return X
-
-
-def _vec(X: np.ndarray) -> np.ndarray:
-    k = X.shape[0]
-    Y = X * np.sqrt(2)
-    Y[np.diag_indices(k)] = np.diag(X)
-    return Y[np.triu_indices(k)[::-1]]
-
-
-def _soc_jacobian(v: np.ndarray) -> np.ndarray:
-    t, u = v[0], v[1:]
-    norm = np.linalg.norm(u)
-    d = v.size
-    if norm <= t:
-        return np.eye(d)
-    if norm <= -t:
-        return np.zeros((d, d))
-    w = u / norm
-    J = np.empty((d, d))
-    J[0, 0], J[0, 1:], J[1:, 0] = 1.0, w, w
-    J[1:, 1:] = (1 + t / norm) * np.eye(d - 1) - (t / norm) * np.outer(w, w)
-    return J / 2
-
-
-def _psd_jacobian(v: np.ndarray, k: int) -> np.ndarray:
-    lam, Q = np.linalg.eigh(_unvec(v, k))
-    pos = np.maximum(lam, 0)
-    diff = lam[:, None] - lam[None, :]
-    same = np.abs(diff) < 1e-12
-    B = np.where(same, (lam[:, None] > 0).astype(float),
-                 (pos[:, None] - pos[None, :]) / np.where(same, 1.0, diff))
-    columns = [_vec(Q @ (B * (Q.T @ _unvec(e, k) @ Q)) @ Q.T) for e in np.eye(v.size)]
-    return np.column_stack(columns)
-
-
-def _three_d_jacobians(v: np.ndarray, cones: dict) -> np.ndarray:
-    """3×3 Jacobian blocks of Π_{K*} for 3-d cones (``v`` their rows), by differences."""
-    def project(z):
-        return diffqcp_np.cones.pi(z, cones, dual=True).reshape(-1, 3)
-
-    h = CONE_STEP * np.maximum(1.0, np.abs(v))
-    blocks = np.empty((v.size // 3, 3, 3))
-    for j in range(3):
-        e = np.zeros(v.size)
-        e[j::3] = h[j::3]
-        deriv = (8 * (project(v + e) - project(v - e))
-                 - (project(v + 2 * e) - project(v - 2 * e))) / 12
-        blocks[:, :, j] = deriv / h[j::3, None]
-    return blocks
-
-
-def cone_jacobian_blocks(v: np.ndarray, cone_dict: dict) -> list[np.ndarray]:
-    """The diagonal blocks of ``DΠ_{K*}(v)`` for a product of SCS cones, dense; zero and
-    nonnegative cones as one diagonal block each."""
-    blocks: list[np.ndarray] = []
-    start = 0
-    for key in _SCS_ORDER:
-        value = cone_dict.get(key)
-        if not value:
-            continue
-        if key in ("z", "l"):
-            seg = v[start:start + value]
-            blocks.append(np.ones(value) if key == "z" else (seg > 0).astype(float))
-            start += value
-        elif key in ("q", "s"):
-            for d in value:
-                size = d if key == "q" else d * (d + 1) // 2
-                seg = v[start:start + size]
-                blocks.append(_soc_jacobian(seg) if key == "q" else _psd_jacobian(seg, d))
-                start += size
-        else:
-            size = 3 * (value if key in ("ep", "ed") else len(value))
-            blocks.extend(_three_d_jacobians(v[start:start + size], {key: value}))
-            start += size
-    return blocks
-
-
-def dense_cone_jacobian(v: np.ndarray, cone_dict: dict) -> np.ndarray:
-    """Dense ``DΠ_{K*}(v)`` for a product of SCS cones."""
-    return la.block_diag(*(np.diag(b) if b.ndim == 1 else b
-                           for b in cone_jacobian_blocks(v, cone_dict)))
-
-
-def sparse_cone_jacobian(v: np.ndarray, cone_dict: dict) -> sp.csc_matrix:
-    """``DΠ_{K*}(v)`` as a SciPy sparse matrix (its blocks as :func:`dense_cone_jacobian`)."""
-    return sp.block_diag([sp.diags(b) if b.ndim == 1 else sp.csc_matrix(b)
-                          for b in cone_jacobian_blocks(v, cone_dict)], format="csc")
 
 
 # -- the dense reference -----------------------------------------------------------------

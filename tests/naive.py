@@ -10,13 +10,21 @@ vectorisation).
 - :func:`naive_projection` and :func:`daleckii_krein`: the PSD projection by per-block
   eigen-clipping and its Jacobian by the Daleckii-Krein formula;
 - :func:`dense_eigen_parts`: ``D``, ``E = D(I − D) + Π₀`` and ``Π₀`` of a cone Jacobian
-  from a dense eigendecomposition.
+  from a dense eigendecomposition;
+- :func:`dense_cone_jacobian` and :func:`sparse_cone_jacobian`: ``DΠ_{K*}(v)`` of a
+  product of SCS cones, block by block (closed forms for the zero, nonnegative,
+  second-order and PSD cones, a fourth-order difference of ``pi`` for the 3-d cones);
+  also the oracles of ``benchmarks/suite_reference.py``.
 """
 
 from __future__ import annotations
 
 import diffcp.cones as dc
 import numpy as np
+import scipy.linalg as la
+import scipy.sparse as sp
+
+from diffqcp_np.cones import pi
 
 
 def vdim(k: int) -> int:
@@ -59,8 +67,6 @@ def residual_map_reference(prob, dA, db, dc, dP, eps=1e-6):
     Jacobians of F are taken by finite differences (no solver, no K formula), then
     [dx; dv] = −F_z⁻¹ F_θ dθ.
     """
-    from diffqcp_np.cones import pi
-
     A = prob.A.toarray()
     P = prob.P.toarray() if prob.P is not None else np.zeros((prob.n, prob.n))
 
@@ -203,3 +209,80 @@ def central_path_point(A, b, c, P, cone_dict: dict, mu: float, steps: int = 200)
         t = min(interior_step(y, dy), interior_step(s, ds))
         x, y, s = x + t * dx, y + t * dy, s + t * ds
     return x, y, s
+
+
+# -- cone Jacobians ---------------------------------------------------------------------------
+#: Step of the fourth-order difference of the 3-d cone projections.
+CONE_STEP = 1e-4
+#: SCS's order of the cones in a product.
+_SCS_ORDER = ("z", "l", "q", "s", "ep", "ed", "p")
+
+
+def soc_jacobian(v: np.ndarray) -> np.ndarray:
+    """Dense Jacobian of the second-order cone projection (closed form)."""
+    t, u = v[0], v[1:]
+    norm = np.linalg.norm(u)
+    d = v.size
+    if norm <= t:
+        return np.eye(d)
+    if norm <= -t:
+        return np.zeros((d, d))
+    w = u / norm
+    J = np.empty((d, d))
+    J[0, 0], J[0, 1:], J[1:, 0] = 1.0, w, w
+    J[1:, 1:] = (1 + t / norm) * np.eye(d - 1) - (t / norm) * np.outer(w, w)
+    return J / 2
+
+
+def three_d_jacobians(v: np.ndarray, cones: dict) -> np.ndarray:
+    """3×3 Jacobian blocks of Π_{K*} for 3-d cones (``v`` their rows), by differences."""
+    def project(z):
+        return pi(z, cones, dual=True).reshape(-1, 3)
+
+    h = CONE_STEP * np.maximum(1.0, np.abs(v))
+    blocks = np.empty((v.size // 3, 3, 3))
+    for j in range(3):
+        e = np.zeros(v.size)
+        e[j::3] = h[j::3]
+        deriv = (8 * (project(v + e) - project(v - e))
+                 - (project(v + 2 * e) - project(v - 2 * e))) / 12
+        blocks[:, :, j] = deriv / h[j::3, None]
+    return blocks
+
+
+def cone_jacobian_blocks(v: np.ndarray, cone_dict: dict) -> list[np.ndarray]:
+    """The diagonal blocks of ``DΠ_{K*}(v)`` for a product of SCS cones, dense; zero and
+    nonnegative cones as one diagonal block each."""
+    blocks: list[np.ndarray] = []
+    start = 0
+    for key in _SCS_ORDER:
+        value = cone_dict.get(key)
+        if not value:
+            continue
+        if key in ("z", "l"):
+            seg = v[start:start + value]
+            blocks.append(np.ones(value) if key == "z" else (seg > 0).astype(float))
+            start += value
+        elif key in ("q", "s"):
+            for d in value:
+                size = d if key == "q" else d * (d + 1) // 2
+                seg = v[start:start + size]
+                blocks.append(soc_jacobian(seg) if key == "q" else daleckii_krein(seg, d))
+                start += size
+        else:
+            size = 3 * (value if key in ("ep", "ed") else len(value))
+            blocks.extend(three_d_jacobians(v[start:start + size], {key: value}))
+            start += size
+    return blocks
+
+
+def dense_cone_jacobian(v: np.ndarray, cone_dict: dict) -> np.ndarray:
+    """Dense ``DΠ_{K*}(v)`` for a product of SCS cones."""
+    return la.block_diag(*(np.diag(b) if b.ndim == 1 else b
+                           for b in cone_jacobian_blocks(v, cone_dict)))
+
+
+def sparse_cone_jacobian(v: np.ndarray, cone_dict: dict) -> sp.csc_matrix:
+    """``DΠ_{K*}(v)`` as a SciPy sparse matrix (its blocks as :func:`dense_cone_jacobian`)."""
+    return sp.block_diag([sp.diags(b) if b.ndim == 1 else sp.csc_matrix(b)
+                          for b in cone_jacobian_blocks(v, cone_dict)], format="csc")
