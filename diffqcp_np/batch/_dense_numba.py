@@ -12,6 +12,7 @@ import numpy as np
 
 from .._sparse import UNSIGNED_INDEX as _U
 from ..derivative._ldl import _dense_dot
+from ..derivative._residual_numba import orthant_point_into, residual_parts
 from ..derivative.solution_refinement import (
     MAX_BACKTRACKS,
     MAX_STEPS,
@@ -90,14 +91,13 @@ else:
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _assemble_member(F, order, A_vals, P_vals, D_vals, A_rows, A_cols, U_rows, U_cols, U_a,
-                     U_b, U_weight, D_rows, D_cols, Ar_ptr, Ar_cols, Ar_pos, n, active,
+def _assemble_member(F, order, A_vals, P_union, D_vals, A_rows, A_cols, U_rows, U_cols,
+                     D_rows, D_cols, Ar_ptr, Ar_cols, Ar_pos, n, active,
                      pos):  # pragma: no cover - compiled
     """Write one problem's ``K_red'`` (C order, in ``F``) and ``order``; returns ``nk``
     (see :func:`_assemble_kernel`; ``active``, ``pos``: workspaces of lengths m, N)."""
     N = order.size
     m = N - n
-    nnz_P = P_vals.size
     active[:] = False
     for e in range(D_rows.size):
         if D_vals[e] != 0.0:
@@ -125,10 +125,7 @@ def _assemble_member(F, order, A_vals, P_vals, D_vals, A_rows, A_cols, U_rows, U
         if col >= 0:
             F[A_cols[q] * k + col] = -A_vals[q]
     for q in range(U_rows.size):
-        a, c = U_a[q], U_b[q]
-        pa = P_vals[a] if a < nnz_P else 0.0
-        pc = P_vals[c] if c < nnz_P else 0.0
-        F[U_rows[q] * k + U_cols[q]] = U_weight * (pa + pc)
+        F[U_rows[q] * k + U_cols[q]] = P_union[q]
     for j in range(n, k):
         F[j * k + j] = 1.0
     for e in range(D_rows.size):
@@ -143,24 +140,22 @@ def _assemble_member(F, order, A_vals, P_vals, D_vals, A_rows, A_cols, U_rows, U
 
 
 @numba.njit(nogil=True, cache=True)
-def _assemble_kernel(LU, nk, order, A_vals, P_vals, D_vals, A_rows, A_cols, U_rows, U_cols,
-                     U_a, U_b, U_weight, D_rows, D_cols, Ar_ptr, Ar_cols, Ar_pos,
-                     n):  # pragma: no cover - compiled
+def _assemble_kernel(LU, nk, order, A_vals, P_union, D_vals, A_rows, A_cols, U_rows, U_cols,
+                     D_rows, D_cols, Ar_ptr, Ar_cols, Ar_pos, n):  # pragma: no cover - compiled
     """Write each problem's ``K_red'`` (C order) from its values, and ``nk``, ``order``.
 
-    ``K' = [[P, −A'], [D'A, I − D']]``. The symmetric P's entries ``(U_rows, U_cols)``
-    are ``U_weight (p[U_a] + p[U_b])`` with ``p`` P's stored values (index ``nnz``:
-    zero); ``(D_rows[e], D_cols[e])`` is the superset pattern of ``D``; ``Ar_*`` is A's
-    pattern by rows (``Ar_pos``: the position of each entry in A's CSC values).
+    ``K' = [[P, −A'], [D'A, I − D']]``. ``P_union[b]`` holds the symmetric P's entries
+    ``(U_rows, U_cols)`` (its union pattern, CSC order); ``(D_rows[e], D_cols[e])`` is
+    the superset pattern of ``D``; ``Ar_*`` is A's pattern by rows (``Ar_pos``: the
+    position of each entry in A's CSC values).
     """
     N = LU.shape[1]
     active = np.empty(N - n, dtype=np.bool_)
     pos = np.empty(N, dtype=np.int64)
     for b in range(LU.shape[0]):
-        nk[b] = _assemble_member(LU[b].reshape(-1), order[b], A_vals[b], P_vals[b],
-                                 D_vals[b], A_rows, A_cols, U_rows, U_cols, U_a, U_b,
-                                 U_weight, D_rows, D_cols, Ar_ptr, Ar_cols, Ar_pos, n,
-                                 active, pos)
+        nk[b] = _assemble_member(LU[b].reshape(-1), order[b], A_vals[b], P_union[b],
+                                 D_vals[b], A_rows, A_cols, U_rows, U_cols, D_rows, D_cols,
+                                 Ar_ptr, Ar_cols, Ar_pos, n, active, pos)
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -326,86 +321,37 @@ def _jvp_kernel(LU, nk, order, piv, skip, A_vals, D_vals, D_rows, D_cols, X, Y, 
 
 
 # -- solution refinement ----------------------------------------------------------------------
-@numba.njit(nogil=True, cache=True, inline="always")
-def _member_residual(A_rows, A_cols, A_vals, P_vals, U_rows, U_cols, U_a, U_b, U_weight, b,
-                     c, x, y, s, dual, primal, stats, Px, ATy, Ax):  # pragma: no cover
-    """``dual = Px + A'y + c`` and ``primal = Ax + s − b`` for one problem (``A`` on the
-    shared pattern, ``P`` from its stored values as in :func:`_assemble_kernel`).
-
-    ``stats``: the largest magnitudes of ``c``, ``Px``, ``A'y``, ``b``, ``Ax``, ``s``,
-    ``dual`` and ``primal``, and the sums of squares of ``dual`` and ``primal`` (the
-    numbers of :func:`~diffqcp_np.derivative._residual_numba.residual_parts`).
-    ``Px``, ``ATy``, ``Ax``: workspaces.
-    """
-    n, m = x.size, y.size
-    nnz_P = P_vals.size
-    Px[:] = 0.0
-    ATy[:] = 0.0
-    Ax[:] = 0.0
-    for q in range(U_rows.size):
-        a, e = U_a[q], U_b[q]
-        pa = P_vals[a] if a < nnz_P else 0.0
-        pe = P_vals[e] if e < nnz_P else 0.0
-        Px[U_rows[q]] += U_weight * (pa + pe) * x[U_cols[q]]
-    for q in range(A_rows.size):
-        i, j = A_rows[q], A_cols[q]
-        ATy[j] += A_vals[q] * y[i]
-        Ax[i] += A_vals[q] * x[j]
-    for t in range(10):
-        stats[t] = 0.0
-    for j in range(n):
-        d = Px[j] + ATy[j] + c[j]
-        dual[j] = d
-        stats[0] = max(stats[0], abs(c[j]))
-        stats[1] = max(stats[1], abs(Px[j]))
-        stats[2] = max(stats[2], abs(ATy[j]))
-        stats[6] = max(stats[6], abs(d))
-        stats[8] += d * d
-    for i in range(m):
-        r = Ax[i] + s[i] - b[i]
-        primal[i] = r
-        stats[3] = max(stats[3], abs(b[i]))
-        stats[4] = max(stats[4], abs(Ax[i]))
-        stats[5] = max(stats[5], abs(s[i]))
-        stats[7] = max(stats[7], abs(r))
-        stats[9] += r * r
-
-
 @numba.njit(nogil=True, cache=True)
-def _residuals(rows, A_rows, A_cols, A_vals, P_vals, U_rows, U_cols, U_a, U_b, U_weight, B,
-               C, X, Y, S, DUAL, PRIMAL, stats):  # pragma: no cover - compiled
-    """:func:`_member_residual` for problem ``rows[k]`` at row ``k`` of ``X, Y, S``,
-    ``DUAL``, ``PRIMAL`` and ``stats``."""
-    n, m = X.shape[1], Y.shape[1]
-    Px, ATy, Ax = np.empty(n), np.empty(n), np.empty(m)
+def _residuals(rows, A_indptr, A_indices, A_vals, U_indptr, U_rows, P_union, B, C, X, Y, S,
+               DUAL, PRIMAL, stats):  # pragma: no cover - compiled
+    """:func:`~diffqcp_np.derivative._residual_numba.residual_parts` for problem
+    ``rows[k]`` at row ``k`` of ``X, Y, S``, ``DUAL``, ``PRIMAL`` and ``stats`` (``A``
+    on its CSC pattern, the symmetric ``P`` on the union pattern ``(U_indptr, U_rows)``)."""
     for k in range(rows.size):
         b = rows[k]
-        _member_residual(A_rows, A_cols, A_vals[b], P_vals[b], U_rows, U_cols, U_a, U_b,
-                         U_weight, B[b], C[b], X[k], Y[k], S[k], DUAL[k], PRIMAL[k],
-                         stats[k], Px, ATy, Ax)
+        (stats[k, 0], stats[k, 1], stats[k, 2], stats[k, 3], stats[k, 4], stats[k, 5],
+         stats[k, 6], stats[k, 7], stats[k, 8], stats[k, 9]) = residual_parts(
+            A_indptr, A_indices, A_vals[b], U_indptr, U_rows, P_union[b], B[b], C[b], X[k],
+            Y[k], S[k], DUAL[k], PRIMAL[k])
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _densify(A_rows, A_cols, A_vals, P_vals, U_rows, U_cols, U_a, U_b, U_weight, n, Ad,
+def _densify(A_rows, A_cols, A_vals, U_rows, U_cols, P_union, n, Ad,
              Pd):  # pragma: no cover - compiled
     """Write one problem's ``A`` (m × n) and symmetric ``P`` (n × n) into ``Ad`` and ``Pd``
     (flat, C order; zero off the shared patterns, which the caller sets once) from its
     values (``P`` as in :func:`_assemble_kernel`)."""
-    nnz_P = P_vals.size
     for q in range(A_rows.size):
         Ad[A_rows[q] * n + A_cols[q]] = A_vals[q]
     for q in range(U_rows.size):
-        a, e = U_a[q], U_b[q]
-        pa = P_vals[a] if a < nnz_P else 0.0
-        pe = P_vals[e] if e < nnz_P else 0.0
-        Pd[U_rows[q] * n + U_cols[q]] = U_weight * (pa + pe)
+        Pd[U_rows[q] * n + U_cols[q]] = P_union[q]
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
 def _dense_residual(Ad, Pd, b, c, x, y, s, dual, primal, stats, ATy):  # pragma: no cover
-    """:func:`_member_residual` with ``A`` and ``P`` dense (:func:`_densify`), in
-    vectorised loops (the sums reassociated), for the small problems of the batched
-    dense derivative."""
+    """:func:`~diffqcp_np.derivative._residual_numba.residual_parts` (its numbers in
+    ``stats``) with ``A`` and ``P`` dense (:func:`_densify`), in vectorised loops (the
+    sums reassociated), for the small problems of the batched dense derivative."""
     n, m = x.size, y.size
     ATy[:] = 0.0
     for i in range(m):
@@ -437,19 +383,8 @@ def _dense_residual(Ad, Pd, b, c, x, y, s, dual, primal, stats, ATy):  # pragma:
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def _project_orthant(zero, v, y, s):  # pragma: no cover - compiled
-    """``y = Π_{K*}(v)`` and ``s = y − v`` for the zero cone's ``zero`` rows (``K*`` is
-    free there) and the orthant's rows after them."""
-    for i in range(v.size):
-        vi = v[i]
-        yi = vi if i < zero else max(vi, 0.0)
-        y[i] = yi
-        s[i] = yi - vi
-
-
-@numba.njit(nogil=True, cache=True, inline="always")
 def _merit(stats, scales):  # pragma: no cover - compiled
-    """The normalised residual from :func:`_member_residual`'s ``stats``."""
+    """The normalised residual from :func:`_dense_residual`'s ``stats``."""
     return np.sqrt(stats[8] / scales[0] ** 2 + stats[9] / scales[1] ** 2)
 
 
@@ -464,9 +399,9 @@ def _orthant_face(y, s):  # pragma: no cover - compiled
 
 if _GETRF is not None:
     @numba.njit(nogil=True, cache=True)
-    def _refine_orthant_kernel(start, stop, zero, LU, nk, order, piv, ratio, A_vals, P_vals,
-                               D_vals, B, C, X, Y, S, A_rows, A_cols, U_rows, U_cols, U_a,
-                               U_b, U_weight, D_rows, D_cols, Ar_ptr, Ar_cols, Ar_pos, n,
+    def _refine_orthant_kernel(start, stop, zero, LU, nk, order, piv, ratio, A_vals,
+                               P_union, D_vals, B, C, X, Y, S, A_rows, A_cols, U_rows, U_cols,
+                               D_rows, D_cols, Ar_ptr, Ar_cols, Ar_pos, n,
                                min_ratio, singular, before, after, steps, rejected, factored,
                                unresolved, status):  # pragma: no cover - compiled
         """Refine members ``start:stop`` whose cones are the zero cone and the orthant (``D``
@@ -504,13 +439,12 @@ if _GETRF is not None:
             singular[o] = is_singular
             if is_singular:
                 continue
-            a_vals, p_vals, bb, cc = A_vals[b], P_vals[b], B[b], C[b]
+            a_vals, p_union, bb, cc = A_vals[b], P_union[b], B[b], C[b]
             x[:] = X[b]
             for i in range(m):
                 v[i] = Y[b, i] - S[b, i]
-            _project_orthant(zero, v, y, s)
-            _densify(A_rows, A_cols, a_vals, p_vals, U_rows, U_cols, U_a, U_b, U_weight, n,
-                     Ad, Pd)
+            orthant_point_into(v, zero, y, s)
+            _densify(A_rows, A_cols, a_vals, U_rows, U_cols, p_union, n, Ad, Pd)
             _dense_residual(Ad, Pd, bb, cc, x, y, s, dual, primal, stats, ATy)
             scales[0] = max(stats[0], stats[1], stats[2])
             scales[1] = max(stats[3], stats[4], stats[5])
@@ -548,7 +482,7 @@ if _GETRF is not None:
                         xt[j] = x[j] + t * z[j]
                     for i in range(m):
                         vt[i] = v[i] + t * z[n + i]
-                    _project_orthant(zero, vt, yt, st)
+                    orthant_point_into(vt, zero, yt, st)
                     _dense_residual(Ad, Pd, bb, cc, xt, yt, st, dual_t, primal_t, stats,
                                     ATy)
                     trial = _merit(stats, scales)
@@ -581,9 +515,9 @@ if _GETRF is not None:
                 if stale:
                     D_vals[b] = D
                     F = LU[b].reshape(-1)
-                    k = _assemble_member(F, order[b], a_vals, p_vals, D_vals[b], A_rows,
-                                         A_cols, U_rows, U_cols, U_a, U_b, U_weight, D_rows,
-                                         D_cols, Ar_ptr, Ar_cols, Ar_pos, n, active, pos)
+                    k = _assemble_member(F, order[b], a_vals, p_union, D_vals[b], A_rows,
+                                         A_cols, U_rows, U_cols, D_rows, D_cols, Ar_ptr,
+                                         Ar_cols, Ar_pos, n, active, pos)
                     nk[b] = k
                     _getrf_member(LU[b], k, piv[b])
                     ratio[b] = _pivot_ratio(F, k)

@@ -49,6 +49,7 @@ from .._validation import as_vector
 from .._warnings import warn_at_caller
 from ..cones.projection import ConeJacobian
 from ..cones.spec import ConeSpec
+from ._structure_numba import gather_symmetric
 from ._dense_numba import (
     _GETRF,
     _assemble_kernel,
@@ -209,6 +210,7 @@ class DenseLayout:
         pat = structure.A_pattern
         self.A_pattern = pat
         self.A_rows, self.A_cols = pat.rows, pat.cols
+        self.A_indptr, self.A_indices = pat.indptr, pat.indices
         order = np.argsort(pat.rows, kind="stable")  # A by rows, for D'A
         self.Ar_ptr = np.concatenate(([0], np.cumsum(np.bincount(pat.rows, minlength=m))))
         self.Ar_cols = pat.cols[order]
@@ -222,6 +224,7 @@ class DenseLayout:
         q = self.quadratic = structure._quadratic
         if q is None:
             self.U_rows = self.U_cols = np.zeros(0, np.int64)
+            self.U_indptr = np.zeros(n + 1, np.int64)
             self.U_a = self.U_b = np.zeros(0, np.int64)
             self.U_weight = 1.0
             self.P_rows = self.P_cols = np.zeros(0, np.int64)
@@ -231,6 +234,7 @@ class DenseLayout:
             self.P_rows, self.P_cols = ppat.rows, ppat.cols
             self.U_rows = q.indices.astype(np.int64)
             self.U_cols = np.repeat(np.arange(n, dtype=np.int64), np.diff(q.indptr))
+            self.U_indptr = q.indptr.astype(np.int64)
             self.U_a, self.U_b = q._a.astype(np.int64), q._b.astype(np.int64)
             self.U_weight = float(q._weight)
             scale = 2.0 if q.storage == "upper" else 1.0
@@ -432,6 +436,8 @@ class DenseBatchDerivative:
         A_vals, b, c, P_vals = values
         self.A_vals = A_vals[members]
         self.P_vals = np.zeros((count, 0)) if L.quadratic is None else P_vals[members]
+        # the symmetric P's values on its union pattern: written per span by the set-up
+        self.P_union = np.zeros((count, L.U_rows.size))
         if refine:  # the residual map needs b and c
             self.B, self.C = b[members], c[members]
         self.reports: list = [None] * count
@@ -449,6 +455,9 @@ class DenseBatchDerivative:
         block = L.block(stop - start)
         V = self.Y[start:stop] - self.S[start:stop]
         self.D_vals[start:stop] = block.jacobian_values(L, V)
+        if L.U_rows.size:
+            self.P_union[start:stop] = gather_symmetric(self.P_vals[start:stop], L.U_a,
+                                                        L.U_b, L.U_weight, False, 0.0)[0]
         self._factor_members(slice(start, stop))
 
     def _factor_members(self, rows: slice | np.ndarray) -> None:
@@ -457,10 +466,9 @@ class DenseBatchDerivative:
         L = self.layout
         LU, nk, order, piv = self.LU[rows], self.nk[rows], self.order[rows], self.piv[rows]
         ratio = self.pivot_ratio[rows]
-        _assemble_kernel(LU, nk, order, self.A_vals[rows], self.P_vals[rows],
-                         self.D_vals[rows], L.A_rows, L.A_cols, L.U_rows, L.U_cols, L.U_a,
-                         L.U_b, L.U_weight, L.D_rows, L.D_cols, L.Ar_ptr, L.Ar_cols,
-                         L.Ar_pos, L.n)
+        _assemble_kernel(LU, nk, order, self.A_vals[rows], self.P_union[rows],
+                         self.D_vals[rows], L.A_rows, L.A_cols, L.U_rows, L.U_cols,
+                         L.D_rows, L.D_cols, L.Ar_ptr, L.Ar_cols, L.Ar_pos, L.n)
         _factor(LU, nk, piv, ratio)
         if not isinstance(rows, slice):
             self.LU[rows], self.nk[rows], self.order[rows] = LU, nk, order
@@ -531,7 +539,7 @@ class DenseBatchDerivative:
             quiet.map(_set_up, out, _spans(members, block), "setup")
             if refine:  # a span per worker: refinement's steps are vector operations
                 quiet.map(_refine, out, _spans(members, max(per_worker, 1)), "refine")
-        del out.P_vals
+        del out.P_vals, out.P_union
         if refine:
             del out.B, out.C
         out.singular = out.singular_members(0, members.size)

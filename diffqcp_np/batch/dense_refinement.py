@@ -70,8 +70,8 @@ class _Points:
         dual, primal = np.empty((rows.size, L.n)), np.empty((rows.size, L.m))
         stats = np.empty((rows.size, 10))
         span = rows + start
-        _residuals(span, L.A_rows, L.A_cols, batch.A_vals, batch.P_vals, L.U_rows, L.U_cols,
-                   L.U_a, L.U_b, L.U_weight, batch.B, batch.C, X, Y, S, dual, primal, stats)
+        _residuals(span, L.A_indptr, L.A_indices, batch.A_vals, L.U_indptr, L.U_rows,
+                   batch.P_union, batch.B, batch.C, X, Y, S, dual, primal, stats)
         if first:
             scales = np.stack([stats[:, 0:3].max(axis=1), stats[:, 3:6].max(axis=1)], 1)
             scales[scales == 0.0] = 1.0
@@ -155,12 +155,11 @@ def _refine_orthant(batch: DenseBatchDerivative, start: int, stop: int) -> tuple
     before, after = np.zeros(count), np.zeros(count)
     steps, rejected, factored, rows, status = (np.zeros(count, np.int64) for _ in range(5))
     _refine_orthant_kernel(start, stop, L.spec.zero, batch.LU, batch.nk, batch.order,
-                           batch.piv, batch.pivot_ratio, batch.A_vals, batch.P_vals,
+                           batch.piv, batch.pivot_ratio, batch.A_vals, batch.P_union,
                            batch.D_vals, batch.B, batch.C, batch.X, batch.Y, batch.S,
-                           L.A_rows, L.A_cols, L.U_rows, L.U_cols, L.U_a, L.U_b,
-                           L.U_weight, L.D_rows, L.D_cols, L.Ar_ptr, L.Ar_cols, L.Ar_pos,
-                           L.n, SINGULAR_PIVOT_RATIO, singular, before, after, steps,
-                           rejected, factored, rows, status)
+                           L.A_rows, L.A_cols, L.U_rows, L.U_cols, L.D_rows, L.D_cols,
+                           L.Ar_ptr, L.Ar_cols, L.Ar_pos, L.n, SINGULAR_PIVOT_RATIO,
+                           singular, before, after, steps, rejected, factored, rows, status)
     return (singular, before, after, steps, rejected, factored, rows,
             np.zeros(count, np.int64), status)
 

@@ -61,6 +61,14 @@ def orthant_point(v, zero):
     ``K*`` is the whole space) and the orthant (the other rows), in one pass."""
     m = v.shape[0]
     y, s = np.empty(m), np.empty(m)
+    orthant_point_into(v, zero, y, s)
+    return y, s
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def orthant_point_into(v, zero, y, s):
+    """:func:`orthant_point` written into ``y`` and ``s``."""
+    m = v.shape[0]
     for i in range(zero):
         y[i] = v[i]
         s[i] = 0.0
@@ -71,7 +79,6 @@ def orthant_point(v, zero):
         else:
             y[i] = 0.0
             s[i] = -v[i]
-    return y, s
 
 
 @numba.njit(nogil=True, cache=True)
